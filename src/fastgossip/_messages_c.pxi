@@ -1,0 +1,203 @@
+# Compiled message types, included into _codec_c.pyx. Their pure-Python twins
+# live in _codec_py.py and must behave identically: same constructor
+# signatures, same repr, equality and hashing by (type, fields).
+
+cimport cython
+
+
+cdef inline str _fmt(object cls, tuple names, tuple values):
+    return "%s(%s)" % (
+        (<type>cls).__name__,
+        ", ".join(["%s=%r" % (n, v) for n, v in zip(names, values)]),
+    )
+
+
+cdef inline object _eq(object a, object b):
+    if type(a) is not type(b):
+        return NotImplemented
+    return a.astuple() == b.astuple()
+
+
+cdef class Message:
+    """Base of every message type: immutable, equal and hashed by its fields."""
+
+    _fields = ()
+
+    cpdef tuple astuple(self):
+        return ()
+
+    def __repr__(self):
+        return _fmt(type(self), self._fields, self.astuple())
+
+    def __eq__(self, other):
+        return _eq(self, other)
+
+    def __hash__(self):
+        return hash((type(self).__name__,) + self.astuple())
+
+    def __reduce__(self):
+        return (type(self), self.astuple())
+
+
+@cython.freelist(512)
+cdef class Entry:
+    """One LWW table entry: key, value, version, origin and stamp.
+
+    ``stamp`` is the origin's clock reading when the entry was written; the
+    per-origin maximum stamp is what digests carry. It defaults to ``version``.
+    """
+
+    _fields = ("key", "value", "version", "origin", "stamp")
+
+    def __init__(self, str key, object value, object version, str origin="", object stamp=None):
+        self.key = key
+        self.value = value
+        self.version = version
+        self.origin = origin
+        self.stamp = version if stamp is None else stamp
+
+    cpdef tuple astuple(self):
+        return (self.key, self.value, self.version, self.origin, self.stamp)
+
+    # Hot type: no Message base so that it can keep a freelist.
+    def __repr__(self):
+        return _fmt(type(self), self._fields, self.astuple())
+
+    def __eq__(self, other):
+        return _eq(self, other)
+
+    def __hash__(self):
+        return hash((type(self).__name__,) + self.astuple())
+
+    def __reduce__(self):
+        return (type(self), self.astuple())
+
+
+
+
+@cython.freelist(256)
+cdef class Gossip:
+    """A single key/value update (the reference's Gossip message)."""
+
+    _fields = ("sender_id", "key", "value", "version", "origin")
+
+    def __init__(self, str sender_id, str key, object value, object version, str origin=""):
+        self.sender_id = sender_id
+        self.key = key
+        self.value = value
+        self.version = version
+        self.origin = origin
+
+    cpdef tuple astuple(self):
+        return (self.sender_id, self.key, self.value, self.version, self.origin)
+
+    # Hot type: no Message base so that it can keep a freelist.
+    def __repr__(self):
+        return _fmt(type(self), self._fields, self.astuple())
+
+    def __eq__(self, other):
+        return _eq(self, other)
+
+    def __hash__(self):
+        return hash((type(self).__name__,) + self.astuple())
+
+    def __reduce__(self):
+        return (type(self), self.astuple())
+
+
+
+
+cdef class Ping(Message):
+    """Liveness probe; answered by a Pong with the same seq."""
+
+    _fields = ("sender_id", "seq")
+
+    def __init__(self, str sender_id, object seq):
+        self.sender_id = sender_id
+        self.seq = seq
+
+    cpdef tuple astuple(self):
+        return (self.sender_id, self.seq)
+
+
+
+cdef class Pong(Message):
+    """Answer to a Ping, echoing its seq."""
+
+    _fields = ("sender_id", "seq")
+
+    def __init__(self, str sender_id, object seq):
+        self.sender_id = sender_id
+        self.seq = seq
+
+    cpdef tuple astuple(self):
+        return (self.sender_id, self.seq)
+
+
+
+cdef class Replicate(Message):
+    """A replication log entry offered by a leader."""
+
+    _fields = ("leader_id", "index", "term", "checksum", "payload")
+
+    def __init__(self, str leader_id, object index, object term, object checksum,
+                 bytes payload=b""):
+        self.leader_id = leader_id
+        self.index = index
+        self.term = term
+        self.checksum = checksum
+        self.payload = payload
+
+    cpdef tuple astuple(self):
+        return (self.leader_id, self.index, self.term, self.checksum, self.payload)
+
+
+
+cdef class ReplicateAck(Message):
+    """A follower's verdict on one Replicate."""
+
+    _fields = ("follower_id", "index", "success")
+
+    def __init__(self, str follower_id, object index, bint success):
+        self.follower_id = follower_id
+        self.index = index
+        self.success = success
+
+    cpdef tuple astuple(self):
+        return (self.follower_id, self.index, bool(self.success))
+
+
+
+cdef class GossipBatch(Message):
+    """Many entries in one frame: what a delta is sent as."""
+
+    _fields = ("sender_id", "entries")
+
+    def __init__(self, str sender_id, entries=()):
+        self.sender_id = sender_id
+        self.entries = tuple(entries)
+
+    cpdef tuple astuple(self):
+        return (self.sender_id, self.entries)
+
+
+
+cdef class Digest(Message):
+    """Per-origin high-water marks: ((origin, max_stamp), ...).
+
+    ``reply=True`` asks the receiver to answer with its delta *and* its own
+    digest (push-pull); ``reply=False`` asks for the delta only.
+    """
+
+    _fields = ("sender_id", "watermarks", "reply")
+
+    def __init__(self, str sender_id, watermarks=(), bint reply=False):
+        self.sender_id = sender_id
+        if isinstance(watermarks, dict):
+            watermarks = watermarks.items()
+        self.watermarks = tuple([tuple(p) for p in watermarks])
+        self.reply = reply
+
+    cpdef tuple astuple(self):
+        return (self.sender_id, self.watermarks, bool(self.reply))
+
