@@ -45,3 +45,39 @@ async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.005) ->
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {predicate}")
         await asyncio.sleep(interval)
+
+
+def _run_strict(coro_fn, kwargs: dict) -> None:
+    """Run an async test on a fresh loop; fail it if the loop's exception
+    handler is ever reached (an exception nobody awaited, a callback that
+    raised), as uvloop's test base does."""
+    errors: list[dict] = []
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    try:
+        loop.run_until_complete(asyncio.wait_for(coro_fn(**kwargs), timeout=120))
+        # let transports close and callbacks run before judging
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        try:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+    if errors:
+        raise AssertionError(f"event loop exception handler was called: {errors!r}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    """Run ``async def`` tests without needing a plugin."""
+    fn = pyfuncitem.obj
+    if asyncio.iscoroutinefunction(fn):
+        names = pyfuncitem._fixtureinfo.argnames
+        _run_strict(fn, {n: pyfuncitem.funcargs[n] for n in names})
+        return True
+    return None
