@@ -7,6 +7,7 @@ package (set ``FASTGOSSIP_NO_EXTENSIONS=1`` at *run* time to use the twins).
 Build switches (environment variables):
   FASTGOSSIP_DEBUG=1     compile with line tracing and -O0 -g (for coverage / gdb)
   FASTGOSSIP_ANNOTATE=1  write Cython's HTML annotation next to each .pyx
+  FASTGOSSIP_ONLY=a,b    build only these modules (e.g. _codec_c), for development
 """
 
 import glob
@@ -72,6 +73,10 @@ if sys.platform == "win32":
     extra_compile_args = []
 
 sources = sorted(glob.glob(os.path.join("src", "fastgossip", "*.pyx")))
+# FASTGOSSIP_ONLY=_codec_c,_table_c builds a subset (development convenience).
+only = [name for name in os.environ.get("FASTGOSSIP_ONLY", "").split(",") if name]
+if only:
+    sources = [s for s in sources if os.path.splitext(os.path.basename(s))[0] in only]
 if not sources:
     sys.exit("fastgossip: no .pyx sources found under src/fastgossip")
 
