@@ -1,0 +1,7 @@
+"""``python -m fastgossip demo``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,178 @@
+"""Command line: ``fastgossip demo`` (also ``python -m fastgossip demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from typing import List, Optional, TextIO
+
+from . import __version__
+from ._impl import IMPLEMENTATION
+from .fanout import Fanout
+from .network import ClusterNetwork
+
+DEMO_HELP = """\
+Start a gossip cluster on this machine's loopback, write keys on random nodes,
+and watch every node converge to the same state, round by round. Ends with a
+summary of rounds, time, bytes, frames and connections. Ctrl-C stops cleanly."""
+
+
+def _bar(done: int, total: int, width: int = 30) -> str:
+    filled = width if total == 0 else int(width * done / total)
+    return "#" * filled + "." * (width - filled)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+async def run_demo(
+    nodes: int = 20,
+    fanout: Optional[Fanout] = None,
+    interval: float = 0.1,
+    keys: int = 20,
+    timeout: float = 60.0,
+    seed: Optional[int] = None,
+    out: TextIO = sys.stdout,
+) -> bool:
+    """Run the demo; True when every node converged before ``timeout``."""
+    rng = random.Random(seed)
+    fanout_label = str(fanout) if fanout is not None else "auto (all <= 32 nodes < sqrt)"
+    print(
+        f"fastgossip {__version__} ({IMPLEMENTATION}): {nodes} nodes on 127.0.0.1, "
+        f"fanout {fanout_label}, a round every {interval * 1000:.0f} ms, {keys} keys",
+        file=out,
+    )
+    started = time.perf_counter()
+    cluster = await ClusterNetwork.spawn(nodes, fanout=fanout, gossip_interval=interval)
+    try:
+        expected = {}
+        for k in range(keys):
+            key = f"key-{k:04d}"
+            value = rng.randrange(1 << 32)
+            cluster.set_on(rng.randrange(nodes), key, value)
+            expected[key] = value
+        # a second write to some keys on another node: the later write must win
+        for k in range(0, keys, 5):
+            key = f"key-{k:04d}"
+            value = rng.randrange(1 << 32)
+            cluster.set_on(rng.randrange(nodes), key, value)
+            expected[key] = value
+        total = nodes * len(expected)
+
+        def have() -> int:
+            return sum(
+                1
+                for node in cluster.nodes
+                for key, value in expected.items()
+                if node.get(key) == value
+            )
+
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        rounds0 = max(node.stats.rounds for node in cluster.nodes)
+        done = have()
+        last_round = -1
+        while done < total and loop.time() - t0 < timeout:
+            await asyncio.sleep(interval / 4)
+            rnd = max(node.stats.rounds for node in cluster.nodes) - rounds0
+            done = have()
+            if rnd != last_round:
+                last_round = rnd
+                print(
+                    f"round {rnd:3d}  [{_bar(done, total)}] {done}/{total} node-keys current",
+                    file=out,
+                    flush=True,
+                )
+        elapsed = loop.time() - t0
+        rounds = max(node.stats.rounds for node in cluster.nodes) - rounds0
+        stats = cluster.total_stats()
+        ok = done == total
+        verdict = "converged" if ok else f"NOT converged after {timeout:.0f}s"
+        print(f"{verdict}: {done}/{total} node-keys current", file=out)
+        print(f"  nodes               {nodes}", file=out)
+        print(f"  rounds              {rounds}", file=out)
+        print(f"  time                {elapsed * 1000:.0f} ms", file=out)
+        print(f"  bytes sent          {_human_bytes(stats['bytes_sent'])}", file=out)
+        print(f"  frames sent         {stats['frames_sent']}", file=out)
+        print(f"  connections opened  {stats['connections_opened']}", file=out)
+        print(f"  bad frames          {stats['bad_frames']}", file=out)
+        print(f"  wall time in total  {time.perf_counter() - started:.2f} s", file=out)
+        return ok
+    finally:
+        await cluster.shutdown_all()
+
+
+def _fanout_arg(text: str) -> Fanout:
+    try:
+        return Fanout.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastgossip",
+        description="fastgossip: cluster-wide key/value state by epidemic gossip over TCP.",
+    )
+    parser.add_argument("--version", action="version", version=f"fastgossip {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="run a local cluster and watch it converge",
+        description=DEMO_HELP,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_argument("--nodes", type=_positive(int), default=20, help="number of nodes")
+    demo.add_argument(
+        "--fanout",
+        type=_fanout_arg,
+        default=None,
+        help="peers per round: a number, 'sqrt' or 'all' (default: all up to 32 nodes, then sqrt)",
+    )
+    demo.add_argument(
+        "--interval", type=_positive(float), default=0.1, help="seconds between gossip rounds"
+    )
+    demo.add_argument("--keys", type=_positive(int), default=20, help="keys to write")
+    demo.add_argument(
+        "--timeout", type=_positive(float), default=60.0, help="give up after this many seconds"
+    )
+    demo.add_argument("--seed", type=int, default=None, help="seed for the demo's choices")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "demo":
+        parser.print_help()
+        return 2
+    try:
+        ok = asyncio.run(
+            run_demo(args.nodes, args.fanout, args.interval, args.keys, args.timeout, args.seed)
+        )
+    except KeyboardInterrupt:
+        print("\ninterrupted; cluster shut down", file=sys.stderr)
+        return 130
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

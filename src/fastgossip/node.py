@@ -1,0 +1,429 @@
+"""GossipNode: a TCP gossip node sharing a last-write-wins key/value table.
+
+Lifecycle: ``await GossipNode.start(config)`` binds and listens, then a round
+timer runs. Each round the fanout policy says how many peers, the sampler says
+which, and each chosen peer is sent this node's digest (per-origin high-water
+marks) on a persistent connection. The peer answers with the entries this node
+lacks and its own digest; this node answers with what the peer lacks
+(push-pull anti-entropy, scuttlebutt-style). See docs/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field, fields, replace
+from types import ModuleType
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from ._impl import load
+from .clock import HybridClock
+from .errors import NodeError
+from .fanout import Fanout
+from .protocol import GossipProtocol
+from .replication import ReplicationLog
+
+log = logging.getLogger("fastgossip")
+
+Address = Tuple[str, int]
+Value = Union[int, bytes]
+
+__all__ = ["GossipNode", "NodeConfig", "NodeStats"]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """How a node runs. ``NodeConfig.localhost("a")`` is enough to start one.
+
+    ``fanout=None`` picks ``Fanout.default_for(number of peers)`` each round.
+    ``implementation`` is "cython", "python" or None (the process default, see
+    ``fastgossip.IMPLEMENTATION``).
+    """
+
+    node_id: str
+    bind: Address = ("127.0.0.1", 0)
+    fanout: Optional[Fanout] = None
+    gossip_interval: float = 0.2
+    max_frame_size: int = 1 << 20
+    max_delta_bytes: int = 32 << 20
+    write_buffer_high: int = 4 << 20
+    connect_timeout: float = 2.0
+    reconnect_min: float = 0.05
+    reconnect_max: float = 2.0
+    seed: Optional[int] = None
+    implementation: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.node_id, str) or not self.node_id:
+            raise ValueError("node_id must be a non-empty str")
+        if len(self.node_id.encode("utf-8")) > 65535:
+            raise ValueError("node_id is longer than 65535 UTF-8 bytes")
+        if self.gossip_interval <= 0:
+            raise ValueError("gossip_interval must be > 0 seconds")
+        if not 64 <= self.max_frame_size <= 0xFFFFFFFF:
+            raise ValueError("max_frame_size must be between 64 and 2**32-1 bytes")
+        if self.fanout is not None and not isinstance(self.fanout, Fanout):
+            raise TypeError("fanout must be a Fanout (e.g. Fanout.bounded(3), Fanout.SQRT)")
+
+    @classmethod
+    def localhost(cls, node_id: str, port: int = 0, **kwargs: Any) -> NodeConfig:
+        """A config listening on 127.0.0.1:port (0: the OS picks)."""
+        return cls(node_id=node_id, bind=("127.0.0.1", port), **kwargs)
+
+    def with_(self, **changes: Any) -> NodeConfig:
+        return replace(self, **changes)
+
+
+@dataclass
+class NodeStats:
+    """Counters of one node since it started."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    frames_sent: int = 0
+    frames_received: int = 0
+    connections_opened: int = 0
+    connections_accepted: int = 0
+    connect_failures: int = 0
+    rounds: int = 0
+    bad_frames: int = 0
+    entries_merged: int = 0
+    sends_dropped: int = 0
+
+    def as_dict(self) -> Dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class _PeerLink:
+    """This node's one outbound connection to a peer, and its backoff."""
+
+    addr: Address
+    proto: Optional[GossipProtocol] = None
+    connecting: Optional[asyncio.Task] = None
+    backoff: float = 0.0
+    next_attempt: float = 0.0
+    pending: List[Any] = field(default_factory=list)
+
+    @property
+    def connected(self) -> bool:
+        return self.proto is not None and not self.proto.closed
+
+
+class GossipNode:
+    """A gossip node. Create with ``await GossipNode.start(config)``."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        impl = config.implementation
+        self._codec: ModuleType = load("codec", impl)
+        self._table_mod: ModuleType = load("table", impl)
+        self._sampler_mod: ModuleType = load("sampler", impl)
+        self.implementation: str = "python" if self._codec.__name__.endswith("_py") else "cython"
+        self._state = self._table_mod.GossipState()
+        self._rng = self._sampler_mod.XorShift64(config.seed)
+        self._clock = HybridClock()
+        self.replication_log = ReplicationLog()
+        self.stats = NodeStats()
+        self._loop = asyncio.get_running_loop()
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._links: Dict[Address, _PeerLink] = {}
+        self._conns: set[GossipProtocol] = set()
+        self._round_task: Optional[asyncio.Task] = None
+        self._addr: Address = config.bind
+        self._closed = False
+        self._pongs: Dict[int, asyncio.Future[float]] = {}
+        self._ping_seq = 0
+
+    # -- lifecycle -----------------------------------------------------------
+    @classmethod
+    async def start(cls, config: NodeConfig) -> GossipNode:
+        """Bind, listen and start gossiping; returns once listening."""
+        node = cls(config)
+        host, port = config.bind
+        try:
+            node._server = await node._loop.create_server(
+                lambda: GossipProtocol(node, outbound=False), host, port, reuse_address=True
+            )
+        except OSError as exc:
+            raise NodeError(
+                f"cannot bind {host}:{port}: {exc.strerror or exc} (errno {exc.errno})"
+            ) from exc
+        sockname = node._server.sockets[0].getsockname()
+        node._addr = (sockname[0], sockname[1])
+        node._round_task = node._loop.create_task(node._round_loop())
+        return node
+
+    async def __aenter__(self) -> GossipNode:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop rounds, close the listener and every connection, free the port."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in [self._round_task] if t is not None]
+        tasks += [link.connecting for link in self._links.values() if link.connecting]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+        conns = list(self._conns)
+        for proto in conns:
+            proto.close()
+        if conns:
+            await asyncio.wait([asyncio.ensure_future(p.wait_closed()) for p in conns], timeout=5)
+        if self._server is not None:
+            await self._server.wait_closed()
+        for fut in self._pongs.values():
+            if not fut.done():
+                fut.cancel()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NodeError(f"node {self.config.node_id!r} is shut down")
+
+    # -- identity and peers ------------------------------------------------
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    @property
+    def addr(self) -> Address:
+        """The (host, port) actually bound."""
+        return self._addr
+
+    @property
+    def peers(self) -> List[Address]:
+        return list(self._links)
+
+    def add_peer(self, addr: Address) -> None:
+        """Gossip with the node listening at ``addr`` (duplicates are ignored)."""
+        self._check_open()
+        host, port = addr
+        key = (str(host), int(port))
+        if key == self._addr or key in self._links:
+            return
+        self._links[key] = _PeerLink(key)
+
+    def remove_peer(self, addr: Address) -> None:
+        link = self._links.pop((str(addr[0]), int(addr[1])), None)
+        if link is not None:
+            if link.connecting is not None:
+                link.connecting.cancel()
+            if link.proto is not None:
+                link.proto.close()
+
+    # -- the table -----------------------------------------------------------
+    def set(self, key: str, value: Value) -> int:
+        """Write ``key`` locally, versioned by this node's hybrid clock.
+
+        Returns the version. The write reaches the peers in the next rounds.
+        """
+        self._check_open()
+        version = self._clock.now()
+        self._state.set(key, value, version, self.node_id, version)
+        return version
+
+    def set_with_version(self, key: str, value: Value, version: int) -> bool:
+        """Write with an explicit version; True when it won locally."""
+        self._check_open()
+        stamp = self._clock.now()
+        changed = self._state.set(key, value, version, self.node_id, stamp)
+        self._clock.observe(version)
+        return bool(changed)
+
+    def get(self, key: str) -> Optional[Value]:
+        found = self._state.get(key)
+        return None if found is None else found[0]
+
+    def get_with_version(self, key: str) -> Optional[Tuple[Value, int]]:
+        return self._state.get(key)
+
+    def get_entry(self, key: str) -> Any:
+        """The full entry (key, value, version, origin, stamp) or None."""
+        return self._state.get_entry(key)
+
+    def state_len(self) -> int:
+        return len(self._state)
+
+    def keys(self) -> List[str]:
+        return list(self._state.keys())
+
+    def items(self) -> Dict[str, Value]:
+        return {e.key: e.value for e in self._state}
+
+    def watermarks(self) -> Dict[str, int]:
+        return self._state.watermarks()
+
+    def _observe_merged(self) -> None:
+        self._clock.observe(self._state.max_version)
+
+    # -- rounds --------------------------------------------------------------
+    async def _round_loop(self) -> None:
+        interval = self.config.gossip_interval
+        # de-synchronise nodes started together
+        await asyncio.sleep(interval * (self._rng.below(1000) / 1000.0))
+        while True:
+            try:
+                self.gossip_round()
+            except Exception:  # a bug in a round must not kill the node
+                log.exception("%s: gossip round failed", self.node_id)
+            await asyncio.sleep(interval)
+
+    def gossip_round(self) -> int:
+        """Run one round now: send the digest to the peers the fanout picks.
+
+        Returns how many peers were picked.
+        """
+        self._check_open()
+        self.stats.rounds += 1
+        links = list(self._links.values())
+        if not links:
+            return 0
+        fanout = self.config.fanout or Fanout.default_for(len(links) + 1)
+        chosen = self._rng.sample(links, fanout.resolve(len(links)))
+        digest = None
+        for link in chosen:
+            if link.connected:
+                if digest is None:
+                    digest = self._codec.encode(self._digest(reply=True))
+                link.proto.send_frames((digest,))  # type: ignore[union-attr]
+            else:
+                self._connect(link)
+        return len(chosen)
+
+    def _digest(self, reply: bool) -> Any:
+        return self._codec.Digest(self.node_id, self._state.watermarks(), reply)
+
+    # -- connections ---------------------------------------------------------
+    def _connect(self, link: _PeerLink) -> None:
+        if link.connecting is not None or self._closed:
+            return
+        if self._loop.time() < link.next_attempt:
+            return
+        link.connecting = self._loop.create_task(self._open(link))
+
+    async def _open(self, link: _PeerLink) -> None:
+        host, port = link.addr
+        try:
+            _, proto = await asyncio.wait_for(
+                self._loop.create_connection(
+                    lambda: GossipProtocol(self, outbound=True), host, port
+                ),
+                self.config.connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.stats.connect_failures += 1
+            self._schedule_retry(link)
+            log.debug("%s: connect to %s:%s failed: %s", self.node_id, host, port, exc)
+            return
+        finally:
+            link.connecting = None
+        if self._closed or link.addr not in self._links:
+            proto.close()
+            return
+        link.proto = proto
+        link.backoff = 0.0
+        proto.peer = link.addr
+        self.stats.connections_opened += 1
+        # a new connection starts with an exchange, so a fresh peer catches up now
+        proto.send(self._digest(reply=True))
+        for msg in link.pending:
+            proto.send(msg)
+        link.pending.clear()
+
+    def _schedule_retry(self, link: _PeerLink) -> None:
+        cfg = self.config
+        link.backoff = min(cfg.reconnect_max, max(cfg.reconnect_min, link.backoff * 2))
+        jitter = 0.5 + self._rng.below(1000) / 1000.0
+        link.next_attempt = self._loop.time() + link.backoff * jitter
+
+    def _connection_made(self, proto: GossipProtocol) -> None:
+        self._conns.add(proto)
+        if not proto.outbound:
+            self.stats.connections_accepted += 1
+            if self._closed:
+                proto.close()
+
+    def _connection_lost(self, proto: GossipProtocol, exc: Optional[Exception]) -> None:
+        self._conns.discard(proto)
+        if proto.outbound:
+            for link in self._links.values():
+                if link.proto is proto:
+                    link.proto = None
+                    self._schedule_retry(link)
+                    break
+
+    # -- messages --------------------------------------------------------------
+    def _handle(self, msg: Any, proto: GossipProtocol) -> None:
+        codec = self._codec
+        kind = type(msg)
+        if kind is codec.Digest:
+            frames = self._state.delta_frames(
+                self.node_id,
+                dict(msg.watermarks),
+                self.config.max_frame_size,
+                self.config.max_delta_bytes,
+            )
+            if msg.reply:
+                frames.append(codec.encode(self._digest(reply=False)))
+            proto.send_frames(frames)
+        elif kind is codec.Gossip:
+            if self._state.merge((msg,)):
+                self.stats.entries_merged += 1
+                self._observe_merged()
+        elif kind is codec.Ping:
+            proto.send(codec.Pong(self.node_id, msg.seq))
+        elif kind is codec.Pong:
+            fut = self._pongs.pop(msg.seq, None)
+            if fut is not None and not fut.done():
+                fut.set_result(self._loop.time())
+        elif kind is codec.Replicate:
+            ok = self.replication_log.offer(msg.index, msg.term, msg.checksum, msg.payload)
+            proto.send(codec.ReplicateAck(self.node_id, msg.index, ok))
+        elif kind is codec.ReplicateAck:
+            log.debug("%s: ReplicateAck %r", self.node_id, msg)
+        else:  # Entry or a future type: nothing to do
+            log.debug("%s: ignoring %r", self.node_id, msg)
+
+    async def ping(self, addr: Address, timeout: float = 2.0) -> float:
+        """Round-trip time in seconds to the node at ``addr`` over its link."""
+        self._check_open()
+        self.add_peer(addr)
+        link = self._links[(str(addr[0]), int(addr[1]))]
+        self._ping_seq += 1
+        seq = self._ping_seq
+        fut: asyncio.Future[float] = self._loop.create_future()
+        self._pongs[seq] = fut
+        started = self._loop.time()
+        msg = self._codec.Ping(self.node_id, seq)
+        if link.connected:
+            link.proto.send(msg)  # type: ignore[union-attr]
+        else:
+            link.pending.append(msg)
+            link.next_attempt = 0.0
+            self._connect(link)
+        try:
+            return await asyncio.wait_for(fut, timeout) - started
+        finally:
+            self._pongs.pop(seq, None)
+
+    def __repr__(self) -> str:
+        host, port = self._addr
+        state = "closed" if self._closed else "running"
+        return f"<GossipNode {self.node_id!r} {host}:{port} {state} entries={self.state_len()}>"
+
+
+def default_node_id() -> str:
+    """A node id unique enough for a demo: host name and pid."""
+    return f"{os.uname().nodename}-{os.getpid()}"

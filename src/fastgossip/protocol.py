@@ -1,0 +1,127 @@
+"""The asyncio Protocol that carries frames between two nodes.
+
+Thin by design (asyncpg's shape): ``data_received`` feeds the compiled frame
+decoder once per chunk, hands each GossipBatch frame to the compiled table in
+one call, and dispatches the few other messages to the node. One class serves
+both the connections a node opens and those it accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Iterable, Optional
+
+from .errors import FrameError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .node import GossipNode
+
+log = logging.getLogger("fastgossip")
+
+
+class GossipProtocol(asyncio.Protocol):
+    """One TCP connection of a node, inbound or outbound."""
+
+    __slots__ = (
+        "node",
+        "transport",
+        "peer",
+        "outbound",
+        "paused",
+        "closed",
+        "_decoder",
+        "_batch_type",
+        "_closed_fut",
+    )
+
+    def __init__(self, node: GossipNode, outbound: bool) -> None:
+        self.node = node
+        self.outbound = outbound
+        self.transport: Optional[asyncio.Transport] = None
+        self.peer: Any = None
+        self.paused = False
+        self.closed = False
+        self._decoder = node._codec.FrameDecoder(node.config.max_frame_size)
+        self._batch_type = node._codec.T_GOSSIP_BATCH
+        self._closed_fut: asyncio.Future[None] = node._loop.create_future()
+
+    # -- asyncio callbacks -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        high = self.node.config.write_buffer_high
+        transport.set_write_buffer_limits(high=high, low=high // 4)
+        self.node._connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        node = self.node
+        stats = node.stats
+        stats.bytes_received += len(data)
+        try:
+            frames = self._decoder.feed_frames(data)
+            if not frames:
+                return
+            stats.frames_received += len(frames)
+            batch_type = self._batch_type
+            merge_frame = node._state.merge_frame
+            merged = 0
+            for frame in frames:
+                if frame[5] == batch_type:
+                    merged += merge_frame(frame)
+                else:
+                    node._handle(node._codec.decode(frame), self)
+            if merged:
+                stats.entries_merged += merged
+                node._observe_merged()
+        except FrameError as exc:
+            stats.bad_frames += 1
+            log.warning(
+                "%s: closing connection from %s: bad frame: %s", node.node_id, self.peer, exc
+            )
+            self.abort()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.closed = True
+        if not self._closed_fut.done():
+            self._closed_fut.set_result(None)
+        self.node._connection_lost(self, exc)
+
+    # -- sending -----------------------------------------------------------
+    def send_frames(self, frames: Iterable[bytes]) -> bool:
+        """Write already-encoded frames; False (and nothing written) when the
+        peer is not reading fast enough or the connection is gone."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        if self.paused:
+            self.node.stats.sends_dropped += 1
+            return False
+        frames = list(frames)
+        if not frames:
+            return True
+        stats = self.node.stats
+        stats.frames_sent += len(frames)
+        stats.bytes_sent += sum(map(len, frames))
+        self.transport.writelines(frames)
+        return True
+
+    def send(self, msg: Any) -> bool:
+        return self.send_frames((self.node._codec.encode(msg),))
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def wait_closed(self) -> None:
+        await self._closed_fut

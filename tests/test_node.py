@@ -1,0 +1,323 @@
+"""GossipNode and ClusterNetwork over real sockets on 127.0.0.1.
+
+No sleeps as synchronisation: every wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import zlib
+
+import pytest
+
+from fastgossip import (
+    ClusterNetwork,
+    Fanout,
+    GossipNode,
+    NodeConfig,
+    NodeError,
+    Ping,
+    Pong,
+    Replicate,
+    ReplicateAck,
+    read_message,
+    write_message,
+)
+
+from .conftest import wait_for
+
+FAST = 0.02  # gossip interval for tests, seconds
+
+
+def config(node_id: str, implementation: str, **kw) -> NodeConfig:
+    kw.setdefault("gossip_interval", FAST)
+    return NodeConfig.localhost(node_id, implementation=implementation, **kw)
+
+
+async def pair(implementation: str, **kw):
+    a = await GossipNode.start(config("a", implementation, **kw))
+    b = await GossipNode.start(config("b", implementation, **kw))
+    a.add_peer(b.addr)
+    b.add_peer(a.addr)
+    return a, b
+
+
+# -- the reference's scenarios ----------------------------------------------------
+
+
+async def test_two_nodes_converge(implementation: str) -> None:
+    a, b = await pair(implementation)
+    async with a, b:
+        a.set("color", b"blue")
+        await wait_for(lambda: b.get("color") == b"blue")
+        assert b.get_with_version("color") == a.get_with_version("color")
+        assert a.implementation == implementation
+
+
+async def test_three_nodes_bounded_one(implementation: str) -> None:
+    async with await ClusterNetwork.spawn(
+        3, fanout=Fanout.bounded(1), gossip_interval=FAST, implementation=implementation
+    ) as net:
+        net.set_on(0, "k", 7)
+        result = await net.wait_converged("k", 7, timeout=10)
+        assert result.converged and result.node_count == 3
+        assert [net.get_on(i, "k") for i in range(3)] == [7, 7, 7]
+
+
+async def test_five_nodes_sqrt(implementation: str) -> None:
+    async with await ClusterNetwork.spawn(
+        5, fanout=Fanout.SQRT, gossip_interval=FAST, implementation=implementation
+    ) as net:
+        net.set_on(4, "k", b"v")
+        result = await net.wait_converged("k", b"v", timeout=10)
+        assert result.converged
+        assert result.final_state_entries == 5
+
+
+async def test_ten_nodes_sqrt_three_keys(implementation: str) -> None:
+    async with await ClusterNetwork.spawn(
+        10, fanout=Fanout.SQRT, gossip_interval=FAST, implementation=implementation
+    ) as net:
+        for i, key in enumerate(("x", "y", "z")):
+            net.set_on(i * 3, key, i + 100)
+        for i, key in enumerate(("x", "y", "z")):
+            assert (await net.wait_converged(key, i + 100, timeout=10)).converged
+        assert all(node.state_len() == 3 for node in net.nodes)
+
+
+async def test_distinct_keys_counted_and_several_keys_propagate() -> None:
+    async with await ClusterNetwork.spawn(4, gossip_interval=FAST) as net:
+        for i in range(40):
+            net.set_on(i % 4, f"key-{i}", i)
+        net.set_on(1, "key-3", 1003)  # an overwrite is not a new key
+        result = await net.wait_until(lambda: all(n.state_len() == 40 for n in net.nodes))
+        assert result.converged and result.final_state_entries == 160
+        assert (await net.wait_converged("key-3", 1003)).converged
+        for node in net.nodes:
+            assert {k: node.get(k) for k in node.keys()} == {
+                f"key-{i}": (1003 if i == 3 else i) for i in range(40)
+            }
+
+
+async def test_explicit_versions_higher_wins(implementation: str) -> None:
+    a, b = await pair(implementation)
+    async with a, b:
+        assert a.set_with_version("k", 1, 10)
+        assert b.set_with_version("k", 2, 20)
+        assert not a.set_with_version("k", 3, 5) or a.get("k") == 3
+        await wait_for(lambda: a.get("k") == 2 and b.get("k") == 2)
+        assert a.get_with_version("k") == (2, 20)
+
+
+async def test_graceful_shutdown_frees_port() -> None:
+    a, b = await pair("cython")
+    a.set("k", 1)
+    await wait_for(lambda: b.get("k") == 1)
+    port = a.addr[1]
+    await a.shutdown()
+    await b.shutdown()
+    assert a.closed
+    with pytest.raises(NodeError):
+        a.set("k", 2)
+    await a.shutdown()  # idempotent
+    # the port can be bound again at once
+    again = await GossipNode.start(NodeConfig.localhost("again", port))
+    assert again.addr[1] == port
+    await again.shutdown()
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+async def test_bind_failure_is_node_error() -> None:
+    a = await GossipNode.start(NodeConfig.localhost("a"))
+    try:
+        # a second listener on a listening port fails (no SO_REUSEPORT)
+        with pytest.raises(NodeError, match=f"127.0.0.1:{a.addr[1]}"):
+            await GossipNode.start(NodeConfig.localhost("b", a.addr[1]))
+    finally:
+        await a.shutdown()
+
+
+async def test_raw_ping_pong(implementation: str) -> None:
+    node = await GossipNode.start(config("n", implementation))
+    async with node:
+        reader, writer = await asyncio.open_connection(*node.addr)
+        await write_message(writer, Ping("tester", 41))
+        assert await asyncio.wait_for(read_message(reader), 5) == Pong("n", 41)
+        await write_message(writer, Ping("tester", 2**64 - 1))
+        assert await asyncio.wait_for(read_message(reader), 5) == Pong("n", 2**64 - 1)
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_node_ping_measures_rtt() -> None:
+    a, b = await pair("cython")
+    async with a, b:
+        rtt = await a.ping(b.addr)
+        assert 0 <= rtt < 5
+
+
+# -- Replicate is checked ----------------------------------------------------------
+
+
+async def test_raw_replicate_and_refusals(implementation: str) -> None:
+    node = await GossipNode.start(config("f", implementation))
+    async with node:
+        reader, writer = await asyncio.open_connection(*node.addr)
+
+        async def offer(index: int, term: int, payload: bytes, checksum=None) -> ReplicateAck:
+            crc = zlib.crc32(payload) if checksum is None else checksum
+            await write_message(writer, Replicate("leader", index, term, crc, payload))
+            return await asyncio.wait_for(read_message(reader), 5)
+
+        assert await offer(1, 1, b"one") == ReplicateAck("f", 1, True)
+        assert await offer(2, 1, b"two") == ReplicateAck("f", 2, True)
+        assert await offer(2, 1, b"two") == ReplicateAck("f", 2, True)  # re-delivery
+        assert await offer(2, 2, b"two") == ReplicateAck("f", 2, False)  # term conflict
+        assert await offer(4, 1, b"gap") == ReplicateAck("f", 4, False)  # not next
+        assert await offer(3, 1, b"bad", checksum=123) == ReplicateAck("f", 3, False)
+        assert await offer(3, 3, b"three") == ReplicateAck("f", 3, True)
+        assert await offer(4, 2, b"stale") == ReplicateAck("f", 4, False)  # term went back
+        assert await offer(0, 3, b"zero") == ReplicateAck("f", 0, False)
+        assert len(node.replication_log) == 3
+        assert node.replication_log[3].payload == b"three"
+        writer.close()
+        await writer.wait_closed()
+
+
+# -- what the reference gets wrong ----------------------------------------------------
+
+
+async def test_later_write_wins_across_nodes(implementation: str) -> None:
+    """Node a writes a key 50 times; node b writes it once, later. b wins
+    everywhere (with per-node counters, a's 50th write would beat it)."""
+    a, b = await pair(implementation)
+    async with a, b:
+        for i in range(50):
+            a.set("k", i)
+        await wait_for(lambda: b.get("k") == 49)
+        b.set("k", 1000)
+        await wait_for(lambda: a.get("k") == 1000)
+        assert b.get("k") == 1000
+        va, vb = a.get_with_version("k")[1], b.get_with_version("k")[1]
+        assert va == vb
+
+
+async def test_equal_versions_converge_to_one_value(implementation: str) -> None:
+    a, b = await pair(implementation)
+    async with a, b:
+        a.set_with_version("k", b"from-a", 7)
+        b.set_with_version("k", b"from-b", 7)
+        await wait_for(lambda: a.get("k") == b.get("k"))
+        # origin is the tie-break: "b" > "a"
+        assert a.get("k") == b"from-b"
+        assert a.get_entry("k").origin == "b"
+
+
+async def test_bytes_and_int_values_keep_their_types(implementation: str) -> None:
+    a, b = await pair(implementation)
+    async with a, b:
+        a.set("bin", b"\x00\xff" * 100)
+        a.set("num", 2**64 - 1)
+        a.set("empty", b"")
+        await wait_for(lambda: b.state_len() == 3)
+        assert b.get("bin") == b"\x00\xff" * 100
+        assert b.get("num") == 2**64 - 1 and type(b.get("num")) is int
+        assert b.get("empty") == b""
+
+
+async def test_hostile_bytes_close_only_that_connection(implementation: str) -> None:
+    a, b = await pair(implementation, max_frame_size=4096)
+    async with a, b:
+        a.set("before", 1)
+        await wait_for(lambda: b.get("before") == 1)
+        hostile = [
+            b"\x00\x00\x00\x05\x09\x01abc",  # unknown version
+            b"\x00\x00\x00\x03\x01\x63z",  # unknown type
+            struct.pack(">I", 0xFFFFFFF0) + b"\x01\x01",  # claims 4 GiB
+            b"\x00\x00\x00\x08\x01\x02\x00\x09ab",  # inner length overruns
+            b"\x00\x00\x00\x0c\x01\x02\x00\x02\xff\xfe" + b"\x00" * 6,  # bad UTF-8
+        ]
+        for i, junk in enumerate(hostile, start=1):
+            reader, writer = await asyncio.open_connection(*b.addr)
+            writer.write(junk)
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by b
+            writer.close()
+            await wait_for(lambda i=i: b.stats.bad_frames == i)
+        # b still serves a, and kept what it had
+        assert b.get("before") == 1
+        a.set("after", 2)
+        await wait_for(lambda: b.get("after") == 2)
+        reader, writer = await asyncio.open_connection(*b.addr)
+        await write_message(writer, Ping("t", 1))
+        assert await asyncio.wait_for(read_message(reader), 5) == Pong("b", 1)
+        writer.close()
+
+
+async def test_one_connection_per_peer_across_rounds(implementation: str) -> None:
+    async with await ClusterNetwork.spawn(
+        4, fanout=Fanout.UNBOUNDED, gossip_interval=0.01, implementation=implementation
+    ) as net:
+        start = [n.stats.rounds for n in net.nodes]
+        await wait_for(lambda: all(n.stats.rounds - s >= 40 for n, s in zip(net.nodes, start)))
+        for i in range(20):
+            net.set_on(i % 4, f"k{i}", i)
+        await net.wait_until(lambda: all(n.state_len() == 20 for n in net.nodes))
+        for node in net.nodes:
+            assert node.stats.connections_opened == 3
+            assert node.stats.connections_accepted == 3
+
+
+async def test_steady_state_traffic_is_flat(implementation: str) -> None:
+    """With no writes, a round's bytes do not grow with the number of keys."""
+
+    async def bytes_per_round(keys: int) -> float:
+        a, b = await pair(implementation, gossip_interval=0.01)
+        async with a, b:
+            for i in range(keys):
+                a.set(f"some-longer-key-{i:08d}", i)
+            await wait_for(lambda: b.state_len() == keys, timeout=30)
+            # let the catch-up finish, then measure
+            await wait_for(lambda: a.stats.rounds >= 5)
+            sent0, rounds0 = a.stats.bytes_sent + b.stats.bytes_sent, a.stats.rounds
+            await wait_for(lambda: a.stats.rounds >= rounds0 + 30)
+            sent = a.stats.bytes_sent + b.stats.bytes_sent - sent0
+            return sent / (a.stats.rounds - rounds0)
+
+    small = await bytes_per_round(10)
+    large = await bytes_per_round(5000)
+    assert large <= 2 * small + 64, (small, large)
+    assert large < 1000  # digests, not the 5000-key state (~150 kB)
+
+
+async def test_fresh_peer_catches_up_in_one_exchange(implementation: str) -> None:
+    """A peer that lacks everything gets it all in reply to one digest, in
+    many frames, not one frame per round."""
+    slow = dict(gossip_interval=3600, max_frame_size=64 * 1024)
+    a = await GossipNode.start(config("a", implementation, **slow))
+    async with a:
+        for i in range(20000):
+            a.set(f"k{i}", i)
+        b = await GossipNode.start(config("b", implementation, **slow))
+        async with b:
+            b.add_peer(a.addr)
+            b.gossip_round()  # the only round: connect, then one digest exchange
+            await wait_for(lambda: b.state_len() == 20000, timeout=30)
+            assert b.stats.rounds == 1 and a.stats.rounds == 0
+            assert a.stats.frames_sent >= 8  # ~600 kB in frames of at most 64 KiB
+            assert b.get("k19999") == 19999
+
+
+async def test_peer_restart_reconnects(implementation: str) -> None:
+    a, b = await pair(implementation)
+    async with a:
+        a.set("k", 1)
+        await wait_for(lambda: b.get("k") == 1)
+        port = b.addr[1]
+        await b.shutdown()
+        a.set("k", 2)
+        b2 = await GossipNode.start(config("b", implementation, bind=("127.0.0.1", port)))
+        async with b2:
+            await wait_for(lambda: b2.get("k") == 2, timeout=15)
+            assert a.stats.connections_opened >= 2
