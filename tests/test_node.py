@@ -321,3 +321,53 @@ async def test_peer_restart_reconnects(implementation: str) -> None:
         async with b2:
             await wait_for(lambda: b2.get("k") == 2, timeout=15)
             assert a.stats.connections_opened >= 2
+
+
+async def test_concurrent_writes_and_a_crash_converge(implementation: str) -> None:
+    """Random concurrent writes on five nodes, one node crashing and coming
+    back empty on its old port: every node ends with the same table, and each
+    key holds its greatest (version, origin, value) write."""
+    import random
+
+    rng = random.Random(7)
+    async with await ClusterNetwork.spawn(
+        5, fanout=Fanout.bounded(2), gossip_interval=FAST, implementation=implementation
+    ) as net:
+        writes: dict = {}
+
+        def write(i: int, key: str, value) -> None:
+            version = net.set_on(i, key, value)
+            best = writes.get(key)
+            cand = (version, net.nodes[i].node_id, value)
+            if best is None or cand > best:
+                writes[key] = cand
+
+        for step in range(300):
+            write(rng.randrange(5), f"k{rng.randrange(40)}", rng.randrange(1000))
+            if step % 50 == 0:
+                await asyncio.sleep(0)  # let rounds interleave with writes
+
+        def settled() -> bool:
+            return all(
+                {k: n.get(k) for k in writes} == {k: w[2] for k, w in writes.items()}
+                for n in net.nodes
+            )
+
+        assert (await net.wait_until(settled, timeout=20)).converged
+        victim = net.nodes[3]
+        port = victim.addr[1]
+        await victim.shutdown()
+        for _ in range(100):
+            write(rng.choice([0, 1, 2, 4]), f"k{rng.randrange(40)}", rng.randrange(1000))
+        reborn = await GossipNode.start(
+            config("node-3", implementation, bind=("127.0.0.1", port), fanout=Fanout.bounded(2))
+        )
+        for other in net.nodes:
+            if other is not victim:
+                reborn.add_peer(other.addr)
+        net.nodes[3] = reborn
+        assert (await net.wait_until(settled, timeout=20)).converged
+        for node in net.nodes:
+            for key, (version, origin, value) in writes.items():
+                assert node.get_with_version(key) == (value, version)
+                assert node.get_entry(key).origin == origin
