@@ -1,0 +1,1507 @@
+# cython: language_level=3
+"""Compiled LWW table. Pure-Python twin (and reference behaviour): _table_py.py.
+
+The table lives in C memory:
+
+* a dense array of fixed-size records (``Rec``), one per key, in first-insertion
+  order; a key's UTF-8 bytes live in an append-only arena (keys never move and
+  are never deleted);
+* an open-addressing index (linear probing, power-of-two capacity, load <= 0.7)
+  of 64-bit buckets: high 32 bits are the key hash's tag, low 32 bits slot + 1;
+* an interned origin table (UTF-8 bytes, the Python str, the watermark) with
+  its own small index, and per origin a log of ``(stamp, slot)`` records kept
+  sorted by (stamp, key) lazily, so that ``delta`` costs about what changed.
+
+A record of an origin's log is *live* when its slot still holds that origin
+and stamp; stale records are skipped and a log is compacted once its stale
+records outnumber its live ones. Python objects (Entry, str, bytes) are made
+only when Python asks for them: ``merge_frame`` parses a frame and merges it
+with none made per entry.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.string cimport memcmp, memcpy, memset
+
+from fastgossip._codec_c cimport Entry, Gossip
+from fastgossip._wire cimport (
+    HEADER_SIZE,
+    MIN_ENTRY_SIZE,
+    PROTOCOL_VERSION,
+    T_GOSSIP,
+    T_GOSSIP_BATCH,
+    V_BYTES,
+    V_INT,
+    rd16,
+    rd32,
+    rd64,
+    wr16,
+    wr32,
+    wr64,
+    wr_header,
+    wr_str,
+)
+
+import os
+
+import fastgossip._codec_c as _codec_c
+
+from fastgossip.errors import FrameError
+
+cdef extern from "Python.h":
+    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+    object PyBytes_FromStringAndSize(const char* v, Py_ssize_t size)
+    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
+    unsigned long long PyLong_AsUnsignedLongLong(object v) except? <unsigned long long>-1
+    Py_ssize_t PyLong_AsSsize_t(object v) except? -1
+    Py_ssize_t PY_SSIZE_T_MAX
+
+__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Entry", "GossipState"]
+globals()["Entry"] = _codec_c.Entry
+
+DEFAULT_MAX_FRAME_SIZE = 1 << 20
+
+cdef enum:
+    MAX_STR = 0xFFFF
+    COMPACT_SLACK = 16       # stale records tolerated beyond the live count
+    INDEX_MIN = 16           # initial index capacity (buckets)
+    INSERTION_SORT = 16
+    ENTRY_FIXED = 21         # u16 key length + u16 origin index + u64 version + u64 stamp + tag
+
+cdef uint32_t NO_ORIGIN = 0xFFFFFFFF
+cdef uint64_t MAX_LENGTH = 0xFFFFFFFF      # the u32 length prefix
+cdef uint64_t MAX_SLOTS = 0xFFFFFFFE
+cdef dict _TYPE_NAMES = {2: "Ping", 3: "Pong", 4: "Replicate", 5: "ReplicateAck", 7: "Digest"}
+cdef object _U64 = 1 << 64
+
+# A per-process random seed, so that a peer cannot choose colliding keys.
+cdef uint64_t _seed = int.from_bytes(os.urandom(8), "little")
+
+
+# -- hashing and UTF-8 ---------------------------------------------------------------
+
+cdef inline uint64_t _ld64(const unsigned char* p) noexcept nogil:
+    cdef uint64_t v
+    memcpy(&v, p, 8)
+    return v
+
+
+cdef inline uint64_t _rotl(uint64_t x, int r) noexcept nogil:
+    return (x << r) | (x >> (64 - r))
+
+
+cdef inline uint32_t _ld32(const unsigned char* p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return v
+
+
+cdef inline uint64_t _ld_short(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """0 < n <= 8 bytes as one word, without a byte loop (overlapping loads)."""
+    if n >= 4:
+        return (<uint64_t>_ld32(p) << 32) | _ld32(p + n - 4)
+    return (<uint64_t>p[0] << 16) | (<uint64_t>p[n >> 1] << 8) | p[n - 1]
+
+
+cdef inline uint64_t _round(uint64_t h, uint64_t v) noexcept nogil:
+    return _rotl(h ^ (v * 0x87C37B91114253D5ULL), 31) * 0x4CF5AD432745937FULL
+
+
+cdef inline uint64_t _hash(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """A seeded 64-bit hash: 8 bytes per multiply-rotate round (the last word
+    overlapping the one before), then a murmur3 finaliser."""
+    cdef uint64_t h = _seed ^ (<uint64_t>n * 0x9E3779B97F4A7C15ULL)
+    cdef const unsigned char* end = p + n
+    if n > 8:
+        while end - p > 8:
+            h = _round(h, _ld64(p))
+            p += 8
+        h = _round(h, _ld64(end - 8))
+    elif n > 0:
+        h = _round(h, _ld_short(p, n))
+    h ^= h >> 33
+    h *= 0xFF51AFD7ED558CCDULL
+    h ^= h >> 33
+    h *= 0xC4CEB9FE1A85EC53ULL
+    h ^= h >> 33
+    return h
+
+
+cdef inline bint _same(const unsigned char* a, const unsigned char* b, Py_ssize_t n) noexcept nogil:
+    """a[:n] == b[:n], inline for short keys."""
+    cdef Py_ssize_t i = 0
+    if n > 16:
+        return memcmp(a, b, <size_t>n) == 0
+    if n >= 8:
+        return _ld64(a) == _ld64(b) and _ld64(a + n - 8) == _ld64(b + n - 8)
+    if n >= 4:
+        return _ld32(a) == _ld32(b) and _ld32(a + n - 4) == _ld32(b + n - 4)
+    while i < n:
+        if a[i] != b[i]:
+            return False
+        i += 1
+    return True
+
+
+cdef inline bint _ascii(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    cdef const unsigned char* end = s + n
+    cdef uint64_t acc = 0
+    if n >= 8:
+        while end - s > 8:
+            acc |= _ld64(s)
+            s += 8
+        acc |= _ld64(end - 8)
+    elif n > 0:
+        acc = _ld_short(s, n)
+    return (acc & 0x8080808080808080ULL) == 0
+
+
+cdef inline bint _utf8_ok(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    """Strict UTF-8, as Python decodes it: no overlongs, surrogates or > U+10FFFF."""
+    cdef Py_ssize_t i = 0
+    cdef unsigned char c, c1
+    if _ascii(s, n):
+        return True
+    while i < n:
+        if i + 8 <= n and (_ld64(s + i) & 0x8080808080808080ULL) == 0:
+            i += 8
+            continue
+        c = s[i]
+        if c < 0x80:
+            i += 1
+        elif c < 0xC2:
+            return False
+        elif c < 0xE0:
+            if i + 1 >= n or (s[i + 1] & 0xC0) != 0x80:
+                return False
+            i += 2
+        elif c < 0xF0:
+            if i + 2 >= n:
+                return False
+            c1 = s[i + 1]
+            if c == 0xE0:
+                if c1 < 0xA0 or c1 > 0xBF:
+                    return False
+            elif c == 0xED:
+                if c1 < 0x80 or c1 > 0x9F:
+                    return False
+            elif (c1 & 0xC0) != 0x80:
+                return False
+            if (s[i + 2] & 0xC0) != 0x80:
+                return False
+            i += 3
+        elif c < 0xF5:
+            if i + 3 >= n:
+                return False
+            c1 = s[i + 1]
+            if c == 0xF0:
+                if c1 < 0x90 or c1 > 0xBF:
+                    return False
+            elif c == 0xF4:
+                if c1 < 0x80 or c1 > 0x8F:
+                    return False
+            elif (c1 & 0xC0) != 0x80:
+                return False
+            if (s[i + 2] & 0xC0) != 0x80 or (s[i + 3] & 0xC0) != 0x80:
+                return False
+            i += 4
+        else:
+            return False
+    return True
+
+
+cdef inline int _bytes_cmp(const unsigned char* a, Py_ssize_t na,
+                           const unsigned char* b, Py_ssize_t nb) noexcept nogil:
+    cdef int c = memcmp(a, b, <size_t>(na if na < nb else nb))
+    if c != 0:
+        return c
+    return (na > nb) - (na < nb)
+
+
+# -- argument validation (same checks and messages as _table_py.py) ------------------
+
+cdef int _conv_str(str name, object s, const unsigned char** p, Py_ssize_t* n) except -1:
+    if not isinstance(s, str):
+        raise TypeError(f"{name} must be str, not {type(s).__name__}")
+    p[0] = <const unsigned char*>PyUnicode_AsUTF8AndSize(s, n)
+    if n[0] > MAX_STR:
+        raise ValueError(f"{name} is {n[0]} UTF-8 bytes long, more than 65535")
+    return 0
+
+
+cdef int _conv_u64(str name, object v, uint64_t* out) except -1:
+    if not isinstance(v, int):
+        raise TypeError(f"{name} must be int, not {type(v).__name__}")
+    try:
+        out[0] = PyLong_AsUnsignedLongLong(v)
+    except OverflowError:
+        raise ValueError(f"{name} out of range [0, 2**64): {v}") from None
+    return 0
+
+
+cdef Py_ssize_t _conv_size(str name, object v, Py_ssize_t minimum) except -1:
+    """A non-negative size argument; huge values saturate at PY_SSIZE_T_MAX."""
+    if not isinstance(v, int):
+        raise TypeError(f"{name} must be int, not {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, not {v}")
+    try:
+        return PyLong_AsSsize_t(v)
+    except OverflowError:
+        return PY_SSIZE_T_MAX
+
+
+# -- records -------------------------------------------------------------------------
+
+cdef union Val:
+    uint64_t i
+    unsigned char* b       # PyMem_Malloc'd, owned by the record
+
+
+cdef struct Rec:           # 48 bytes
+    uint64_t version
+    uint64_t stamp
+    Val val
+    size_t key_off         # into the key arena
+    uint32_t origin        # into the origin table
+    uint32_t blen          # length of a bytes value
+    uint16_t key_len
+    uint8_t tag            # V_INT or V_BYTES
+
+
+cdef packed struct LogRec:  # 12 bytes
+    uint64_t stamp
+    uint32_t slot
+
+
+cdef struct Origin:
+    unsigned char* name    # UTF-8, owned
+    Py_ssize_t name_len
+    PyObject* pystr        # owned reference
+    uint64_t watermark     # highest stamp seen
+    LogRec* log
+    uint32_t log_len
+    uint32_t log_cap
+    uint32_t log_sorted    # length of the log's sorted prefix
+    uint32_t live          # slots holding this origin
+
+
+cdef struct In:            # an incoming entry, borrowed pointers
+    const unsigned char* key
+    Py_ssize_t klen
+    uint64_t version
+    uint64_t stamp
+    uint64_t ival
+    const unsigned char* bval
+    uint32_t blen
+    uint8_t tag
+
+
+cdef struct Cur:           # a delta cursor over one origin's log
+    uint64_t stamp
+    uint32_t oid
+    uint32_t slot
+    uint32_t i
+
+
+cdef struct Packer:        # greedy packing of batch entries into frames
+    Py_ssize_t base
+    Py_ssize_t max_size
+    Py_ssize_t size
+    uint32_t frame         # current frame number, 0 when none is open
+    uint32_t n_forigins
+    uint32_t* fgen         # per origin: the frame it was last listed in
+    bint new_frame
+
+
+cdef int _in_value(object value, In* e) except -1:
+    cdef Py_ssize_t n
+    if isinstance(value, bytes):
+        n = PyBytes_GET_SIZE(value)
+        if <uint64_t>n > MAX_LENGTH:
+            raise ValueError(f"bytes value is {n} bytes long, more than 4294967295")
+        e.tag = V_BYTES
+        e.bval = <const unsigned char*>PyBytes_AS_STRING(value)
+        e.blen = <uint32_t>n
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"value must be int or bytes, not {type(value).__name__}")
+    try:
+        e.ival = PyLong_AsUnsignedLongLong(value)
+    except OverflowError:
+        raise ValueError(f"int value out of range [0, 2**64): {value}") from None
+    e.tag = V_INT
+    return 0
+
+
+@cython.final
+cdef class GossipState:
+    """Last-writer-wins key/value table with per-origin watermarks and deltas."""
+
+    cdef Rec* _recs
+    cdef Py_ssize_t _n
+    cdef Py_ssize_t _cap
+    cdef unsigned char* _arena
+    cdef size_t _arena_len
+    cdef size_t _arena_cap
+    cdef uint64_t* _index
+    cdef size_t _mask
+    cdef Py_ssize_t _grow_at
+    cdef Origin* _origins
+    cdef uint32_t _n_origins
+    cdef uint32_t _origins_cap
+    cdef uint64_t* _oindex
+    cdef size_t _omask
+    cdef uint64_t _max_version
+
+    def __cinit__(self):
+        self._init()
+
+    def __dealloc__(self):
+        self._free()
+
+    cdef int _init(self) except -1:
+        self._index = <uint64_t*>PyMem_Malloc(INDEX_MIN * sizeof(uint64_t))
+        self._oindex = <uint64_t*>PyMem_Malloc(INDEX_MIN * sizeof(uint64_t))
+        if self._index == NULL or self._oindex == NULL:
+            raise MemoryError()
+        memset(self._index, 0, INDEX_MIN * sizeof(uint64_t))
+        memset(self._oindex, 0, INDEX_MIN * sizeof(uint64_t))
+        self._mask = INDEX_MIN - 1
+        self._omask = INDEX_MIN - 1
+        self._grow_at = INDEX_MIN * 7 // 10
+        return 0
+
+    cdef void _free(self) noexcept:
+        cdef Py_ssize_t i
+        cdef Origin* o
+        if self._recs != NULL:
+            for i in range(self._n):
+                if self._recs[i].tag == V_BYTES:
+                    PyMem_Free(self._recs[i].val.b)
+            PyMem_Free(self._recs)
+        if self._origins != NULL:
+            for i in range(self._n_origins):
+                o = &self._origins[i]
+                PyMem_Free(o.name)
+                PyMem_Free(o.log)
+                Py_DECREF(<object>o.pystr)
+            PyMem_Free(self._origins)
+        PyMem_Free(self._arena)
+        PyMem_Free(self._index)
+        PyMem_Free(self._oindex)
+        self._recs = NULL
+        self._origins = NULL
+        self._arena = NULL
+        self._index = NULL
+        self._oindex = NULL
+        self._n = self._cap = 0
+        self._arena_len = self._arena_cap = 0
+        self._n_origins = self._origins_cap = 0
+        self._max_version = 0
+
+    # -- the key index -------------------------------------------------------------
+
+    cdef inline Py_ssize_t _find(self, const unsigned char* key, Py_ssize_t klen, uint64_t h,
+                                 size_t* pos) noexcept:
+        """The slot holding key, or -1; *pos is its bucket or the empty one to use."""
+        cdef uint32_t tag = <uint32_t>(h >> 32)
+        cdef size_t i = tag & self._mask
+        cdef uint64_t b
+        cdef Rec* r
+        while True:
+            b = self._index[i]
+            if b == 0:
+                pos[0] = i
+                return -1
+            if <uint32_t>(b >> 32) == tag:
+                r = &self._recs[<uint32_t>b - 1]
+                if r.key_len == klen and _same(self._arena + r.key_off, key, klen):
+                    pos[0] = i
+                    return <uint32_t>b - 1
+            i = (i + 1) & self._mask
+
+    cdef int _rehash(self, uint64_t** index, size_t* mask) except -1:
+        """Double a bucket array in place of *index."""
+        cdef size_t old_cap = mask[0] + 1
+        cdef size_t cap = old_cap * 2
+        cdef size_t new_mask = cap - 1
+        cdef uint64_t* new = <uint64_t*>PyMem_Malloc(cap * sizeof(uint64_t))
+        cdef size_t i, j
+        cdef uint64_t b
+        if new == NULL:
+            raise MemoryError()
+        memset(new, 0, cap * sizeof(uint64_t))
+        for i in range(old_cap):
+            b = index[0][i]
+            if b != 0:
+                j = <uint32_t>(b >> 32) & new_mask
+                while new[j] != 0:
+                    j = (j + 1) & new_mask
+                new[j] = b
+        PyMem_Free(index[0])
+        index[0] = new
+        mask[0] = new_mask
+        return 0
+
+    cdef int _key_cmp(self, uint32_t a, uint32_t b) noexcept:
+        cdef Rec* ra = &self._recs[a]
+        cdef Rec* rb = &self._recs[b]
+        return _bytes_cmp(self._arena + ra.key_off, ra.key_len,
+                          self._arena + rb.key_off, rb.key_len)
+
+    # -- origins -------------------------------------------------------------------
+
+    cdef inline int _origin_cmp(self, uint32_t a, uint32_t b) noexcept:
+        if a == b:
+            return 0
+        return _bytes_cmp(self._origins[a].name, self._origins[a].name_len,
+                          self._origins[b].name, self._origins[b].name_len)
+
+    cdef uint32_t _origin_id(self, const unsigned char* name, Py_ssize_t nlen,
+                             object pystr) except? 0xFFFFFFFF:
+        """The id of an origin, interning it (UTF-8 already checked) when new."""
+        cdef uint64_t h = _hash(name, nlen)
+        cdef uint32_t tag = <uint32_t>(h >> 32)
+        cdef size_t i = tag & self._omask
+        cdef uint64_t b
+        cdef Origin* o
+        cdef uint32_t oid
+        while True:
+            b = self._oindex[i]
+            if b == 0:
+                break
+            if <uint32_t>(b >> 32) == tag:
+                o = &self._origins[<uint32_t>b - 1]
+                if o.name_len == nlen and memcmp(o.name, name, nlen) == 0:
+                    return <uint32_t>b - 1
+            i = (i + 1) & self._omask
+        # new origin
+        if pystr is None or type(pystr) is not str:
+            pystr = PyUnicode_DecodeUTF8(<const char*>name, nlen, NULL)
+        if self._n_origins == self._origins_cap:
+            self._grow_origins()
+        if (<size_t>self._n_origins + 1) * 10 > (self._omask + 1) * 7:
+            self._rehash(&self._oindex, &self._omask)
+            i = tag & self._omask
+            while self._oindex[i] != 0:
+                i = (i + 1) & self._omask
+        oid = self._n_origins
+        o = &self._origins[oid]
+        memset(o, 0, sizeof(Origin))
+        o.name = <unsigned char*>PyMem_Malloc(<size_t>nlen + 1)
+        if o.name == NULL:
+            raise MemoryError()
+        memcpy(o.name, name, nlen)
+        o.name_len = nlen
+        Py_INCREF(pystr)
+        o.pystr = <PyObject*>pystr
+        self._n_origins += 1
+        self._oindex[i] = (<uint64_t>tag << 32) | (<uint64_t>oid + 1)
+        return oid
+
+    cdef int _grow_origins(self) except -1:
+        cdef uint32_t cap = self._origins_cap * 2 if self._origins_cap else 8
+        cdef Origin* new = <Origin*>PyMem_Realloc(self._origins, cap * sizeof(Origin))
+        if new == NULL:
+            raise MemoryError()
+        self._origins = new
+        self._origins_cap = cap
+        return 0
+
+    cdef uint32_t _origin_of(self, object origin) except? 0xFFFFFFFF:
+        cdef const unsigned char* p
+        cdef Py_ssize_t n
+        p = <const unsigned char*>PyUnicode_AsUTF8AndSize(origin, &n)
+        return self._origin_id(p, n, origin)
+
+    # -- the per-origin logs -----------------------------------------------------------
+
+    cdef inline bint _log_lt(self, const LogRec* a, const LogRec* b) noexcept:
+        if a.stamp != b.stamp:
+            return a.stamp < b.stamp
+        if a.slot == b.slot:
+            return False
+        return self._key_cmp(a.slot, b.slot) < 0
+
+    cdef int _log_reserve(self, uint32_t oid) except -1:
+        cdef Origin* o = &self._origins[oid]
+        cdef uint32_t cap
+        cdef LogRec* new
+        if o.log_len < o.log_cap:
+            return 0
+        if o.log_cap >= 0x80000000:
+            raise MemoryError("origin log too long")
+        cap = o.log_cap * 2 if o.log_cap else 4
+        new = <LogRec*>PyMem_Realloc(o.log, cap * sizeof(LogRec))
+        if new == NULL:
+            raise MemoryError()
+        o.log = new
+        o.log_cap = cap
+        return 0
+
+    cdef void _log_push(self, uint32_t oid, uint64_t stamp, uint32_t slot) noexcept:
+        """Append a record; room was reserved."""
+        cdef Origin* o = &self._origins[oid]
+        cdef LogRec rec
+        cdef LogRec* last
+        rec.stamp = stamp
+        rec.slot = slot
+        if o.log_len:
+            last = &o.log[o.log_len - 1]
+            if last.stamp == stamp and last.slot == slot:
+                return
+            if o.log_sorted == o.log_len and self._log_lt(last, &rec):
+                o.log_sorted += 1
+        else:
+            o.log_sorted = 1
+        o.log[o.log_len] = rec
+        o.log_len += 1
+        self._maybe_compact(oid)
+
+    cdef void _merge_runs(self, LogRec* a, size_t m, size_t n, LogRec* tmp) noexcept:
+        """Merge the sorted runs a[:m] and a[m:n] (stable); tmp holds m records."""
+        cdef size_t i = 0, j = m, k = 0
+        memcpy(tmp, a, m * sizeof(LogRec))
+        while i < m and j < n:
+            if self._log_lt(&a[j], &tmp[i]):
+                a[k] = a[j]
+                j += 1
+            else:
+                a[k] = tmp[i]
+                i += 1
+            k += 1
+        while i < m:
+            a[k] = tmp[i]
+            i += 1
+            k += 1
+
+    cdef void _msort(self, LogRec* a, size_t n, LogRec* tmp) noexcept:
+        cdef size_t i, j, m
+        cdef LogRec x
+        if n <= INSERTION_SORT:
+            for i in range(1, n):
+                x = a[i]
+                j = i
+                while j > 0 and self._log_lt(&x, &a[j - 1]):
+                    a[j] = a[j - 1]
+                    j -= 1
+                a[j] = x
+            return
+        m = n // 2
+        self._msort(a, m, tmp)
+        self._msort(a + m, n - m, tmp)
+        if self._log_lt(&a[m], &a[m - 1]):
+            self._merge_runs(a, m, n, tmp)
+
+    cdef bint _sort_log(self, uint32_t oid) noexcept:
+        """Sort the log by (stamp, key): sort the unsorted tail, then merge it into
+        the part of the sorted prefix it overlaps. False when out of memory."""
+        cdef Origin* o = &self._origins[oid]
+        cdef size_t s = o.log_sorted, n = o.log_len, lo, hi, mid
+        cdef LogRec* tmp
+        if s == n:
+            return True
+        tmp = <LogRec*>PyMem_Malloc(n * sizeof(LogRec))
+        if tmp == NULL:
+            return False
+        self._msort(o.log + s, n - s, tmp)
+        # first record of the prefix that sorts after the tail's first
+        lo = 0
+        hi = s
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._log_lt(&o.log[s], &o.log[mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        if lo < s:
+            self._merge_runs(o.log + lo, s - lo, n - lo, tmp)
+        PyMem_Free(tmp)
+        o.log_sorted = <uint32_t>n
+        return True
+
+    cdef inline bint _live(self, uint32_t oid, const LogRec* rec) noexcept:
+        cdef Rec* r = &self._recs[rec.slot]
+        return r.origin == oid and r.stamp == rec.stamp
+
+    cdef void _maybe_compact(self, uint32_t oid) noexcept:
+        """Drop stale and duplicate records once they outnumber the live ones."""
+        cdef Origin* o = &self._origins[oid]
+        cdef uint32_t i, k = 0, cap
+        cdef LogRec* new
+        if o.log_len - o.live <= o.live + COMPACT_SLACK:
+            return
+        if not self._sort_log(oid):
+            return  # best effort: retried at the next append
+        for i in range(o.log_len):
+            if not self._live(oid, &o.log[i]):
+                continue
+            if k and o.log[k - 1].slot == o.log[i].slot and o.log[k - 1].stamp == o.log[i].stamp:
+                continue
+            o.log[k] = o.log[i]
+            k += 1
+        o.log_len = k
+        o.log_sorted = k
+        if o.log_cap > 16 and k < o.log_cap // 4:
+            cap = k * 2 if k > 8 else 8
+            new = <LogRec*>PyMem_Realloc(o.log, cap * sizeof(LogRec))
+            if new != NULL:
+                o.log = new
+                o.log_cap = cap
+
+    # -- merging one entry ---------------------------------------------------------
+
+    cdef int _apply(self, In* e, uint32_t oid) except -1:
+        """Merge one entry; 1 when it changed the table, else 0."""
+        cdef Origin* o = &self._origins[oid]
+        cdef uint64_t h
+        cdef size_t pos
+        cdef Py_ssize_t slot
+        cdef Rec* r
+        cdef int c
+        cdef bint wins
+        cdef unsigned char* buf = NULL
+        cdef uint32_t old_origin
+        cdef uint64_t old_stamp
+        if e.stamp > o.watermark:
+            o.watermark = e.stamp
+        if e.version > self._max_version:
+            self._max_version = e.version
+        h = _hash(e.key, e.klen)
+        slot = self._find(e.key, e.klen, h, &pos)
+        if slot < 0:
+            return self._insert(e, oid, h, pos)
+        r = &self._recs[slot]
+        if e.version != r.version:
+            wins = e.version > r.version
+        else:
+            c = self._origin_cmp(oid, r.origin)
+            if c != 0:
+                wins = c > 0
+            elif e.tag != r.tag:
+                wins = e.tag > r.tag   # any int < any bytes
+            elif e.tag == V_INT:
+                wins = e.ival > r.val.i
+            else:
+                wins = _bytes_cmp(e.bval, e.blen, r.val.b, r.blen) > 0
+        if not wins:
+            return 0
+        old_origin = r.origin
+        old_stamp = r.stamp
+        if old_origin != oid or old_stamp != e.stamp:
+            self._log_reserve(oid)
+        if e.tag == V_BYTES:
+            buf = <unsigned char*>PyMem_Malloc(<size_t>e.blen + 1)
+            if buf == NULL:
+                raise MemoryError()
+            memcpy(buf, e.bval, e.blen)
+        r = &self._recs[slot]
+        if r.tag == V_BYTES:
+            PyMem_Free(r.val.b)
+        r.version = e.version
+        r.stamp = e.stamp
+        r.origin = oid
+        r.tag = e.tag
+        if e.tag == V_BYTES:
+            r.val.b = buf
+            r.blen = e.blen
+        else:
+            r.val.i = e.ival
+            r.blen = 0
+        if old_origin != oid:
+            self._origins[old_origin].live -= 1
+            self._origins[oid].live += 1
+            self._log_push(oid, e.stamp, <uint32_t>slot)
+            self._maybe_compact(old_origin)
+        elif old_stamp != e.stamp:
+            self._log_push(oid, e.stamp, <uint32_t>slot)
+        return 1
+
+    cdef int _insert(self, In* e, uint32_t oid, uint64_t h, size_t pos) except -1:
+        cdef Py_ssize_t cap
+        cdef size_t acap
+        cdef Rec* recs
+        cdef unsigned char* arena
+        cdef unsigned char* buf = NULL
+        cdef Rec* r
+        cdef uint32_t slot
+        if <uint64_t>self._n >= MAX_SLOTS:
+            raise MemoryError("GossipState is full (2**32 - 2 keys)")
+        if self._n >= self._grow_at:
+            self._rehash(&self._index, &self._mask)
+            self._grow_at = <Py_ssize_t>((self._mask + 1) * 7 // 10)
+            self._find(e.key, e.klen, h, &pos)
+        if self._n == self._cap:
+            cap = self._cap * 2 if self._cap else 16
+            recs = <Rec*>PyMem_Realloc(self._recs, cap * sizeof(Rec))
+            if recs == NULL:
+                raise MemoryError()
+            self._recs = recs
+            self._cap = cap
+        if self._arena_len + <size_t>e.klen > self._arena_cap:
+            acap = self._arena_cap * 2 if self._arena_cap else 256
+            while acap < self._arena_len + <size_t>e.klen:
+                acap *= 2
+            arena = <unsigned char*>PyMem_Realloc(self._arena, acap)
+            if arena == NULL:
+                raise MemoryError()
+            self._arena = arena
+            self._arena_cap = acap
+        self._log_reserve(oid)
+        if e.tag == V_BYTES:
+            buf = <unsigned char*>PyMem_Malloc(<size_t>e.blen + 1)
+            if buf == NULL:
+                raise MemoryError()
+            memcpy(buf, e.bval, e.blen)
+        slot = <uint32_t>self._n
+        r = &self._recs[slot]
+        r.version = e.version
+        r.stamp = e.stamp
+        r.origin = oid
+        r.tag = e.tag
+        if e.tag == V_BYTES:
+            r.val.b = buf
+            r.blen = e.blen
+        else:
+            r.val.i = e.ival
+            r.blen = 0
+        r.key_off = self._arena_len
+        r.key_len = <uint16_t>e.klen
+        memcpy(self._arena + self._arena_len, e.key, e.klen)
+        self._arena_len += e.klen
+        self._index[pos] = (h >> 32 << 32) | (<uint64_t>slot + 1)
+        self._n += 1
+        self._origins[oid].live += 1
+        self._log_push(oid, e.stamp, slot)
+        return 1
+
+    # -- Python objects ------------------------------------------------------------
+
+    cdef str _key_str(self, Py_ssize_t slot):
+        cdef Rec* r = &self._recs[slot]
+        return PyUnicode_DecodeUTF8(<const char*>self._arena + r.key_off, r.key_len, NULL)
+
+    cdef object _value(self, Py_ssize_t slot):
+        cdef Rec* r = &self._recs[slot]
+        if r.tag == V_BYTES:
+            return PyBytes_FromStringAndSize(<const char*>r.val.b, r.blen)
+        return r.val.i
+
+    cdef Entry _entry(self, Py_ssize_t slot):
+        cdef Entry e = Entry.__new__(Entry)
+        e.value = self._value(slot)
+        e.key = self._key_str(slot)
+        cdef Rec* r = &self._recs[slot]
+        e.version = r.version
+        e.stamp = r.stamp
+        e.origin = <str>self._origins[r.origin].pystr
+        return e
+
+    cdef Py_ssize_t _lookup(self, object key) except -2:
+        cdef const unsigned char* p
+        cdef Py_ssize_t n
+        cdef size_t pos
+        _conv_str("key", key, &p, &n)
+        return self._find(p, n, _hash(p, n), &pos)
+
+    # -- writing -------------------------------------------------------------------
+
+    def set(self, key, value, version, origin="", stamp=None) -> bool:
+        """Write one entry; True when the table changed (the entry won)."""
+        cdef In e
+        cdef const unsigned char* op
+        cdef Py_ssize_t on
+        _conv_str("key", key, &e.key, &e.klen)
+        _in_value(value, &e)
+        _conv_u64("version", version, &e.version)
+        _conv_str("origin", origin, &op, &on)
+        if stamp is None:
+            e.stamp = e.version
+        else:
+            _conv_u64("stamp", stamp, &e.stamp)
+        return self._apply(&e, self._origin_id(op, on, origin)) == 1
+
+    def merge(self, entries) -> list:
+        """Merge entries (or Gossip messages); returns those that changed the table,
+        in input order. Every entry is validated before any is merged."""
+        cdef list items = list(entries)
+        cdef Py_ssize_t n = PyList_GET_SIZE(items), i
+        cdef In* ins
+        cdef list hold = []          # keeps attribute values alive while ins points in them
+        cdef list origins = [None] * n
+        cdef list changed = []
+        cdef object item, key, value, version, origin, stamp
+        cdef const unsigned char* op
+        cdef Py_ssize_t on
+        cdef Entry ent
+        if n == 0:
+            return changed
+        ins = <In*>PyMem_Malloc(n * sizeof(In))
+        if ins == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                item = <object>PyList_GET_ITEM(items, i)
+                if type(item) is Entry:
+                    ent = <Entry>item
+                    key, value, version, origin, stamp = (
+                        ent.key, ent.value, ent.version, ent.origin, ent.stamp)
+                elif type(item) is Gossip:
+                    key, value, version, origin, stamp = (
+                        (<Gossip>item).key, (<Gossip>item).value, (<Gossip>item).version,
+                        (<Gossip>item).origin, None)
+                else:
+                    stamp = getattr(item, "stamp", None)
+                    version, key, value, origin = item.version, item.key, item.value, item.origin
+                    hold.append((key, value, origin))
+                _conv_u64("version", version, &ins[i].version)
+                _conv_str("key", key, &ins[i].key, &ins[i].klen)
+                _in_value(value, &ins[i])
+                _conv_str("origin", origin, &op, &on)
+                origins[i] = origin
+                if stamp is None:
+                    ins[i].stamp = ins[i].version
+                else:
+                    _conv_u64("stamp", stamp, &ins[i].stamp)
+            for i in range(n):
+                if self._apply(&ins[i], self._origin_of(origins[i])):
+                    changed.append(self._result(<object>PyList_GET_ITEM(items, i), &ins[i],
+                                                origins[i]))
+        finally:
+            PyMem_Free(ins)
+        return changed
+
+    cdef object _result(self, object item, In* e, object origin):
+        """The Entry to report for a merged item: the item itself when it is an
+        Entry of exact field types, else a new one."""
+        cdef Entry ent
+        if type(item) is Entry:
+            ent = <Entry>item
+            if (type(ent.key) is str and type(ent.origin) is str and type(ent.version) is int
+                    and type(ent.stamp) is int
+                    and (type(ent.value) is int or type(ent.value) is bytes)):
+                return item
+        ent = Entry.__new__(Entry)
+        ent.key = PyUnicode_DecodeUTF8(<const char*>e.key, e.klen, NULL)
+        if e.tag == V_BYTES:
+            ent.value = PyBytes_FromStringAndSize(<const char*>e.bval, e.blen)
+        else:
+            ent.value = e.ival
+        ent.version = e.version
+        ent.origin = origin if type(origin) is str else str.__str__(origin)
+        ent.stamp = e.stamp
+        return ent
+
+    def merge_frame(self, frame, max_frame_size=DEFAULT_MAX_FRAME_SIZE) -> int:
+        """Merge one complete Gossip or GossipBatch frame (length prefix included).
+
+        The whole frame is checked before anything is merged: a malformed frame
+        raises FrameError and leaves the table unchanged. Returns the number of
+        entries that changed the table.
+        """
+        cdef Py_ssize_t max_size
+        cdef Py_buffer view
+        if type(max_frame_size) is int and max_frame_size == DEFAULT_MAX_FRAME_SIZE:
+            max_size = 1 << 20
+        else:
+            max_size = _conv_size("max_frame_size", max_frame_size, 0)
+        if PyBytes_CheckExact(frame):
+            return self._merge_frame(<const unsigned char*>PyBytes_AS_STRING(frame),
+                                     PyBytes_GET_SIZE(frame), max_size)
+        PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
+        try:
+            return self._merge_frame(<const unsigned char*>view.buf, view.len, max_size)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef Py_ssize_t _merge_frame(self, const unsigned char* buf, Py_ssize_t n,
+                                 Py_ssize_t max_size) except -1:
+        cdef uint64_t length
+        cdef uint8_t mtype
+        if n < 4:
+            raise FrameError("truncated length prefix at offset 0", 0)
+        length = rd32(buf)
+        if length < 2:
+            raise FrameError(f"frame length {length} is less than 2 at offset 0", 0)
+        if length > <uint64_t>max_size:
+            raise FrameError(f"frame length {length} exceeds max_frame_size {max_size} "
+                             "at offset 0", 0)
+        if <uint64_t>n < 4 + length:
+            raise FrameError(f"truncated frame: {n} of {4 + length} bytes at offset {n}", n)
+        if <uint64_t>n > 4 + length:
+            raise FrameError(f"trailing bytes at offset {4 + length}", 4 + length)
+        if buf[4] != PROTOCOL_VERSION:
+            raise FrameError(f"unknown protocol version {buf[4]} at offset 4", 4)
+        mtype = buf[5]
+        if mtype == T_GOSSIP_BATCH:
+            return self._merge_batch(buf, n)
+        if mtype == T_GOSSIP:
+            return self._merge_gossip(buf, n)
+        if mtype in _TYPE_NAMES:
+            raise FrameError(f"cannot merge a {_TYPE_NAMES[mtype]} frame (type {mtype}) "
+                             "at offset 5", 5)
+        raise FrameError(f"unknown message type {mtype} at offset 5", 5)
+
+    cdef Py_ssize_t _merge_gossip(self, const unsigned char* buf, Py_ssize_t n) except -1:
+        cdef In e
+        cdef Py_ssize_t pos = HEADER_SIZE, opos, on
+        pos = _walk_str(buf, n, pos, "sender_id")
+        e.key = buf + pos + 2
+        e.klen = rd16(buf + pos) if n - pos >= 2 else 0
+        pos = _walk_str(buf, n, pos, "key")
+        pos = _walk_value(buf, n, pos, pos, "value", &e)
+        if n - pos < 8:
+            raise FrameError(f"truncated version at offset {pos}", pos)
+        e.version = rd64(buf + pos)
+        e.stamp = e.version
+        pos += 8
+        opos = pos
+        pos = _walk_str(buf, n, pos, "origin")
+        if pos != n:
+            raise FrameError(f"trailing bytes at offset {pos}", pos)
+        on = rd16(buf + opos)
+        return self._apply(&e, self._origin_id(buf + opos + 2, on, None))
+
+    cdef Py_ssize_t _merge_batch(self, const unsigned char* buf, Py_ssize_t n) except -1:
+        cdef Py_ssize_t pos = HEADER_SIZE, start, opos, count_at, changed = 0
+        cdef uint32_t n_origins, count, i, idx, kl, bl
+        cdef uint32_t small[32]
+        cdef uint32_t* table = small        # per frame origin: [offset, id]
+        cdef uint8_t tag
+        cdef In e
+        pos = _walk_str(buf, n, pos, "sender_id")
+        if n - pos < 2:
+            raise FrameError(f"truncated origin count at offset {pos}", pos)
+        n_origins = rd16(buf + pos)
+        pos += 2
+        if n_origins > 16:
+            table = <uint32_t*>PyMem_Malloc(n_origins * 2 * sizeof(uint32_t))
+            if table == NULL:
+                raise MemoryError()
+        try:
+            for i in range(n_origins):
+                table[2 * i] = <uint32_t>pos
+                table[2 * i + 1] = NO_ORIGIN
+                pos = _walk_str(buf, n, pos, "origin")
+            if n - pos < 4:
+                raise FrameError(f"truncated entry count at offset {pos}", pos)
+            count = rd32(buf + pos)
+            count_at = pos
+            pos += 4
+            if <uint64_t>count * MIN_ENTRY_SIZE > <uint64_t>(n - pos):
+                raise FrameError(f"entry count {count} overruns the frame at offset {count_at}",
+                                 count_at)
+            start = pos
+            # 1. walk: check every entry before merging any
+            for i in range(count):
+                pos = _walk_entry(buf, n, pos, n_origins)
+            if pos != n:
+                raise FrameError(f"trailing bytes at offset {pos}", pos)
+            # 2. merge, trusting the walk
+            pos = start
+            for i in range(count):
+                kl = rd16(buf + pos)
+                e.key = buf + pos + 2
+                e.klen = kl
+                pos += 2 + kl
+                idx = rd16(buf + pos)
+                e.version = rd64(buf + pos + 2)
+                e.stamp = rd64(buf + pos + 10)
+                tag = buf[pos + 18]
+                pos += 19
+                e.tag = tag
+                if tag == V_INT:
+                    e.ival = rd64(buf + pos)
+                    pos += 8
+                else:
+                    bl = rd32(buf + pos)
+                    e.blen = bl
+                    e.bval = buf + pos + 4
+                    pos += 4 + bl
+                if table[2 * idx + 1] == NO_ORIGIN:
+                    opos = table[2 * idx]
+                    table[2 * idx + 1] = self._origin_id(buf + opos + 2, rd16(buf + opos), None)
+                changed += self._apply(&e, table[2 * idx + 1])
+        finally:
+            if table != small:
+                PyMem_Free(table)
+        return changed
+
+    # -- reading -------------------------------------------------------------------
+
+    def get(self, key):
+        """(value, version) stored for key, or None."""
+        cdef Py_ssize_t slot = self._lookup(key)
+        if slot < 0:
+            return None
+        return (self._value(slot), self._recs[slot].version)
+
+    def get_entry(self, key):
+        """The Entry stored for key, or None."""
+        cdef Py_ssize_t slot = self._lookup(key)
+        if slot < 0:
+            return None
+        return self._entry(slot)
+
+    def keys(self) -> list:
+        """Every key, in first-insertion order."""
+        cdef Py_ssize_t i
+        return [self._key_str(i) for i in range(self._n)]
+
+    def __len__(self):
+        return self._n
+
+    def __bool__(self):
+        return self._n > 0
+
+    def __contains__(self, key):
+        cdef const unsigned char* p
+        cdef Py_ssize_t n
+        cdef size_t pos
+        if not isinstance(key, str):
+            return False
+        try:
+            p = <const unsigned char*>PyUnicode_AsUTF8AndSize(key, &n)
+        except UnicodeEncodeError:
+            return False
+        return self._find(p, n, _hash(p, n), &pos) >= 0
+
+    def __iter__(self):
+        """Entries in first-insertion order of keys; keys added meanwhile are included."""
+        cdef Py_ssize_t i = 0
+        while i < self._n:
+            yield self._entry(i)
+            i += 1
+
+    def __repr__(self):
+        return f"<GossipState: {self._n} entries, {self._n_origins} origins>"
+
+    @property
+    def max_version(self) -> int:
+        """The highest version set or merged (losing entries included); 0 when none."""
+        return self._max_version
+
+    def watermarks(self) -> dict:
+        """Per origin, the highest stamp seen (whether or not that entry won)."""
+        cdef uint32_t i
+        return {<object>self._origins[i].pystr: self._origins[i].watermark
+                for i in range(self._n_origins)}
+
+    def clear(self) -> None:
+        """Forget every entry, watermark and the max version."""
+        self._free()
+        self._init()
+
+    # -- deltas --------------------------------------------------------------------
+
+    cdef inline bint _cur_lt(self, const Cur* a, const Cur* b) noexcept:
+        if a.stamp != b.stamp:
+            return a.stamp < b.stamp
+        return self._origin_cmp(a.oid, b.oid) < 0
+
+    cdef bint _advance(self, Cur* c) noexcept:
+        """Move a cursor to its log's next live record not seen before."""
+        cdef Origin* o = &self._origins[c.oid]
+        cdef LogRec* rec
+        while c.i < o.log_len:
+            rec = &o.log[c.i]
+            c.i += 1
+            if not self._live(c.oid, rec):
+                continue
+            if c.i >= 2 and o.log[c.i - 2].slot == rec.slot and o.log[c.i - 2].stamp == rec.stamp:
+                continue
+            c.stamp = rec.stamp
+            c.slot = rec.slot
+            return True
+        return False
+
+    cdef void _sift(self, Cur* heap, Py_ssize_t n, Py_ssize_t i) noexcept:
+        cdef Py_ssize_t child
+        cdef Cur x = heap[i]
+        while True:
+            child = 2 * i + 1
+            if child >= n:
+                break
+            if child + 1 < n and self._cur_lt(&heap[child + 1], &heap[child]):
+                child += 1
+            if not self._cur_lt(&heap[child], &x):
+                break
+            heap[i] = heap[child]
+            i = child
+        heap[i] = x
+
+    cdef Py_ssize_t _delta_open(self, object watermarks, Cur** out) except -1:
+        """Cursors (as a heap) over every origin with entries above the peer's
+        watermark. Python is called (watermarks.get) only here."""
+        cdef uint32_t n_origins = self._n_origins, oid
+        cdef uint64_t* after
+        cdef uint8_t* mode     # 0: nothing due, 1: all, 2: stamps above after[oid]
+        cdef Cur* heap
+        cdef Py_ssize_t n = 0, i
+        cdef object theirs
+        cdef Origin* o
+        cdef size_t lo, hi, mid
+        out[0] = NULL
+        if n_origins == 0:
+            return 0
+        after = <uint64_t*>PyMem_Malloc(n_origins * sizeof(uint64_t))
+        mode = <uint8_t*>PyMem_Malloc(n_origins)
+        heap = <Cur*>PyMem_Malloc(n_origins * sizeof(Cur))
+        try:
+            if after == NULL or mode == NULL or heap == NULL:
+                raise MemoryError()
+            for oid in range(n_origins):
+                theirs = watermarks.get(<object>self._origins[oid].pystr)
+                after[oid] = 0
+                if theirs is None:
+                    mode[oid] = 1
+                elif not isinstance(theirs, int):
+                    raise TypeError(f"watermark for origin {<object>self._origins[oid].pystr!r} "
+                                    f"must be int, not {type(theirs).__name__}")
+                elif theirs < 0:
+                    mode[oid] = 1
+                elif theirs >= _U64:
+                    mode[oid] = 0
+                else:
+                    after[oid] = PyLong_AsUnsignedLongLong(theirs)
+                    mode[oid] = 2
+            # no Python code from here on
+            for oid in range(min(n_origins, self._n_origins)):
+                o = &self._origins[oid]
+                if mode[oid] == 0 or o.live == 0:
+                    continue
+                if mode[oid] == 2 and o.watermark <= after[oid]:
+                    continue
+                if not self._sort_log(oid):
+                    raise MemoryError()
+                lo = 0
+                hi = o.log_len
+                if mode[oid] == 2:
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if o.log[mid].stamp <= after[oid]:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                heap[n].oid = oid
+                heap[n].i = <uint32_t>lo
+                if self._advance(&heap[n]):
+                    n += 1
+            i = n // 2
+            while i > 0:
+                i -= 1
+                self._sift(heap, n, i)
+        except BaseException:
+            PyMem_Free(heap)
+            raise
+        finally:
+            PyMem_Free(after)
+            PyMem_Free(mode)
+        out[0] = heap
+        return n
+
+    cdef bint _delta_next(self, Cur* heap, Py_ssize_t* n, uint32_t* slot,
+                          uint32_t* oid, uint64_t* stamp) noexcept:
+        if n[0] == 0:
+            return False
+        slot[0] = heap[0].slot
+        oid[0] = heap[0].oid
+        stamp[0] = heap[0].stamp
+        if not self._advance(&heap[0]):
+            n[0] -= 1
+            heap[0] = heap[n[0]]
+        self._sift(heap, n[0], 0)
+        return True
+
+    cdef Py_ssize_t _back_off(self, uint32_t* slots, Py_ssize_t count, uint32_t oid,
+                              uint64_t stamp) noexcept:
+        """Where to cut slots[:count] given the next due record (oid, stamp): not
+        inside a group of one origin's equal stamps, unless it is all of it."""
+        cdef Py_ssize_t cut
+        cdef Rec* r
+        if count == 0:
+            return 0
+        r = &self._recs[slots[count - 1]]
+        if r.origin != oid or r.stamp != stamp:
+            return count
+        cut = count - 1
+        while cut > 0:
+            r = &self._recs[slots[cut - 1]]
+            if r.origin != oid or r.stamp != stamp:
+                break
+            cut -= 1
+        return cut if cut else count
+
+    def delta(self, watermarks, limit=None) -> list:
+        """Entries held whose stamp is above ``watermarks.get(entry.origin, -1)``,
+        sorted by (stamp, origin, key), at most ``limit`` of them.
+
+        A cut never splits the entries one origin wrote with one stamp unless that
+        group alone is longer than ``limit``, so that any prefix leaves the
+        receiver's watermarks true.
+        """
+        cdef Py_ssize_t max_n = -1, n_cur, count = 0, cap = 0, i
+        cdef Cur* heap = NULL
+        cdef uint32_t* slots = NULL
+        cdef uint32_t* grown
+        cdef uint32_t slot, oid
+        cdef uint64_t stamp
+        if limit is not None:
+            max_n = _conv_size("limit", limit, 0)
+        n_cur = self._delta_open(watermarks, &heap)
+        try:
+            while self._delta_next(heap, &n_cur, &slot, &oid, &stamp):
+                if count == max_n:
+                    count = self._back_off(slots, count, oid, stamp)
+                    break
+                if count == cap:
+                    cap = cap * 2 if cap else 64
+                    grown = <uint32_t*>PyMem_Realloc(slots, cap * sizeof(uint32_t))
+                    if grown == NULL:
+                        raise MemoryError()
+                    slots = grown
+                slots[count] = slot
+                count += 1
+            PyMem_Free(heap)
+            heap = NULL
+            return [self._entry(slots[i]) for i in range(count) if slots[i] < self._n]
+        finally:
+            PyMem_Free(heap)
+            PyMem_Free(slots)
+
+    cdef Py_ssize_t _pack(self, Packer* p, uint32_t slot) except -1:
+        """Place one entry; returns how many bytes the frames grew by."""
+        cdef Rec* r = &self._recs[slot]
+        cdef Py_ssize_t esize = ENTRY_FIXED + r.key_len
+        cdef Py_ssize_t olen = 2 + self._origins[r.origin].name_len
+        cdef Py_ssize_t alone, grow
+        cdef bint listed
+        esize += 4 + <Py_ssize_t>r.blen if r.tag == V_BYTES else 8
+        alone = p.base + olen + esize
+        if alone > p.max_size:
+            raise ValueError(f"entry for key {self._key_str(slot)!r} needs a {alone}-byte "
+                             f"frame, more than max_frame_size {p.max_size}")
+        listed = p.frame != 0 and p.fgen[r.origin] == p.frame
+        grow = esize + (0 if listed else olen)
+        if p.frame != 0 and p.size + grow <= p.max_size and (listed or p.n_forigins < MAX_STR):
+            p.size += grow
+            p.new_frame = False
+            if not listed:
+                p.fgen[r.origin] = p.frame
+                p.n_forigins += 1
+        else:
+            p.frame += 1
+            p.size = alone
+            p.n_forigins = 1
+            p.fgen[r.origin] = p.frame
+            p.new_frame = True
+            grow = alone
+        return grow
+
+    def delta_frames(self, sender_id, watermarks, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                     max_bytes=None) -> list:
+        """The delta, encoded as GossipBatch frames of at most ``max_frame_size``
+        bytes each (length prefix included), stopping before the frames' total
+        would pass ``max_bytes`` (yet with at least one entry when any is due).
+
+        Raises ValueError for an entry that no frame of ``max_frame_size`` holds.
+        """
+        cdef const unsigned char* sp
+        cdef Py_ssize_t sn, max_size, budget = -1, n_cur, count = 0, cap = 0, total = 0
+        cdef Py_ssize_t grow, i, j, n_frames
+        cdef Packer pk
+        cdef Cur* heap = NULL
+        cdef uint32_t* slots = NULL
+        cdef uint32_t* grown
+        cdef uint32_t* starts = NULL
+        cdef uint32_t slot, oid
+        cdef uint64_t stamp
+        cdef list frames
+        _conv_str("sender_id", sender_id, &sp, &sn)
+        max_size = _conv_size("max_frame_size", max_frame_size, 0)
+        if <uint64_t>max_size > 4 + MAX_LENGTH:
+            max_size = <Py_ssize_t>(4 + MAX_LENGTH)
+        if max_bytes is not None:
+            budget = _conv_size("max_bytes", max_bytes, 0)
+        memset(&pk, 0, sizeof(Packer))
+        pk.base = HEADER_SIZE + 2 + sn + 2 + 4
+        pk.max_size = max_size
+        n_cur = self._delta_open(watermarks, &heap)
+        try:
+            pk.fgen = <uint32_t*>PyMem_Malloc((self._n_origins + 1) * sizeof(uint32_t))
+            if pk.fgen == NULL:
+                raise MemoryError()
+            memset(pk.fgen, 0, (self._n_origins + 1) * sizeof(uint32_t))
+            # pass 1: how far the byte budget reaches
+            while self._delta_next(heap, &n_cur, &slot, &oid, &stamp):
+                grow = self._pack(&pk, slot)
+                if budget >= 0 and count and total + grow > budget:
+                    count = self._back_off(slots, count, oid, stamp)
+                    break
+                total += grow
+                if count == cap:
+                    cap = cap * 2 if cap else 64
+                    grown = <uint32_t*>PyMem_Realloc(slots, cap * sizeof(uint32_t))
+                    if grown == NULL:
+                        raise MemoryError()
+                    slots = grown
+                slots[count] = slot
+                count += 1
+            if count == 0:
+                return []
+            # pass 2: frame boundaries of the prefix taken (a prefix of the packing)
+            starts = <uint32_t*>PyMem_Malloc((count + 1) * sizeof(uint32_t))
+            if starts == NULL:
+                raise MemoryError()
+            pk.frame = 0
+            memset(pk.fgen, 0, (self._n_origins + 1) * sizeof(uint32_t))
+            n_frames = 0
+            for i in range(count):
+                self._pack(&pk, slots[i])
+                if pk.new_frame:
+                    starts[n_frames] = <uint32_t>i
+                    n_frames += 1
+            starts[n_frames] = <uint32_t>count
+            frames = [None] * n_frames
+            for j in range(n_frames):
+                frames[j] = self._encode_batch(sp, sn, slots, starts[j], starts[j + 1], pk.fgen)
+            return frames
+        finally:
+            PyMem_Free(heap)
+            PyMem_Free(slots)
+            PyMem_Free(starts)
+            PyMem_Free(pk.fgen)
+
+    cdef bytes _encode_batch(self, const unsigned char* sp, Py_ssize_t sn, uint32_t* slots,
+                             Py_ssize_t lo, Py_ssize_t hi, uint32_t* fidx):
+        """One GossipBatch frame of slots[lo:hi]. ``fidx`` is scratch, one per origin."""
+        cdef Py_ssize_t size = HEADER_SIZE + 2 + sn + 2 + 4, i, n_fo = 0
+        cdef Rec* r
+        cdef Origin* o
+        cdef uint32_t* order
+        cdef bytes frame
+        cdef unsigned char* p
+        cdef unsigned char* end
+        order = <uint32_t*>PyMem_Malloc((hi - lo) * sizeof(uint32_t))
+        if order == NULL:
+            raise MemoryError()
+        try:
+            for i in range(self._n_origins):
+                fidx[i] = NO_ORIGIN
+            for i in range(lo, hi):
+                r = &self._recs[slots[i]]
+                if fidx[r.origin] == NO_ORIGIN:
+                    fidx[r.origin] = <uint32_t>n_fo
+                    order[n_fo] = r.origin
+                    n_fo += 1
+                    size += 2 + self._origins[r.origin].name_len
+                size += ENTRY_FIXED + r.key_len
+                size += 4 + <Py_ssize_t>r.blen if r.tag == V_BYTES else 8
+            frame = PyBytes_FromStringAndSize(NULL, size)
+            p = <unsigned char*>PyBytes_AS_STRING(frame)
+            end = p + size
+            p = wr_header(p, size, T_GOSSIP_BATCH)
+            p = wr_str(p, <const char*>sp, sn)
+            wr16(p, <uint16_t>n_fo)
+            p += 2
+            for i in range(n_fo):
+                o = &self._origins[order[i]]
+                p = wr_str(p, <const char*>o.name, o.name_len)
+            wr32(p, <uint32_t>(hi - lo))
+            p += 4
+            for i in range(lo, hi):
+                r = &self._recs[slots[i]]
+                p = wr_str(p, <const char*>self._arena + r.key_off, r.key_len)
+                wr16(p, <uint16_t>fidx[r.origin])
+                wr64(p + 2, r.version)
+                wr64(p + 10, r.stamp)
+                p[18] = r.tag
+                p += 19
+                if r.tag == V_BYTES:
+                    wr32(p, r.blen)
+                    memcpy(p + 4, r.val.b, r.blen)
+                    p += 4 + r.blen
+                else:
+                    wr64(p, r.val.i)
+                    p += 8
+            if p != end:
+                raise SystemError("GossipState.delta_frames: frame size mismatch")
+            return frame
+        finally:
+            PyMem_Free(order)
+
+
+# -- the frame walk (same order of checks and messages as _table_py.py) -----------------
+
+cdef Py_ssize_t _walk_str(const unsigned char* buf, Py_ssize_t n, Py_ssize_t pos,
+                          str name) except -1:
+    cdef Py_ssize_t size
+    if n - pos < 2:
+        raise FrameError(f"truncated {name} at offset {pos}", pos)
+    size = rd16(buf + pos)
+    if n - pos - 2 < size:
+        raise FrameError(f"truncated {name} at offset {pos}", pos)
+    if not _utf8_ok(buf + pos + 2, size):
+        raise FrameError(f"invalid UTF-8 in {name} at offset {pos}", pos)
+    return pos + 2 + size
+
+
+cdef Py_ssize_t _walk_value(const unsigned char* buf, Py_ssize_t n, Py_ssize_t pos,
+                            Py_ssize_t at, str name, In* e) except -1:
+    """Check a value at pos; fill e. Truncation is reported at ``at`` as ``name``."""
+    cdef uint8_t tag
+    cdef uint32_t size
+    if n - pos < 1:
+        raise FrameError(f"truncated {name} at offset {at}", at)
+    tag = buf[pos]
+    if tag == V_INT:
+        if n - pos < 9:
+            raise FrameError(f"truncated {name} at offset {at}", at)
+        e.tag = V_INT
+        e.ival = rd64(buf + pos + 1)
+        return pos + 9
+    if tag != V_BYTES:
+        raise FrameError(f"unknown value tag {tag} at offset {pos}", pos)
+    if n - pos < 5:
+        raise FrameError(f"truncated {name} at offset {at}", at)
+    size = rd32(buf + pos + 1)
+    if <uint64_t>(n - pos - 5) < size:
+        raise FrameError(f"truncated {name} at offset {at}", at)
+    e.tag = V_BYTES
+    e.blen = size
+    e.bval = buf + pos + 5
+    return pos + 5 + size
+
+
+cdef Py_ssize_t _walk_entry(const unsigned char* buf, Py_ssize_t n, Py_ssize_t pos,
+                            uint32_t n_origins) except -1:
+    """Check one batch entry at pos; returns where the next begins."""
+    cdef Py_ssize_t start = pos
+    cdef uint32_t kl, idx
+    cdef In e
+    if n - pos < 2:
+        raise FrameError(f"truncated entry at offset {start}", start)
+    kl = rd16(buf + pos)
+    pos += 2
+    if n - pos < kl:
+        raise FrameError(f"truncated entry at offset {start}", start)
+    if not _utf8_ok(buf + pos, kl):
+        raise FrameError(f"invalid UTF-8 in key at offset {start}", start)
+    pos += kl
+    if n - pos < 2:
+        raise FrameError(f"truncated entry at offset {start}", start)
+    idx = rd16(buf + pos)
+    if idx >= n_origins:
+        raise FrameError(f"origin index {idx} out of range ({n_origins} origins) "
+                         f"at offset {pos}", pos)
+    pos += 2
+    if n - pos < 16:
+        raise FrameError(f"truncated entry at offset {start}", start)
+    pos += 16
+    return _walk_value(buf, n, pos, start, "entry", &e)

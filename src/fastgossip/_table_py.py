@@ -1,0 +1,554 @@
+"""Pure-Python LWW table: the twin of _table_c.pyx, and the reference behaviour.
+
+A ``GossipState`` maps str keys to (value, version) with last-writer-wins
+merging (docs/PROTOCOL.md, "Semantics"): an entry replaces the stored one only
+when ``(version, origin, value)`` is greater, so merging is a join
+(commutative, associative, idempotent).
+
+Besides the entries the table keeps, per origin, the highest stamp it has seen
+(its *watermarks*, what a Digest carries) and a log of ``(stamp, key)`` records
+so that ``delta`` costs about what changed since a peer's watermarks, not the
+size of the table.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+
+from ._messages_py import Entry, Gossip
+from .errors import FrameError
+
+__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Entry", "GossipState"]
+
+Value = Union[int, bytes]
+
+DEFAULT_MAX_FRAME_SIZE = 1 << 20
+_U64 = 1 << 64
+_MAX_STR = 0xFFFF
+_MAX_BYTES = 0xFFFFFFFF
+_MAX_LENGTH = 0xFFFFFFFF  # the u32 length prefix
+_MIN_ENTRY_SIZE = 22
+_T_GOSSIP = 1
+_T_GOSSIP_BATCH = 6
+_TYPE_NAMES = {2: "Ping", 3: "Pong", 4: "Replicate", 5: "ReplicateAck", 7: "Digest"}
+# A log is compacted once its stale records outnumber its live ones by this much.
+_COMPACT_SLACK = 16
+
+# Stored entry: [value, version, origin, stamp]
+_VALUE, _VERSION, _ORIGIN, _STAMP = range(4)
+
+
+# -- validation (same checks and messages as _table_c.pyx) --------------------------
+
+def _check_str(name: str, s: object) -> str:
+    if not isinstance(s, str):
+        raise TypeError(f"{name} must be str, not {type(s).__name__}")
+    n = len(s.encode("utf-8"))  # UnicodeEncodeError (a ValueError) on lone surrogates
+    if n > _MAX_STR:
+        raise ValueError(f"{name} is {n} UTF-8 bytes long, more than 65535")
+    return s if type(s) is str else str.__str__(s)
+
+
+def _check_u64(name: str, v: object) -> int:
+    if not isinstance(v, int):
+        raise TypeError(f"{name} must be int, not {type(v).__name__}")
+    if v < 0 or v >= _U64:
+        raise ValueError(f"{name} out of range [0, 2**64): {v}")
+    return int(v)
+
+
+def _check_value(v: object) -> Value:
+    if isinstance(v, bytes):
+        if len(v) > _MAX_BYTES:
+            raise ValueError(f"bytes value is {len(v)} bytes long, more than 4294967295")
+        return v if type(v) is bytes else bytes(v)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"value must be int or bytes, not {type(v).__name__}")
+    if v < 0 or v >= _U64:
+        raise ValueError(f"int value out of range [0, 2**64): {v}")
+    return int(v)
+
+
+def _check_size(name: str, v: object, minimum: int = 0) -> int:
+    if not isinstance(v, int):
+        raise TypeError(f"{name} must be int, not {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, not {v}")
+    return int(v)
+
+
+def _lww_key(version: int, origin: str, value: Value) -> tuple:
+    # ints sort below bytes; origins compare as str (== UTF-8 bytewise)
+    return (version, origin, (1, value) if type(value) is bytes else (0, value))
+
+
+def _entry_size(key: str, value: Value) -> int:
+    """Bytes a batch entry takes: str key, u16 origin, u64 version, u64 stamp, value."""
+    size = 2 + len(key.encode("utf-8")) + 2 + 8 + 8 + 1
+    return size + (4 + len(value) if type(value) is bytes else 8)
+
+
+class GossipState:
+    """Last-writer-wins key/value table with per-origin watermarks and deltas."""
+
+    __slots__ = ("_entries", "_keys", "_watermarks", "_logs", "_live", "_sorted",
+                 "_max_version")
+
+    def __init__(self) -> None:
+        self._entries: Dict[str, list] = {}
+        self._keys: List[str] = []  # first-insertion order
+        self._watermarks: Dict[str, int] = {}  # origin -> highest stamp seen
+        self._logs: Dict[str, List[Tuple[int, str]]] = {}  # origin -> [(stamp, key)]
+        self._live: Dict[str, int] = {}  # origin -> number of keys it holds
+        self._sorted: Dict[str, int] = {}  # origin -> length of the log's sorted prefix
+        self._max_version = 0
+
+    # -- writing -------------------------------------------------------------------
+
+    def set(self, key: str, value: Value, version: int, origin: str = "",
+            stamp: Optional[int] = None) -> bool:
+        """Write one entry; True when the table changed (the entry won)."""
+        key = _check_str("key", key)
+        value = _check_value(value)
+        version = _check_u64("version", version)
+        origin = _check_str("origin", origin)
+        stamp = version if stamp is None else _check_u64("stamp", stamp)
+        return self._apply(key, value, version, origin, stamp)
+
+    def merge(self, entries: Iterable[Union[Entry, Gossip]]) -> List[Entry]:
+        """Merge entries (or Gossip messages); returns those that changed the table,
+        in input order. Every entry is validated before any is merged."""
+        checked = []
+        for e in entries:
+            stamp = getattr(e, "stamp", None)
+            version, key, value, origin = e.version, e.key, e.value, e.origin
+            version = _check_u64("version", version)
+            checked.append((
+                e,
+                _check_str("key", key),
+                _check_value(value),
+                version,
+                _check_str("origin", origin),
+                version if stamp is None else _check_u64("stamp", stamp),
+            ))
+        changed = []
+        for e, key, value, version, origin, stamp in checked:
+            if self._apply(key, value, version, origin, stamp):
+                if (type(e) is Entry and type(e.key) is str and type(e.origin) is str
+                        and type(e.version) is int and type(e.stamp) is int
+                        and type(e.value) in (int, bytes)):
+                    changed.append(e)
+                else:
+                    changed.append(Entry(key, value, version, origin, stamp))
+        return changed
+
+    def merge_frame(self, frame: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> int:
+        """Merge one complete Gossip or GossipBatch frame (length prefix included).
+
+        The whole frame is checked before anything is merged: a malformed frame
+        raises FrameError and leaves the table unchanged. Returns the number of
+        entries that changed the table.
+        """
+        max_frame_size = _check_size("max_frame_size", max_frame_size)
+        entries = _parse_frame(memoryview(frame).tobytes(), max_frame_size)
+        changed = 0
+        for key, value, version, origin, stamp in entries:
+            changed += self._apply(key, value, version, origin, stamp)
+        return changed
+
+    def _apply(self, key: str, value: Value, version: int, origin: str, stamp: int) -> bool:
+        wm = self._watermarks.get(origin)
+        if wm is None or stamp > wm:
+            self._watermarks[origin] = stamp
+        if version > self._max_version:
+            self._max_version = version
+        cur = self._entries.get(key)
+        if cur is None:
+            self._entries[key] = [value, version, origin, stamp]
+            self._keys.append(key)
+            self._live[origin] = self._live.get(origin, 0) + 1
+            self._log(origin, stamp, key)
+            return True
+        if _lww_key(version, origin, value) <= _lww_key(cur[_VERSION], cur[_ORIGIN], cur[_VALUE]):
+            return False
+        old_origin, old_stamp = cur[_ORIGIN], cur[_STAMP]
+        cur[:] = [value, version, origin, stamp]
+        if old_origin != origin:
+            self._live[old_origin] -= 1
+            self._live[origin] = self._live.get(origin, 0) + 1
+            self._log(origin, stamp, key)
+            self._maybe_compact(old_origin)
+        elif old_stamp != stamp:
+            self._log(origin, stamp, key)
+        return True
+
+    # -- the per-origin logs ----------------------------------------------------------
+
+    def _log(self, origin: str, stamp: int, key: str) -> None:
+        log = self._logs.setdefault(origin, [])
+        rec = (stamp, key)
+        if log and log[-1] == rec:
+            return
+        if self._sorted.get(origin, 0) == len(log) and (not log or log[-1] < rec):
+            self._sorted[origin] = len(log) + 1
+        log.append(rec)
+        self._maybe_compact(origin)
+
+    def _is_live(self, origin: str, rec: Tuple[int, str]) -> bool:
+        cur = self._entries[rec[1]]
+        return cur[_ORIGIN] == origin and cur[_STAMP] == rec[0]
+
+    def _sorted_log(self, origin: str) -> List[Tuple[int, str]]:
+        log = self._logs[origin]
+        if self._sorted[origin] != len(log):
+            log.sort()
+            self._sorted[origin] = len(log)
+        return log
+
+    def _maybe_compact(self, origin: str) -> None:
+        log = self._logs[origin]
+        live = self._live[origin]
+        if len(log) - live <= live + _COMPACT_SLACK:
+            return
+        kept: List[Tuple[int, str]] = []
+        for rec in self._sorted_log(origin):
+            if self._is_live(origin, rec) and (not kept or kept[-1] != rec):
+                kept.append(rec)
+        log[:] = kept
+        self._sorted[origin] = len(kept)
+
+    def _due(self, watermarks: Mapping[str, int]) -> Iterator[Tuple[int, str, str]]:
+        """(stamp, origin, key) of every entry held whose stamp is above the
+        peer's watermark for its origin, in that order."""
+        streams = []
+        for origin, own in self._watermarks.items():
+            theirs = watermarks.get(origin)
+            if theirs is None:
+                theirs = -1
+            elif not isinstance(theirs, int):
+                raise TypeError(f"watermark for origin {origin!r} must be int, "
+                                f"not {type(theirs).__name__}")
+            if own <= theirs or not self._live.get(origin):
+                continue
+            streams.append(self._origin_due(origin, theirs))
+        return heapq.merge(*streams)
+
+    def _origin_due(self, origin: str, after: int) -> Iterator[Tuple[int, str, str]]:
+        log = self._sorted_log(origin)
+        prev = None
+        # (after + 1,) sorts before every record (after + 1, key)
+        for i in range(bisect_left(log, (after + 1,)), len(log)):
+            rec = log[i]
+            if rec != prev and self._is_live(origin, rec):
+                yield rec[0], origin, rec[1]
+            prev = rec
+
+    def _entry(self, key: str) -> Entry:
+        value, version, origin, stamp = self._entries[key]
+        return Entry(key, value, version, origin, stamp)
+
+    # -- reading -------------------------------------------------------------------
+
+    def get(self, key: str) -> Optional[Tuple[Value, int]]:
+        """(value, version) stored for key, or None."""
+        cur = self._entries.get(_check_str("key", key))
+        return None if cur is None else (cur[_VALUE], cur[_VERSION])
+
+    def get_entry(self, key: str) -> Optional[Entry]:
+        """The Entry stored for key, or None."""
+        key = _check_str("key", key)
+        return self._entry(key) if key in self._entries else None
+
+    def keys(self) -> List[str]:
+        """Every key, in first-insertion order."""
+        return list(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        """Entries in first-insertion order of keys; keys added meanwhile are included."""
+        i = 0
+        while i < len(self._keys):
+            yield self._entry(self._keys[i])
+            i += 1
+
+    def __repr__(self) -> str:
+        return f"<GossipState: {len(self._keys)} entries, {len(self._watermarks)} origins>"
+
+    @property
+    def max_version(self) -> int:
+        """The highest version set or merged (losing entries included); 0 when none."""
+        return self._max_version
+
+    def watermarks(self) -> Dict[str, int]:
+        """Per origin, the highest stamp seen (whether or not that entry won)."""
+        return dict(self._watermarks)
+
+    def clear(self) -> None:
+        """Forget every entry, watermark and the max version."""
+        self.__init__()  # type: ignore[misc]
+
+    # -- deltas --------------------------------------------------------------------
+
+    def delta(self, watermarks: Mapping[str, int], limit: Optional[int] = None) -> List[Entry]:
+        """Entries held whose stamp is above ``watermarks.get(entry.origin, -1)``,
+        sorted by (stamp, origin, key), at most ``limit`` of them.
+
+        A cut never splits the entries one origin wrote with one stamp unless that
+        group alone is longer than ``limit``, so that any prefix leaves the
+        receiver's watermarks true.
+        """
+        if limit is not None:
+            limit = _check_size("limit", limit)
+        due = self._due(watermarks)
+        out: List[Tuple[int, str, str]] = []
+        for rec in due:
+            if limit is not None and len(out) == limit:
+                out = out[:_back_off(out, rec)]
+                break
+            out.append(rec)
+        return [self._entry(key) for _, _, key in out]
+
+    def delta_frames(self, sender_id: str, watermarks: Mapping[str, int],
+                     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+                     max_bytes: Optional[int] = None) -> List[bytes]:
+        """The delta, encoded as GossipBatch frames of at most ``max_frame_size``
+        bytes each (length prefix included), stopping before the frames' total
+        would pass ``max_bytes`` (yet with at least one entry when any is due).
+
+        Raises ValueError for an entry that no frame of ``max_frame_size`` holds.
+        """
+        sender_id = _check_str("sender_id", sender_id)
+        max_frame_size = _check_size("max_frame_size", max_frame_size)
+        if max_bytes is not None:
+            max_bytes = _check_size("max_bytes", max_bytes)
+        sender = sender_id.encode("utf-8")
+        base = 4 + 2 + 2 + len(sender) + 2 + 4  # prefix, header, sender, counts
+        # Pass 1: how far the byte budget reaches, packing frames greedily.
+        picked: List[Tuple[int, str, str]] = []
+        total = 0
+        packer = _Packer(base, max_frame_size)
+        for rec in self._due(watermarks):
+            _, origin, key = rec
+            grow = packer.add(origin, _entry_size(key, self._entries[key][_VALUE]), key)
+            if max_bytes is not None and picked and total + grow > max_bytes:
+                picked = picked[:_back_off(picked, rec)]
+                break
+            total += grow
+            picked.append(rec)
+        # Pass 2: encode; the greedy packing of a prefix is the prefix of the packing.
+        frames: List[bytes] = []
+        packer = _Packer(base, max_frame_size)
+        batch: List[str] = []
+        for _, origin, key in picked:
+            packer.add(origin, _entry_size(key, self._entries[key][_VALUE]), key)
+            if packer.new_frame and batch:
+                frames.append(self._encode_batch(sender, batch))
+                batch = []
+            batch.append(key)
+        if batch:
+            frames.append(self._encode_batch(sender, batch))
+        return frames
+
+    def _encode_batch(self, sender: bytes, keys: List[str]) -> bytes:
+        origins: Dict[str, int] = {}
+        body = []
+        for key in keys:
+            value, version, origin, stamp = self._entries[key]
+            index = origins.setdefault(origin, len(origins))
+            k = key.encode("utf-8")
+            body.append(len(k).to_bytes(2, "big") + k + index.to_bytes(2, "big")
+                        + version.to_bytes(8, "big") + stamp.to_bytes(8, "big"))
+            if type(value) is bytes:
+                body.append(b"\x01" + len(value).to_bytes(4, "big") + value)
+            else:
+                body.append(b"\x00" + value.to_bytes(8, "big"))
+        head = [b"\x01\x06", len(sender).to_bytes(2, "big"), sender,
+                len(origins).to_bytes(2, "big")]
+        for origin in origins:
+            o = origin.encode("utf-8")
+            head.append(len(o).to_bytes(2, "big") + o)
+        head.append(len(keys).to_bytes(4, "big"))
+        payload = b"".join(head + body)
+        return len(payload).to_bytes(4, "big") + payload
+
+
+def _back_off(out: List[Tuple[int, str, str]], nxt: Tuple[int, str, str]) -> int:
+    """Where to cut ``out`` (a prefix of the due stream) given the record after it:
+    not inside a group of one origin's equal stamps, unless the group is all of it."""
+    if not out or out[-1][:2] != nxt[:2]:
+        return len(out)
+    cut = len(out) - 1
+    while cut > 0 and out[cut - 1][:2] == nxt[:2]:
+        cut -= 1
+    return cut or len(out)
+
+
+class _Packer:
+    """Greedy packing of batch entries into frames of at most ``max_frame_size``."""
+
+    __slots__ = ("base", "max_frame_size", "size", "origins", "new_frame")
+
+    def __init__(self, base: int, max_frame_size: int) -> None:
+        self.base = base
+        self.max_frame_size = min(max_frame_size, 4 + _MAX_LENGTH)
+        self.size = 0  # of the open frame; 0 when none is open
+        self.origins: Dict[str, None] = {}
+        self.new_frame = False
+
+    def add(self, origin: str, entry_size: int, key: str) -> int:
+        """Place one entry; returns how many bytes the frames grew by."""
+        olen = 2 + len(origin.encode("utf-8"))
+        alone = self.base + olen + entry_size
+        if alone > self.max_frame_size:
+            raise ValueError(f"entry for key {key!r} needs a {alone}-byte frame, more than "
+                             f"max_frame_size {self.max_frame_size}")
+        grow = entry_size + (0 if origin in self.origins else olen)
+        if self.size and self.size + grow <= self.max_frame_size and (
+                origin in self.origins or len(self.origins) < _MAX_STR):
+            self.size += grow
+            self.new_frame = False
+        else:
+            self.origins = {}
+            grow = alone
+            self.size = alone
+            self.new_frame = True
+        self.origins[origin] = None
+        return grow
+
+
+# -- frame parsing (same walk, same order of checks and messages as _table_c.pyx) ------
+
+def _parse_frame(buf: bytes, max_frame_size: int) -> List[Tuple[str, Value, int, str, int]]:
+    n = len(buf)
+    if n < 4:
+        raise FrameError("truncated length prefix at offset 0", 0)
+    length = int.from_bytes(buf[:4], "big")
+    if length < 2:
+        raise FrameError(f"frame length {length} is less than 2 at offset 0", 0)
+    if length > max_frame_size:
+        raise FrameError(f"frame length {length} exceeds max_frame_size {max_frame_size} "
+                         "at offset 0", 0)
+    if n < 4 + length:
+        raise FrameError(f"truncated frame: {n} of {4 + length} bytes at offset {n}", n)
+    if n > 4 + length:
+        raise FrameError(f"trailing bytes at offset {4 + length}", 4 + length)
+    if buf[4] != 1:
+        raise FrameError(f"unknown protocol version {buf[4]} at offset 4", 4)
+    mtype = buf[5]
+    if mtype in _TYPE_NAMES:
+        raise FrameError(f"cannot merge a {_TYPE_NAMES[mtype]} frame (type {mtype}) "
+                         "at offset 5", 5)
+    if mtype not in (_T_GOSSIP, _T_GOSSIP_BATCH):
+        raise FrameError(f"unknown message type {mtype} at offset 5", 5)
+    r = _Reader(buf)
+    out = []
+    if mtype == _T_GOSSIP:
+        r.str("sender_id")
+        key = r.str("key")
+        value = r.value("value")
+        version = r.u64("version")
+        origin = r.str("origin")
+        out.append((key, value, version, origin, version))
+    else:
+        r.str("sender_id")
+        origins = [r.str("origin") for _ in range(r.u16("origin count"))]
+        start = r.pos
+        count = r.u32("entry count")
+        if count * _MIN_ENTRY_SIZE > n - r.pos:
+            raise FrameError(f"entry count {count} overruns the frame at offset {start}", start)
+        for _ in range(count):
+            start = r.pos
+            r.what = "entry"
+            r.at = start
+            key = r.str("key")
+            ipos = r.pos
+            index = r.u16("")
+            if index >= len(origins):
+                raise FrameError(f"origin index {index} out of range ({len(origins)} origins) "
+                                 f"at offset {ipos}", ipos)
+            version = r.u64("")
+            stamp = r.u64("")
+            value = r.value("")
+            out.append((key, value, version, origins[index], stamp))
+            r.what = ""
+    if r.pos != n:
+        raise FrameError(f"trailing bytes at offset {r.pos}", r.pos)
+    return out
+
+
+class _Reader:
+    """Cursor over a frame. Inside a batch entry (``what`` set) every truncation is
+    reported as "truncated entry at offset <entry start>"."""
+
+    __slots__ = ("buf", "pos", "what", "at")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.pos = 6
+        self.what = ""
+        self.at = 0
+
+    def _need(self, size: int, name: str, at: int) -> None:
+        if len(self.buf) - self.pos < size:
+            if self.what:
+                raise FrameError(f"truncated {self.what} at offset {self.at}", self.at)
+            raise FrameError(f"truncated {name} at offset {at}", at)
+
+    def _int(self, size: int, name: str) -> int:
+        self._need(size, name, self.pos)
+        v = int.from_bytes(self.buf[self.pos:self.pos + size], "big")
+        self.pos += size
+        return v
+
+    def u16(self, name: str) -> int:
+        return self._int(2, name)
+
+    def u32(self, name: str) -> int:
+        return self._int(4, name)
+
+    def u64(self, name: str) -> int:
+        return self._int(8, name)
+
+    def str(self, name: str) -> str:
+        at = self.pos
+        self._need(2, name, at)
+        size = int.from_bytes(self.buf[at:at + 2], "big")
+        self.pos += 2
+        self._need(size, name, at)
+        raw = self.buf[self.pos:self.pos + size]
+        try:
+            s = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FrameError(f"invalid UTF-8 in {name} at offset {at}", at) from None
+        self.pos += size
+        return s
+
+    def value(self, name: str) -> Value:
+        at = self.pos
+        self._need(1, name, at)
+        tag = self.buf[at]
+        self.pos += 1
+        if tag == 0:
+            self._need(8, name, at)
+            v = int.from_bytes(self.buf[self.pos:self.pos + 8], "big")
+            self.pos += 8
+            return v
+        if tag != 1:
+            raise FrameError(f"unknown value tag {tag} at offset {at}", at)
+        self._need(4, name, at)
+        size = int.from_bytes(self.buf[self.pos:self.pos + 4], "big")
+        self.pos += 4
+        self._need(size, name, at)
+        v = self.buf[self.pos:self.pos + size]
+        self.pos += size
+        return v
