@@ -1275,14 +1275,24 @@ cdef class GossipState:
             PyMem_Free(heap)
             PyMem_Free(slots)
 
+    cdef inline Py_ssize_t _entry_size(self, uint32_t slot) noexcept:
+        cdef Rec* r = &self._recs[slot]
+        if r.tag == V_BYTES:
+            return ENTRY_FIXED + r.key_len + 4 + <Py_ssize_t>r.blen
+        return ENTRY_FIXED + r.key_len + 8
+
+    cdef bint _fits(self, Packer* p, uint32_t slot) noexcept:
+        """Whether a frame holding only this entry is small enough."""
+        cdef Rec* r = &self._recs[slot]
+        return p.base + 2 + self._origins[r.origin].name_len + self._entry_size(slot) <= p.max_size
+
     cdef Py_ssize_t _pack(self, Packer* p, uint32_t slot) except -1:
         """Place one entry; returns how many bytes the frames grew by."""
         cdef Rec* r = &self._recs[slot]
-        cdef Py_ssize_t esize = ENTRY_FIXED + r.key_len
+        cdef Py_ssize_t esize = self._entry_size(slot)
         cdef Py_ssize_t olen = 2 + self._origins[r.origin].name_len
         cdef Py_ssize_t alone, grow
         cdef bint listed
-        esize += 4 + <Py_ssize_t>r.blen if r.tag == V_BYTES else 8
         alone = p.base + olen + esize
         if alone > p.max_size:
             raise ValueError(f"entry for key {self._key_str(slot)!r} needs a {alone}-byte "
@@ -1310,7 +1320,8 @@ cdef class GossipState:
         bytes each (length prefix included), stopping before the frames' total
         would pass ``max_bytes`` (yet with at least one entry when any is due).
 
-        Raises ValueError for an entry that no frame of ``max_frame_size`` holds.
+        The frames stop before an entry that no frame of ``max_frame_size`` can
+        hold; when that entry is the first due, ValueError is raised.
         """
         cdef const unsigned char* sp
         cdef Py_ssize_t sn, max_size, budget = -1, n_cur, count = 0, cap = 0, total = 0
@@ -1340,6 +1351,10 @@ cdef class GossipState:
             memset(pk.fgen, 0, (self._n_origins + 1) * sizeof(uint32_t))
             # pass 1: how far the byte budget reaches
             while self._delta_next(heap, &n_cur, &slot, &oid, &stamp):
+                if count and not self._fits(&pk, slot):
+                    # stop before an entry no frame holds; it raises once it comes first
+                    count = self._back_off(slots, count, oid, stamp)
+                    break
                 grow = self._pack(&pk, slot)
                 if budget >= 0 and count and total + grow > budget:
                     count = self._back_off(slots, count, oid, stamp)
@@ -1401,8 +1416,7 @@ cdef class GossipState:
                     order[n_fo] = r.origin
                     n_fo += 1
                     size += 2 + self._origins[r.origin].name_len
-                size += ENTRY_FIXED + r.key_len
-                size += 4 + <Py_ssize_t>r.blen if r.tag == V_BYTES else 8
+                size += self._entry_size(slots[i])
             frame = PyBytes_FromStringAndSize(NULL, size)
             p = <unsigned char*>PyBytes_AS_STRING(frame)
             end = p + size

@@ -325,7 +325,8 @@ class GossipState:
         bytes each (length prefix included), stopping before the frames' total
         would pass ``max_bytes`` (yet with at least one entry when any is due).
 
-        Raises ValueError for an entry that no frame of ``max_frame_size`` holds.
+        The frames stop before an entry that no frame of ``max_frame_size`` can
+        hold; when that entry is the first due, ValueError is raised.
         """
         sender_id = _check_str("sender_id", sender_id)
         max_frame_size = _check_size("max_frame_size", max_frame_size)
@@ -339,7 +340,12 @@ class GossipState:
         packer = _Packer(base, max_frame_size)
         for rec in self._due(watermarks):
             _, origin, key = rec
-            grow = packer.add(origin, _entry_size(key, self._entries[key][_VALUE]), key)
+            size = _entry_size(key, self._entries[key][_VALUE])
+            if picked and not packer.fits(origin, size):
+                # stop before an entry no frame holds; it raises once it comes first
+                picked = picked[:_back_off(picked, rec)]
+                break
+            grow = packer.add(origin, size, key)
             if max_bytes is not None and picked and total + grow > max_bytes:
                 picked = picked[:_back_off(picked, rec)]
                 break
@@ -404,6 +410,10 @@ class _Packer:
         self.size = 0  # of the open frame; 0 when none is open
         self.origins: Dict[str, None] = {}
         self.new_frame = False
+
+    def fits(self, origin: str, entry_size: int) -> bool:
+        """Whether a frame holding only this entry is small enough."""
+        return self.base + 2 + len(origin.encode("utf-8")) + entry_size <= self.max_frame_size
 
     def add(self, origin: str, entry_size: int, key: str) -> int:
         """Place one entry; returns how many bytes the frames grew by."""
