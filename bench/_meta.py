@@ -1,0 +1,74 @@
+"""What a result was measured on: machine, versions, date."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import os
+import platform
+import subprocess
+import sys
+from typing import Any, Dict, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> Optional[str]:
+    try:
+        return str(getattr(importlib.import_module(module), "__version__", "?"))
+    except ImportError:
+        return None
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def machine() -> Dict[str, Any]:
+    import fastgossip
+
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_impl": platform.python_implementation(),
+        "fastgossip": fastgossip.__version__,
+        "fastgossip_default_implementation": fastgossip.IMPLEMENTATION,
+        "cython": _version("Cython"),
+        "msgpack": _version("msgpack"),
+        "orjson": _version("orjson"),
+        "pytest_benchmark": _version("pytest_benchmark"),
+        "git_commit": _git_commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def write_json(path: str, data: Dict[str, Any]) -> None:
+    import json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,910 @@
+"""The microbenchmark workloads, shared by the pytest-benchmark modules and ``bench.ratios``.
+
+A workload is a :class:`Case`: one function called with one argument, a check
+that the result is right, and how many units (entries, frames) one call
+handles. ``build(group, variant)`` makes the case for one row of one
+comparison table; :data:`GROUPS` lists every table and its rows. The pytest
+modules time a case with pytest-benchmark, ``python -m bench.ratios`` times the
+same case with ``timeit`` in one process, so both report the same workloads.
+
+Every alternative names the modules it needs (``Variant.requires``); a missing
+module means the row is skipped, never failed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import random
+import struct
+from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+__all__ = [
+    "Case",
+    "Variant",
+    "GROUPS",
+    "Unavailable",
+    "build",
+    "variants",
+    "gossip_message",
+    "gossip_batch",
+    "stream_messages",
+]
+
+# -- sample data -------------------------------------------------------------------
+
+SENDER = "node-017"  # 8 characters
+KEY = "service/web-00042"  # 17 characters
+VALUE = 1_234_567
+VERSION = (1_700_000_000_000 << 16) | 7  # a hybrid-logical-clock reading
+BATCH_SIZE = 64
+STREAM_BYTES = 1 << 20  # 1 MiB of frames
+CHUNK = 4096  # fed in 4 KiB chunks
+MERGE_BATCH = 1000  # entries per merged batch: half newer, half older
+TABLE_SIZES = (10_000, 100_000)
+PEERS = 1000
+SAMPLE_KS = (3, 31)
+
+C_NAME = "fastgossip-c"
+PY_NAME = "fastgossip-py"
+
+
+class Unavailable(Exception):
+    """A variant's module is missing (the row is skipped, not failed)."""
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise Unavailable(f"{name} is not importable ({exc})") from exc
+
+
+def fg(kind: str, impl: str) -> ModuleType:
+    """``fastgossip._<kind>_c`` (impl "c") or ``fastgossip._<kind>_py`` (impl "py")."""
+    return _import(f"fastgossip._{kind}_{impl}")
+
+
+def message_module() -> ModuleType:
+    """Where the alternatives get their message classes: the compiled codec when
+    built (so every row produces the same objects), else the twin."""
+    try:
+        return fg("codec", "c")
+    except Unavailable:
+        return fg("codec", "py")
+
+
+def gossip_message(mod: Optional[ModuleType] = None) -> Any:
+    """One Gossip: 8-char sender id, 17-char key, int value."""
+    mod = mod or message_module()
+    return mod.Gossip(SENDER, KEY, VALUE, VERSION)
+
+
+def batch_entries(mod: ModuleType, n: int = BATCH_SIZE) -> List[Any]:
+    """n entries with 17-char keys, int values, four origins."""
+    return [
+        mod.Entry(f"service/web-{i:05d}", 1000 + i, VERSION + i, f"node-{i % 4:03d}", VERSION + i)
+        for i in range(n)
+    ]
+
+
+def gossip_batch(mod: Optional[ModuleType] = None, n: int = BATCH_SIZE) -> Any:
+    mod = mod or message_module()
+    return mod.GossipBatch(SENDER, batch_entries(mod, n))
+
+
+def stream_messages(mod: ModuleType) -> List[Any]:
+    """Gossip messages whose frames (54 bytes each) fill ``STREAM_BYTES``."""
+    frame_size = len(struct_encode_gossip(gossip_message(mod)))
+    count = STREAM_BYTES // frame_size
+    return [
+        mod.Gossip(SENDER, f"service/web-{i % 100_000:05d}", i, VERSION + i) for i in range(count)
+    ]
+
+
+def chunked(data: bytes, size: int = CHUNK) -> List[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+# -- a hand-written struct codec, in fastgossip's own wire format (docs/PROTOCOL.md) --
+#
+# What a user would write with the struct module: fixed fields packed by
+# precompiled Structs, strings by their length. It doubles as an independent
+# reading of the spec: the compiled codec's bytes must equal these.
+
+_HDR = struct.Struct(">IBB")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_INT_TAIL = struct.Struct(">BQQ")  # value tag 0, u64 value, u64 version
+_BYTES_HDR = struct.Struct(">BI")
+_ENTRY_FIXED = struct.Struct(">HQQ")  # origin index, version, stamp
+_INT_VALUE = struct.Struct(">BQ")
+T_GOSSIP = 1
+T_GOSSIP_BATCH = 6
+
+
+def _str16(s: str) -> bytes:
+    b = s.encode()
+    return _U16.pack(len(b)) + b
+
+
+def _value(v: Any) -> bytes:
+    if v.__class__ is int:
+        return _INT_VALUE.pack(0, v)
+    return _BYTES_HDR.pack(1, len(v)) + v
+
+
+def struct_encode_gossip(m: Any) -> bytes:
+    s = m.sender_id.encode()
+    k = m.key.encode()
+    o = m.origin.encode()
+    v = m.value
+    if v.__class__ is int:
+        mid = _INT_TAIL.pack(0, v, m.version)
+    else:
+        mid = _BYTES_HDR.pack(1, len(v)) + v + _U64.pack(m.version)
+    body = b"".join((_U16.pack(len(s)), s, _U16.pack(len(k)), k, mid, _U16.pack(len(o)), o))
+    return _HDR.pack(len(body) + 2, 1, T_GOSSIP) + body
+
+
+def _check_header(frame: bytes, mtype: int) -> None:
+    length, version, kind = _HDR.unpack_from(frame, 0)
+    if length != len(frame) - 4 or version != 1 or kind != mtype:
+        raise ValueError("bad frame header")
+
+
+def _read_str(frame: bytes, pos: int) -> Tuple[str, int]:
+    (n,) = _U16.unpack_from(frame, pos)
+    pos += 2
+    return frame[pos : pos + n].decode(), pos + n
+
+
+def _read_value(frame: bytes, pos: int) -> Tuple[Any, int]:
+    tag = frame[pos]
+    if tag == 0:
+        return _U64.unpack_from(frame, pos + 1)[0], pos + 9
+    if tag == 1:
+        (n,) = _U32.unpack_from(frame, pos + 1)
+        pos += 5
+        return frame[pos : pos + n], pos + n
+    raise ValueError("bad value tag")
+
+
+def make_struct_decode_gossip(mod: ModuleType) -> Callable[[bytes], Any]:
+    gossip = mod.Gossip
+
+    def decode(frame: bytes) -> Any:
+        _check_header(frame, T_GOSSIP)
+        sender, pos = _read_str(frame, 6)
+        key, pos = _read_str(frame, pos)
+        value, pos = _read_value(frame, pos)
+        (version,) = _U64.unpack_from(frame, pos)
+        origin, pos = _read_str(frame, pos + 8)
+        if pos != len(frame):
+            raise ValueError("trailing bytes")
+        return gossip(sender, key, value, version, origin)
+
+    return decode
+
+
+def struct_encode_batch(b: Any) -> bytes:
+    origins: Dict[str, int] = {}
+    parts: List[bytes] = []
+    append = parts.append
+    for e in b.entries:
+        idx = origins.get(e.origin)
+        if idx is None:
+            idx = origins[e.origin] = len(origins)
+        k = e.key.encode()
+        append(_U16.pack(len(k)))
+        append(k)
+        append(_ENTRY_FIXED.pack(idx, e.version, e.stamp))
+        append(_value(e.value))
+    head = [_str16(b.sender_id), _U16.pack(len(origins))]
+    head += [_str16(o) for o in origins]
+    head.append(_U32.pack(len(b.entries)))
+    body = b"".join(head + parts)
+    return _HDR.pack(len(body) + 2, 1, T_GOSSIP_BATCH) + body
+
+
+def make_struct_decode_batch(mod: ModuleType) -> Callable[[bytes], Any]:
+    entry, batch = mod.Entry, mod.GossipBatch
+    unpack_fixed = _ENTRY_FIXED.unpack_from
+
+    def decode(frame: bytes) -> Any:
+        _check_header(frame, T_GOSSIP_BATCH)
+        sender, pos = _read_str(frame, 6)
+        (n_origins,) = _U16.unpack_from(frame, pos)
+        pos += 2
+        origins = []
+        for _ in range(n_origins):
+            origin, pos = _read_str(frame, pos)
+            origins.append(origin)
+        (n,) = _U32.unpack_from(frame, pos)
+        pos += 4
+        entries = []
+        for _ in range(n):
+            key, pos = _read_str(frame, pos)
+            idx, version, stamp = unpack_fixed(frame, pos)
+            value, pos = _read_value(frame, pos + 18)
+            entries.append(entry(key, value, version, origins[idx], stamp))
+        if pos != len(frame):
+            raise ValueError("trailing bytes")
+        return batch(sender, entries)
+
+    return decode
+
+
+class StructSplitter:
+    """A stream splitter a user would write: a bytearray and struct.unpack_from."""
+
+    def __init__(self, max_frame_size: int = 1 << 20) -> None:
+        self._buf = bytearray()
+        self._max = max_frame_size
+
+    def feed(self, data: bytes) -> List[bytes]:
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        end_of_data = len(buf)
+        unpack = _U32.unpack_from
+        while end_of_data - pos >= 4:
+            (length,) = unpack(buf, pos)
+            if length > self._max:
+                raise ValueError("frame too large")
+            end = pos + 4 + length
+            if end > end_of_data:
+                break
+            out.append(bytes(buf[pos:end]))
+            pos = end
+        del buf[:pos]
+        return out
+
+
+# -- the reference's JSON frames (Rust oxirs-cluster): u32 BE length + JSON ----------------
+
+_PREFIX = struct.Struct(">I")
+
+
+def make_json_codec(dumps: Callable[[Any], Any], loads: Callable[[Any], Any], mod: ModuleType):
+    """encode/decode for Gossip and GossipBatch in the reference's frame format.
+
+    Gossip is exactly the reference's ``{"Gossip": {"sender_id", "key", "value",
+    "version"}}``; the reference has no batch, so a batch is the same style:
+    ``{"GossipBatch": {"sender_id", "entries": [{"key", "value", "version",
+    "origin", "stamp"}, ...]}}``.
+    """
+    gossip, entry, batch = mod.Gossip, mod.Entry, mod.GossipBatch
+    pack = _PREFIX.pack
+
+    def frame(obj: Any) -> bytes:
+        body = dumps(obj)
+        return pack(len(body)) + body
+
+    def payload(data: bytes) -> Any:
+        if _PREFIX.unpack_from(data)[0] != len(data) - 4:
+            raise ValueError("bad length prefix")
+        return loads(data[4:])
+
+    def encode_gossip(m: Any) -> bytes:
+        return frame(
+            {
+                "Gossip": {
+                    "sender_id": m.sender_id,
+                    "key": m.key,
+                    "value": m.value,
+                    "version": m.version,
+                }
+            }
+        )
+
+    def decode_gossip(data: bytes) -> Any:
+        g = payload(data)["Gossip"]
+        return gossip(g["sender_id"], g["key"], g["value"], g["version"])
+
+    def encode_batch(b: Any) -> bytes:
+        entries = [
+            {
+                "key": e.key,
+                "value": e.value,
+                "version": e.version,
+                "origin": e.origin,
+                "stamp": e.stamp,
+            }
+            for e in b.entries
+        ]
+        return frame({"GossipBatch": {"sender_id": b.sender_id, "entries": entries}})
+
+    def decode_batch(data: bytes) -> Any:
+        g = payload(data)["GossipBatch"]
+        return batch(
+            g["sender_id"],
+            [
+                entry(e["key"], e["value"], e["version"], e["origin"], e["stamp"])
+                for e in g["entries"]
+            ],
+        )
+
+    return encode_gossip, decode_gossip, encode_batch, decode_batch
+
+
+def _stdlib_dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+# -- msgpack: the same fields as a list ----------------------------------------------------
+
+
+def make_msgpack_codec(mod: ModuleType):
+    msgpack = _import("msgpack")
+    packb, unpackb = msgpack.packb, msgpack.unpackb
+    gossip, entry, batch = mod.Gossip, mod.Entry, mod.GossipBatch
+
+    def encode_gossip(m: Any) -> bytes:
+        return packb([m.sender_id, m.key, m.value, m.version, m.origin])
+
+    def decode_gossip(data: bytes) -> Any:
+        return gossip(*unpackb(data, use_list=False))
+
+    def encode_batch(b: Any) -> bytes:
+        return packb(
+            [b.sender_id, [[e.key, e.value, e.version, e.origin, e.stamp] for e in b.entries]]
+        )
+
+    def decode_batch(data: bytes) -> Any:
+        sender, entries = unpackb(data, use_list=False)
+        return batch(sender, [entry(*t) for t in entries])
+
+    return encode_gossip, decode_gossip, encode_batch, decode_batch
+
+
+# -- cases ------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One row of one comparison: ``fn(arg)`` timed, ``check(result, arg)`` asserted.
+
+    Stateless cases pass the same ``arg`` every call. Stateful ones (a merge
+    changes the table) give ``make_arg``, called once per timed call outside
+    the timing, so every call does the same work.
+    """
+
+    group: str
+    variant: str
+    fn: Callable[[Any], Any]
+    check: Callable[[Any, Any], None]
+    arg: Any = None
+    make_arg: Optional[Callable[[], Any]] = None
+    units: int = 1
+    unit: str = "op"
+    #: the same call as an expression over ``arg`` and ``names``, for timeit: it
+    #: spares tiny calls the ~40 ns of the Python wrapper ``fn`` would add
+    expr: Optional[str] = None
+    names: Dict[str, Any] = field(default_factory=dict)
+
+    def next_arg(self) -> Any:
+        return self.make_arg() if self.make_arg is not None else self.arg
+
+    def run_checked(self) -> Any:
+        """Call once and assert the result (what ``--benchmark-disable`` amounts to)."""
+        arg = self.next_arg()
+        result = self.fn(arg)
+        self.check(result, arg)
+        return result
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    requires: Tuple[str, ...]
+    builder: Callable[[], Case] = field(compare=False)
+
+
+def _eq(expected: Any) -> Callable[[Any, Any], None]:
+    def check(result: Any, _arg: Any) -> None:
+        assert result == expected, f"got {result!r}, expected {expected!r}"
+
+    return check
+
+
+def _decodes_to(decode: Callable[[bytes], Any], expected: Any) -> Callable[[Any, Any], None]:
+    def check(result: Any, _arg: Any) -> None:
+        assert isinstance(result, (bytes, bytearray)), type(result)
+        assert decode(result) == expected
+
+    return check
+
+
+GROUPS: Dict[str, Dict[str, Variant]] = {}
+
+
+def _register(group: str, name: str, requires: Tuple[str, ...]):
+    def deco(builder: Callable[[], Case]) -> Callable[[], Case]:
+        GROUPS.setdefault(group, {})[name] = Variant(name, requires, builder)
+        return builder
+
+    return deco
+
+
+def variants(group: str) -> List[str]:
+    return list(GROUPS[group])
+
+
+def build(group: str, variant: str) -> Case:
+    """The case for one row; raises :class:`Unavailable` when a module is missing."""
+    v = GROUPS[group][variant]
+    for mod in v.requires:
+        _import(mod)
+    case = v.builder()
+    case.group, case.variant = group, variant
+    return case
+
+
+# codec: one Gossip, one 64-entry batch ---------------------------------------------------
+
+G_ENC = "codec: Gossip encode"
+G_DEC = "codec: Gossip decode"
+G_RT = "codec: Gossip round trip"
+B_ENC = "codec: 64-entry GossipBatch encode"
+B_DEC = "codec: 64-entry GossipBatch decode"
+B_RT = "codec: 64-entry GossipBatch round trip"
+
+_MSGPACK = ("msgpack",)
+_ORJSON = ("orjson",)
+_CODEC_C = ("fastgossip._codec_c",)
+_CODEC_PY = ("fastgossip._codec_py",)
+
+
+def _alternative_codecs() -> Dict[str, Tuple[Tuple[str, ...], Callable[[ModuleType], tuple]]]:
+    """name -> (modules needed, factory(message module) -> 4 functions)."""
+
+    def orjson_codec(mod: ModuleType) -> tuple:
+        orjson = _import("orjson")
+        return make_json_codec(orjson.dumps, orjson.loads, mod)
+
+    def struct_codec(mod: ModuleType) -> tuple:
+        return (
+            struct_encode_gossip,
+            make_struct_decode_gossip(mod),
+            struct_encode_batch,
+            make_struct_decode_batch(mod),
+        )
+
+    return {
+        "msgpack": (_MSGPACK, make_msgpack_codec),
+        "orjson (reference frames)": (_ORJSON, orjson_codec),
+        "json (reference frames)": (
+            (),
+            lambda mod: make_json_codec(_stdlib_dumps, json.loads, mod),
+        ),
+        "struct": ((), struct_codec),
+    }
+
+
+def _register_codec_groups() -> None:
+    for impl, name, requires in (("c", C_NAME, _CODEC_C), ("py", PY_NAME, _CODEC_PY)):
+
+        def fastgossip_cases(impl: str = impl):
+            mod = fg("codec", impl)
+            return mod.encode, mod.decode, mod.encode, mod.decode, mod
+
+        _register_codec_variant(name, requires, fastgossip_cases, expect_spec_bytes=True)
+
+    for name, (requires, factory) in _alternative_codecs().items():
+
+        def alt_cases(factory=factory):
+            mod = message_module()
+            return (*factory(mod), mod)
+
+        _register_codec_variant(name, requires, alt_cases, expect_spec_bytes=False)
+
+
+def _register_codec_variant(
+    name: str, requires: Tuple[str, ...], make: Callable[[], tuple], expect_spec_bytes: bool
+) -> None:
+    """Six rows for one codec: Gossip and batch, encode / decode / round trip."""
+
+    def encode_case(single: bool) -> Case:
+        enc_g, dec_g, enc_b, dec_b, mod = make()
+        msg = gossip_message(mod) if single else gossip_batch(mod)
+        enc, dec = (enc_g, dec_g) if single else (enc_b, dec_b)
+        if expect_spec_bytes:  # byte for byte what docs/PROTOCOL.md says
+            spec = struct_encode_gossip(msg) if single else struct_encode_batch(msg)
+            check = _eq(spec)
+        else:
+            check = _decodes_to(dec, msg)
+        units = 1 if single else BATCH_SIZE
+        return Case("", "", enc, check, arg=msg, units=units, unit="msg" if single else "entry")
+
+    def decode_case(single: bool) -> Case:
+        enc_g, dec_g, enc_b, dec_b, mod = make()
+        msg = gossip_message(mod) if single else gossip_batch(mod)
+        enc, dec = (enc_g, dec_g) if single else (enc_b, dec_b)
+        units = 1 if single else BATCH_SIZE
+        return Case(
+            "", "", dec, _eq(msg), arg=enc(msg), units=units, unit="msg" if single else "entry"
+        )
+
+    def round_trip_case(single: bool) -> Case:
+        enc_g, dec_g, enc_b, dec_b, mod = make()
+        msg = gossip_message(mod) if single else gossip_batch(mod)
+        enc, dec = (enc_g, dec_g) if single else (enc_b, dec_b)
+
+        def round_trip(m: Any) -> Any:
+            return dec(enc(m))
+
+        units = 1 if single else BATCH_SIZE
+        return Case(
+            "", "", round_trip, _eq(msg), arg=msg, units=units, unit="msg" if single else "entry",
+            expr="dec(enc(arg))", names={"dec": dec, "enc": enc},
+        )
+
+    for group, maker, single in (
+        (G_ENC, encode_case, True),
+        (G_DEC, decode_case, True),
+        (G_RT, round_trip_case, True),
+        (B_ENC, encode_case, False),
+        (B_DEC, decode_case, False),
+        (B_RT, round_trip_case, False),
+    ):
+        _register(group, name, requires)(lambda maker=maker, single=single: maker(single))
+
+
+_register_codec_groups()
+
+
+# stream: 1 MiB of ~54-byte frames in 4 KiB chunks -------------------------------------------
+
+STREAM = "stream: decode 1 MiB of Gossip frames fed in 4 KiB chunks"
+
+
+@cache
+def _stream_data(impl: str) -> Tuple[List[Any], bytes]:
+    mod = fg("codec", impl) if impl in ("c", "py") else message_module()
+    msgs = stream_messages(mod)
+    return msgs, b"".join(struct_encode_gossip(m) for m in msgs)
+
+
+def _stream_check(expected: List[Any]) -> Callable[[Any, Any], None]:
+    def check(result: Any, _arg: Any) -> None:
+        assert len(result) == len(expected), (len(result), len(expected))
+        assert result == expected
+
+    return check
+
+
+def _register_stream() -> None:
+    for impl, name, requires in (("c", C_NAME, _CODEC_C), ("py", PY_NAME, _CODEC_PY)):
+
+        def feed_case(impl: str = impl) -> Case:
+            mod = fg("codec", impl)
+            msgs, data = _stream_data(impl)
+            chunks = chunked(data)
+            decoder_cls = mod.FrameDecoder
+
+            def feed(parts: List[bytes]) -> List[Any]:
+                decoder = decoder_cls(1 << 20)
+                out: List[Any] = []
+                for part in parts:
+                    out += decoder.feed(part)
+                return out
+
+            return Case("", "", feed, _stream_check(msgs), arg=chunks, units=len(msgs),
+                        unit="frame")
+
+        def feed_frames_case(impl: str = impl) -> Case:
+            mod = fg("codec", impl)
+            msgs, data = _stream_data(impl)
+            chunks = chunked(data)
+            frames = [struct_encode_gossip(m) for m in msgs]
+            decoder_cls = mod.FrameDecoder
+
+            def feed_frames(parts: List[bytes]) -> List[bytes]:
+                decoder = decoder_cls(1 << 20)
+                out: List[bytes] = []
+                for part in parts:
+                    out += decoder.feed_frames(part)
+                return out
+
+            return Case("", "", feed_frames, _stream_check(frames), arg=chunks,
+                        units=len(msgs), unit="frame")
+
+        _register(STREAM, f"{name} feed (messages)", requires)(feed_case)
+        _register(STREAM, f"{name} feed_frames (bytes)", requires)(feed_frames_case)
+
+    def msgpack_case() -> Case:
+        msgpack = _import("msgpack")
+        msgs, _ = _stream_data("best")
+        mod = message_module()
+        packb = msgpack.packb
+        data = b"".join(packb([m.sender_id, m.key, m.value, m.version, m.origin]) for m in msgs)
+        chunks = chunked(data)
+        gossip = mod.Gossip
+
+        def feed(parts: List[bytes]) -> List[Any]:
+            unpacker = msgpack.Unpacker(use_list=False, max_buffer_size=1 << 20)
+            out: List[Any] = []
+            for part in parts:
+                unpacker.feed(part)
+                out += itertools.starmap(gossip, unpacker)
+            return out
+
+        return Case("", "", feed, _stream_check(msgs), arg=chunks, units=len(msgs), unit="frame")
+
+    def struct_case() -> Case:
+        msgs, data = _stream_data("best")
+        chunks = chunked(data)
+        frames = [struct_encode_gossip(m) for m in msgs]
+
+        def split(parts: List[bytes]) -> List[bytes]:
+            splitter = StructSplitter(1 << 20)
+            out: List[bytes] = []
+            for part in parts:
+                out += splitter.feed(part)
+            return out
+
+        return Case("", "", split, _stream_check(frames), arg=chunks, units=len(msgs),
+                    unit="frame")
+
+    _register(STREAM, "msgpack Unpacker.feed (messages)", _MSGPACK)(msgpack_case)
+    _register(STREAM, "struct splitter (bytes)", ())(struct_case)
+
+
+_register_stream()
+
+
+# table: LWW merge of a 1000-entry batch, half newer and half older ----------------------------
+
+_TABLE_C = ("fastgossip._table_c", "fastgossip._codec_c")
+_TABLE_PY = ("fastgossip._table_py", "fastgossip._codec_py")
+V0 = VERSION
+ORIGINS = tuple(f"node-{i:03d}" for i in range(8))
+
+
+def table_key(i: int) -> str:
+    """16-character keys."""
+    return f"key-{i:012d}"
+
+
+def merge_group(n: int) -> str:
+    return f"table: merge({MERGE_BATCH} entries) into {n // 1000}k keys"
+
+
+def decode_merge_group(n: int) -> str:
+    return f"table: decode+merge a {MERGE_BATCH}-entry frame into {n // 1000}k keys"
+
+
+class _Table:
+    """A filled table and a source of batches that always do the same work.
+
+    Every batch holds ``MERGE_BATCH`` distinct keys of the table: the first half
+    with a version above anything stored so far (they win), the second half
+    with a version below everything (they lose). Each batch gets a higher
+    "newer" version than the last, so repeating the call repeats the work.
+    """
+
+    def __init__(self, n: int, store: Any, entry_cls: Any) -> None:
+        self.n = n
+        self.store = store
+        self.entry = entry_cls
+        rng = random.Random(n)
+        picked = rng.sample(range(n), MERGE_BATCH)
+        self.keys = [table_key(i) for i in picked]
+        self.origins = [ORIGINS[i % len(ORIGINS)] for i in picked]
+        self.round = 0
+
+    def next_entries(self) -> List[Any]:
+        self.round += 1
+        newer = V0 + self.round
+        entry, half = self.entry, MERGE_BATCH // 2
+        out = []
+        for j, (key, origin) in enumerate(zip(self.keys, self.origins)):
+            if j < half:
+                out.append(entry(key, self.round, newer, origin, newer))
+            else:
+                out.append(entry(key, 0, V0 - 1, origin, V0 - 1))
+        return out
+
+
+def _fill(setter: Callable[..., Any], n: int) -> None:
+    origins = ORIGINS
+    for i in range(n):
+        setter(table_key(i), i, V0, origins[i % 8], V0)
+
+
+@cache
+def _fastgossip_table(impl: str, n: int) -> _Table:
+    table_mod, codec_mod = fg("table", impl), fg("codec", impl)
+    state = table_mod.GossipState()
+    _fill(state.set, n)
+    return _Table(n, state, codec_mod.Entry)
+
+
+def dict_merge(d: Dict[str, tuple], entries: Any) -> int:
+    """The LWW merge a user would write: a dict of (version, origin, value, stamp)."""
+    changed = 0
+    get = d.get
+    for e in entries:
+        new = (e.version, e.origin, e.value, e.stamp)
+        cur = get(e.key)
+        if cur is None or new > cur:
+            d[e.key] = new
+            changed += 1
+    return changed
+
+
+def dict_merge_tuples(d: Dict[str, tuple], entries: Any) -> int:
+    """The same over (key, value, version, origin, stamp) tuples (msgpack's output)."""
+    changed = 0
+    get = d.get
+    for key, value, version, origin, stamp in entries:
+        new = (version, origin, value, stamp)
+        cur = get(key)
+        if cur is None or new > cur:
+            d[key] = new
+            changed += 1
+    return changed
+
+
+@cache
+def _dict_table(n: int, tag: str) -> _Table:
+    d: Dict[str, tuple] = {}
+
+    def setter(key: str, value: Any, version: int, origin: str, stamp: int) -> None:
+        d[key] = (version, origin, value, stamp)
+
+    _fill(setter, n)
+    return _Table(n, d, message_module().Entry)
+
+
+def _changed_half(result: Any, _arg: Any) -> None:
+    got = result if isinstance(result, int) else len(result)
+    assert got == MERGE_BATCH // 2, f"{got} entries changed, expected {MERGE_BATCH // 2}"
+
+
+def _register_tables() -> None:
+    for n in TABLE_SIZES:
+        for impl, name, requires in (("c", C_NAME, _TABLE_C), ("py", PY_NAME, _TABLE_PY)):
+
+            def merge_case(impl: str = impl, n: int = n) -> Case:
+                t = _fastgossip_table(impl, n)
+
+                def check(result: Any, entries: Any) -> None:
+                    _changed_half(result, entries)
+                    first, last = entries[0], entries[-1]
+                    assert t.store.get(first.key) == (first.value, first.version)
+                    assert t.store.get(last.key)[1] == V0
+
+                return Case("", "", t.store.merge, check, make_arg=t.next_entries,
+                            units=MERGE_BATCH, unit="entry")
+
+            def decode_merge_case(impl: str = impl, n: int = n) -> Case:
+                t = _fastgossip_table(impl, n)
+                encode, batch = fg("codec", impl).encode, fg("codec", impl).GossipBatch
+                first_key = t.keys[0]
+
+                def make_frame() -> bytes:
+                    return encode(batch(SENDER, t.next_entries()))
+
+                def check(result: Any, _frame: bytes) -> None:
+                    _changed_half(result, _frame)
+                    assert t.store.get(first_key) == (t.round, V0 + t.round)
+
+                return Case("", "", t.store.merge_frame, check, make_arg=make_frame,
+                            units=MERGE_BATCH, unit="entry")
+
+            _register(merge_group(n), name, requires)(merge_case)
+            _register(decode_merge_group(n), f"{name} merge_frame", requires)(decode_merge_case)
+
+        def dict_case(n: int = n) -> Case:
+            t = _dict_table(n, "merge")
+            d = t.store
+
+            def merge(entries: Any) -> int:
+                return dict_merge(d, entries)
+
+            return Case("", "", merge, _changed_half, make_arg=t.next_entries,
+                        units=MERGE_BATCH, unit="entry")
+
+        def dict_decode_case(n: int = n) -> Case:
+            t = _dict_table(n, "decode")
+            mod = fg("codec", "c")
+            encode, decode, batch = mod.encode, mod.decode, mod.GossipBatch
+            d = t.store
+
+            def decode_merge(frame: bytes) -> int:
+                return dict_merge(d, decode(frame).entries)
+
+            return Case("", "", decode_merge, _changed_half,
+                        make_arg=lambda: encode(batch(SENDER, t.next_entries())),
+                        units=MERGE_BATCH, unit="entry")
+
+        def dict_msgpack_case(n: int = n) -> Case:
+            msgpack = _import("msgpack")
+            t = _dict_table(n, "msgpack")
+            packb, unpackb = msgpack.packb, msgpack.unpackb
+            d = t.store
+
+            def make_frame() -> bytes:
+                return packb(
+                    [SENDER, [[e.key, e.value, e.version, e.origin, e.stamp]
+                              for e in t.next_entries()]]
+                )
+
+            def decode_merge(frame: bytes) -> int:
+                return dict_merge_tuples(d, unpackb(frame, use_list=False)[1])
+
+            return Case("", "", decode_merge, _changed_half, make_arg=make_frame,
+                        units=MERGE_BATCH, unit="entry")
+
+        _register(merge_group(n), "dict of tuples", ())(dict_case)
+        _register(decode_merge_group(n), "dict of tuples + fastgossip-c decode", _CODEC_C)(
+            dict_decode_case
+        )
+        _register(decode_merge_group(n), "dict of tuples + msgpack", _MSGPACK)(dict_msgpack_case)
+
+
+_register_tables()
+
+
+# sampler: k of 1000 peers ------------------------------------------------------------------
+
+
+def sample_group(k: int) -> str:
+    return f"sampler: {k} of {PEERS} peers"
+
+
+def peers() -> List[Tuple[str, int]]:
+    return [("127.0.0.1", 7000 + i) for i in range(PEERS)]
+
+
+def _sample_check(population: List[Any], k: int) -> Callable[[Any, Any], None]:
+    members = set(population)
+
+    def check(result: Any, _arg: Any) -> None:
+        assert len(result) == k, len(result)
+        assert len(set(result)) == k, "duplicates in the sample"
+        assert all(p in members for p in result)
+
+    return check
+
+
+def _register_sampler() -> None:
+    for k in SAMPLE_KS:
+        for impl, name in (("c", C_NAME), ("py", PY_NAME)):
+
+            def xorshift_case(impl: str = impl, k: int = k) -> Case:
+                rng = fg("sampler", impl).XorShift64(12345)
+                population = peers()
+                sample = rng.sample
+
+                def run(seq: List[Any]) -> Any:
+                    return sample(seq, k)
+
+                return Case("", "", run, _sample_check(population, k), arg=population,
+                            expr="sample(arg, k)", names={"sample": sample, "k": k})
+
+            requires = (f"fastgossip._sampler_{impl}",)
+            _register(sample_group(k), f"{name} XorShift64.sample", requires)(xorshift_case)
+
+        def random_case(k: int = k) -> Case:
+            sample = random.Random(12345).sample
+            population = peers()
+
+            def run(seq: List[Any]) -> Any:
+                return sample(seq, k)
+
+            return Case("", "", run, _sample_check(population, k), arg=population,
+                        expr="sample(arg, k)", names={"sample": sample, "k": k})
+
+        _register(sample_group(k), "random.sample", ())(random_case)
+
+
+_register_sampler()
