@@ -1,0 +1,393 @@
+"""Render bench/results/{ratios,e2e}.json to docs/benchmarks.md and PNG plots.
+
+    python -m bench.report [--ratios FILE] [--e2e FILE] [--out docs/benchmarks.md]
+
+Plots need matplotlib (``pip install '.[bench]'``); without it the report is
+written with a note instead of the figures. ``bench/results/NOTES.md``, when
+present, is included as the observations of the run it belongs to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from bench._meta import RESULTS, ROOT
+
+DOCS = os.path.join(ROOT, "docs")
+MARK = {True: "✅", False: "❌", None: "–"}
+IMPL_LABEL = {"cython": "compiled", "python": "pure-Python twin"}
+
+
+def _load(path: str) -> Optional[Dict[str, Any]]:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _num(x: Optional[float], digits: int = 1) -> str:
+    if x is None:
+        return "n/a"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:,.{digits}f}"
+
+
+def _table(header: List[str], rows: List[List[str]], align: str = "") -> List[str]:
+    align = align or "l" + "r" * (len(header) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out + [""]
+
+
+def machine_section(meta: Dict[str, Any], label: str) -> List[str]:
+    rows = [
+        ["machine", f"{meta.get('cpu')}, {meta.get('cores')} cores ({meta.get('platform')})"],
+        ["Python", f"{meta.get('python')} ({meta.get('python_impl')})"],
+        ["fastgossip", f"{meta.get('fastgossip')} (commit {meta.get('git_commit') or '?'})"],
+        ["Cython / msgpack / orjson",
+         f"{meta.get('cython')} / {meta.get('msgpack')} / {meta.get('orjson')}"],
+        ["date", str(meta.get("date"))],
+    ]
+    return [f"**{label}**", ""] + _table(["", ""], rows, "ll")
+
+
+def targets_section(ratios: Optional[dict], e2e: Optional[dict]) -> List[str]:
+    rows = []
+    for t in (ratios or {}).get("targets", []):
+        rows.append([t["hot_path"] + ": " + t["what"], t["target"],
+                     "n/a" if t["measured"] is None else f"{_num(t['measured'], 2)} {t['unit']}",
+                     MARK[t["pass"]]])
+    for t in (e2e or {}).get("targets", []):
+        rows.append(["end to end: " + t["what"], t["target"],
+                     "n/a" if t["measured"] is None else f"{_num(t['measured'], 2)} {t['unit']}",
+                     MARK[t["pass"]]])
+    if not rows:
+        return ["No results yet.", ""]
+    passed = sum(1 for r in rows if r[3] == MARK[True])
+    return [f"{passed} of {len(rows)} targets met.", ""] + _table(
+        ["what", "target", "measured", ""], rows, "lrrl"
+    )
+
+
+def hot_path_section(ratios: dict) -> List[str]:
+    s = ratios["settings"]
+    out = [
+        f"Timed with `timeit` in one process (`python -m bench.ratios`): each row is the best "
+        f"of {s['repeats']} measurements of ~{s['target_ms']:.0f} ms, the rows of one table "
+        "measured in turn (interleaved), garbage collection off. \"x compiled\" is the row's "
+        "time over the compiled row's: above 1 is slower.",
+        "",
+    ]
+    for g in ratios["groups"]:
+        out.append(f"#### {g['group']}")
+        out.append("")
+        rows = []
+        for r in g["rows"]:
+            if "skipped" in r:
+                rows.append([r["variant"], "skipped", "", "", r["skipped"]])
+                continue
+            unit = r["unit"]
+            per = (f"{_num(r['ns_per_unit'])} ns/{unit}" if r["units"] > 1 else "")
+            rate = r["units_per_second"]
+            rate_text = (f"{rate / 1e6:,.2f} M {unit}s/s" if rate >= 1e5
+                         else f"{rate:,.0f} {unit}s/s")
+            vs = r["vs_compiled"]
+            rows.append([r["variant"], f"{_num(r['ns_per_call'])} ns", per, rate_text,
+                         "" if vs is None else f"{vs:,.2f}x"])
+        out += _table(["implementation", "per call", "per unit", "rate", "x compiled"], rows)
+    mem = ratios.get("memory") or []
+    if mem:
+        out.append("#### Memory: RSS growth holding entries (16-byte keys, int values)")
+        out.append("")
+        rows = []
+        for m in mem:
+            if "error" in m:
+                rows.append([m["kind"], f"{m['entries']:,}", "failed", m["error"], ""])
+                continue
+            label = {"cython": "GossipState, compiled", "python": "GossipState, twin",
+                     "dict": "dict of tuples (baseline)"}.get(m["kind"], m["kind"])
+            rows.append([label, f"{m['entries']:,}", f"{m['rss_growth_mb']:,.1f} MB",
+                         f"{m['bytes_per_entry']:,.0f} B", f"{m['fill_seconds']:.2f} s"])
+        out += _table(["table", "entries", "RSS growth", "per entry", "fill time"], rows)
+        out.append("Each in a fresh subprocess (`python -m bench.memory`): RSS before and after "
+                   "`set()` of every entry, key strings included. MB = 10^6 bytes.")
+        out.append("")
+    return out
+
+
+def ingest_section(e2e: dict) -> List[str]:
+    ing = e2e.get("ingest", {})
+    rows = []
+    for impl in ("cython", "python"):
+        r = ing.get(impl)
+        if not r:
+            continue
+        runs = ", ".join(f"{x['entries_per_s'] / 1e6:.2f}" for x in r["runs"])
+        rows.append([IMPL_LABEL[impl], f"{r['keys']:,}",
+                     _num(r["seconds"] and r["seconds"] * 1000) + " ms",
+                     f"{(r['entries_per_s'] or 0) / 1e6:,.2f} M/s", runs,
+                     _num(r.get("wire_bytes_per_entry"))])
+    out = _table(["implementation", "keys", "best time", "best entries/s",
+                  "every run (M/s)", "wire B/entry"], rows)
+    if ing.get("ratio"):
+        out.append(f"Compiled over twin: **{ing['ratio']:.1f}x**.")
+        out.append("")
+    return out
+
+
+def convergence_section(e2e: dict) -> List[str]:
+    rows = []
+    for r in e2e.get("convergence", []):
+        trial_rounds = ", ".join(str(t["rounds"]) if t["converged"] else "✗" for t in r["trials"])
+        where = "1" if r["processes"] == 1 else f"{r['processes']}"
+        ok = r["within_bound"] if r["converged_all"] else False
+        rows.append([IMPL_LABEL[r["implementation"]], str(r["n"]), r["fanout"], where,
+                     f"{r['interval']:g} s", _num(r["rounds_median"], 1), trial_rounds,
+                     f"≤ {r['bound']} {MARK[ok]}", _num(r["time_ms_median"], 0) + " ms",
+                     _num(r.get("ms_per_round_median"), 0) + " ms",
+                     _num(r["bytes_per_node_median"], 0) + " B"])
+    return _table(["implementation", "N", "fanout", "processes", "interval", "median rounds",
+                   "rounds per trial", "target", "median time", "time per round",
+                   "sent per node"], rows)
+
+
+def traffic_section(e2e: dict) -> List[str]:
+    rows = []
+    writes = []
+    for impl, impl_rows in e2e.get("traffic", {}).items():
+        for r in impl_rows:
+            rows.append([IMPL_LABEL[impl], f"{r['keys']:,}", str(r["nodes"]),
+                         _num(r["idle_bytes_per_node_round"], 0) + " B",
+                         "yes" if r["loaded"] else "NO"])
+            if "bytes_per_delivered_update" in r:
+                writes.append([IMPL_LABEL[impl], f"{r['keys']:,}", str(r["updates"]),
+                               f"{r['deliveries']:,}",
+                               _num(r["bytes_per_delivered_update"], 1) + " B",
+                               _num(r["bytes_per_delivered_update_net_of_idle"], 1) + " B",
+                               "yes" if r["writes_converged"] else "NO"])
+    out = ["With no writes (converged cluster, fanout 3):", ""]
+    out += _table(["implementation", "keys", "nodes", "sent per node per round", "loaded"], rows)
+    if writes:
+        out += ["While writing (fresh keys on every node, then until all have all):", ""]
+        out += _table(["implementation", "keys before", "updates", "deliveries",
+                       "bytes per delivered update", "net of idle digests", "converged"], writes)
+    return out
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+
+def make_plots(e2e: dict, out_dir: str) -> List[str]:
+    """Write the PNGs; return their file names (empty without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    names = []
+    conv = [r for r in e2e.get("convergence", []) if r["rounds_median"] is not None]
+    if conv:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+        ns = sorted({r["n"] for r in conv})
+        xs = [2 + i * (max(ns) - 2) / 200 for i in range(201)]
+        ax.plot(xs, [math.log2(x) for x in xs], color="0.6", ls=":", label="log2 N")
+        ax.plot(xs, [math.ceil(math.log2(x)) + 3 for x in xs], color="0.3", ls="--",
+                label="target ceil(log2 N) + 3")
+        series: Dict[tuple, List[tuple]] = {}
+        for r in conv:
+            series.setdefault((r["implementation"], r["fanout"]), []).append(
+                (r["n"], r["rounds_median"], r["rounds_max"])
+            )
+        markers = {"cython": "o", "python": "s"}
+        for (impl, fanout), pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers.get(impl, "^"),
+                    ls="-" if impl == "cython" else "--",
+                    label=f"{IMPL_LABEL[impl]}, fanout {fanout} (median)")
+        ax.set_xscale("log")
+        ax.set_xlabel("nodes N")
+        ax.set_ylabel("rounds until every node has a fresh key")
+        ax.set_title("Convergence")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "bench_convergence.png"))
+        plt.close(fig)
+        names.append("bench_convergence.png")
+    ing = e2e.get("ingest", {})
+    bars = [(IMPL_LABEL[i], ing[i]["entries_per_s"]) for i in ("cython", "python")
+            if ing.get(i) and ing[i].get("entries_per_s")]
+    if bars:
+        fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=110)
+        ax.bar([b[0] for b in bars], [b[1] / 1e6 for b in bars], color=["C0", "C1"][: len(bars)])
+        ax.axhline(4, color="0.3", ls="--", label="target: 4 M entries/s (compiled)")
+        for i, (_, v) in enumerate(bars):
+            ax.text(i, v / 1e6, f"{v / 1e6:.2f}", ha="center", va="bottom")
+        keys = next(ing[i]["keys"] for i in ("cython", "python") if ing.get(i))
+        ax.set_ylabel("M entries/s")
+        ax.set_title(f"Ingest: a fresh peer receiving {keys:,} keys")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "bench_ingest.png"))
+        plt.close(fig)
+        names.append("bench_ingest.png")
+    traffic = e2e.get("traffic", {})
+    if traffic:
+        fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=110)
+        for impl, rows in traffic.items():
+            pts = [(r["keys"], r["idle_bytes_per_node_round"]) for r in rows
+                   if r["idle_bytes_per_node_round"]]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                    ls="-" if impl == "cython" else "--", label=IMPL_LABEL[impl])
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("keys in the table")
+        ax.set_ylabel("bytes sent per node per round")
+        ax.set_title("Steady state with no writes")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "bench_traffic.png"))
+        plt.close(fig)
+        names.append("bench_traffic.png")
+    return names
+
+
+# -- the document -----------------------------------------------------------------------------
+
+HEADER = """\
+# Benchmarks
+
+What fastgossip's hot paths and a running cluster cost on one machine, next to
+the alternatives and the targets. Every figure below comes from the JSON files in
+`bench/results/`, written by a run on the machine named in each section.
+
+Regenerate everything (about {minutes} minutes; the machine should be otherwise idle):
+
+```sh
+pip install -e '.[bench]'        # or: python setup.py build_ext --inplace && export PYTHONPATH=src
+python -m bench.ratios && python -m bench.e2e && python -m bench.report
+```
+
+`python -m bench.ratios` times every hot path in one process and writes
+`bench/results/ratios.json`; `python -m bench.e2e` runs nodes over 127.0.0.1
+(`--quick` for a one-minute version, `--impl cython|python|both`) and writes
+`bench/results/e2e.json`; `python -m bench.report` renders this page and its
+plots. The same workloads as pytest-benchmark tables:
+
+```sh
+python -m pytest bench/ --benchmark-enable --benchmark-group-by=group
+```
+
+and, without `--benchmark-enable` (the default), every benchmark body runs once
+and asserts its result: a correctness smoke test of each hot path against its
+twin and the alternatives.
+"""
+
+METHOD = """\
+## Method
+
+* **Workloads.** One `Gossip` with an 8-character sender id, a 17-character key
+  and an int value (a 54-byte frame); a `GossipBatch` of 64 such entries over 4
+  origins; 1 MiB of 54-byte frames fed to a decoder in 4 KiB chunks; a
+  1000-entry batch, half newer and half older than what the table holds, merged
+  into tables of 10k and 100k 16-byte keys; samples of 3 and 31 of 1000 peers.
+* **Alternatives** produce the same objects as fastgossip: msgpack packs the
+  message's fields as a list and unpacks into the message class; orjson and
+  stdlib json write the reference implementation's frames (a 4-byte big-endian
+  length, then `{"Gossip": {"sender_id", "key", "value", "version"}}`; a batch is
+  `{"GossipBatch": {"sender_id", "entries": [...]}}` in the same style, the
+  reference having none); "struct" is a hand-written codec for fastgossip's own
+  wire format (its bytes must equal the compiled codec's, which makes it a check
+  of `docs/PROTOCOL.md` as well). The dict-of-tuples table is the LWW merge a user
+  would write: `dict[key] = (version, origin, value, stamp)`.
+* **Merges repeat the same work**: each timed call gets a fresh batch (built
+  outside the timing) whose newer half carries a higher version than the last.
+* **End to end**: ingest is timed from `gossip_round()` on the fresh peer to its
+  last entry (connect, digest, delta frames, merge - both nodes in one process,
+  so one core does both sides). Convergence counts the rounds of the busiest node
+  between the write and the moment every node holds the key (`wait_converged`),
+  after a warm-up key; the N = 1000 runs spread nodes over worker processes,
+  each a fresh fleet per trial, with every node given the full address list.
+  Traffic counts `stats.bytes_sent` over a window of rounds.
+"""
+
+
+def render(ratios: Optional[dict], e2e: Optional[dict], plots: List[str],
+           notes: Optional[str]) -> str:
+    minutes = 10
+    if ratios and e2e:
+        minutes = math.ceil((ratios["settings"].get("elapsed_s", 0)
+                             + e2e["settings"].get("elapsed_s", 0)) / 60) + 1
+    out = [HEADER.format(minutes=minutes), "## Targets", ""]
+    out += targets_section(ratios, e2e)
+    if notes:
+        out += ["## Observations", "", notes.strip(), ""]
+    if ratios:
+        out += ["## Hot paths", ""]
+        out += machine_section(ratios["meta"], "Measured on")
+        out += hot_path_section(ratios)
+    if e2e:
+        out += ["## End to end", ""]
+        out += machine_section(e2e["meta"], "Measured on")
+        mode = e2e["settings"]["mode"]
+        if mode != "full":
+            out += [f"*(a `--{mode}` run: smaller sizes than the full benchmark)*", ""]
+        out += ["### Ingest: a fresh peer catching up", ""]
+        out += ingest_section(e2e)
+        if "bench_ingest.png" in plots:
+            out += ["![ingest entries/s by implementation](bench_ingest.png)", ""]
+        out += ["### Convergence of a fresh key", ""]
+        out += convergence_section(e2e)
+        if "bench_convergence.png" in plots:
+            out += ["![convergence rounds against N and the log curve](bench_convergence.png)",
+                    ""]
+        out += ["### Traffic", ""]
+        out += traffic_section(e2e)
+        if "bench_traffic.png" in plots:
+            out += ["![steady-state bytes per round against the number of keys]"
+                    "(bench_traffic.png)", ""]
+        if e2e.get("notes"):
+            out += [f"* {n}" for n in e2e["notes"]] + [""]
+    elif not plots:
+        out += ["*(no end-to-end results yet: run `python -m bench.e2e`)*", ""]
+    out.append(METHOD)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ratios", default=os.path.join(RESULTS, "ratios.json"))
+    parser.add_argument("--e2e", default=os.path.join(RESULTS, "e2e.json"))
+    parser.add_argument("--notes", default=os.path.join(RESULTS, "NOTES.md"))
+    parser.add_argument("--out", default=os.path.join(DOCS, "benchmarks.md"))
+    args = parser.parse_args(argv)
+    ratios, e2e = _load(args.ratios), _load(args.e2e)
+    if ratios is None and e2e is None:
+        print("no results: run python -m bench.ratios and python -m bench.e2e first",
+              file=sys.stderr)
+        return 1
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)
+    plots = make_plots(e2e, out_dir) if e2e else []
+    notes = None
+    if os.path.exists(args.notes):
+        with open(args.notes) as f:
+            notes = f.read()
+    with open(args.out, "w") as f:
+        f.write(render(ratios, e2e, plots, notes))
+    print(f"wrote {os.path.relpath(args.out)}" + (f" and {', '.join(plots)}" if plots else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
