@@ -1,4 +1,1115 @@
 # cython: language_level=3
-"""Compiled frame codec. Pure-Python twin: _codec_py.py."""
+"""Compiled frame codec (docs/PROTOCOL.md). Pure-Python twin: _codec_py.py.
+
+Encoding measures a message first (validating every field and computing the
+exact frame size), then writes it into one bytes object allocated at its final
+size. Decoding walks the frame with the bounds-checked readers of _wire.pxd and
+builds the message objects directly (no __init__ calls).
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_Check,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
+from cpython.list cimport PyList_Append
+from cpython.long cimport (
+    PyLong_AsLongLongAndOverflow,
+    PyLong_Check,
+    PyLong_CheckExact,
+    PyLong_FromUnsignedLongLong,
+)
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy, memset
+
+from fastgossip._wire cimport *
+
+from fastgossip.errors import FrameError
 
 include "_messages_c.pxi"
+
+
+cdef extern from *:
+    """
+    /* Fast paths for the common cases, read straight from the object; 0 means
+       "take the general path". */
+    static CYTHON_INLINE int fg_u64_fast(PyObject* v, uint64_t* out) {
+    #if defined(PYPY_VERSION) || defined(Py_LIMITED_API)
+        return 0;
+    #elif PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject*)v)) {
+            Py_ssize_t x = PyUnstable_Long_CompactValue((PyLongObject*)v);
+            if (x < 0) return 0;
+            *out = (uint64_t)x;
+            return 1;
+        }
+        return 0;
+    #else
+        const digit* d = ((PyLongObject*)v)->ob_digit;
+        switch (Py_SIZE(v)) {
+        case 0: *out = 0; return 1;
+        case 1: *out = d[0]; return 1;
+        case 2: *out = ((uint64_t)d[1] << PyLong_SHIFT) | d[0]; return 1;
+        default: return 0;
+        }
+    #endif
+    }
+
+    static CYTHON_INLINE const char* fg_ascii_fast(PyObject* s, Py_ssize_t* n) {
+    #if defined(PYPY_VERSION) || defined(Py_LIMITED_API)
+        return NULL;
+    #else
+        if (PyUnicode_IS_COMPACT_ASCII(s)) {
+            *n = PyUnicode_GET_LENGTH(s);
+            return (const char*)PyUnicode_DATA(s);
+        }
+        return NULL;
+    #endif
+    }
+    """
+    int fg_u64_fast(object v, uint64_t* out) noexcept
+    const char* fg_ascii_fast(object s, Py_ssize_t* n) noexcept
+
+
+cdef extern from "Python.h":
+    # Declared without an exception clause so that failures can be turned
+    # into the codec's own errors instead of propagating as they are.
+    PyObject* _decode_utf8 "PyUnicode_DecodeUTF8"(const char* s, Py_ssize_t n, const char* errors)
+    const char* _as_utf8 "PyUnicode_AsUTF8AndSize"(object s, Py_ssize_t* n)
+    unsigned long long _as_ull "PyLong_AsUnsignedLongLong"(object v)
+    bint PyBool_Check(object o)
+    str _unicode_new "PyUnicode_New"(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
+
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE", "PROTOCOL_VERSION", "T_DIGEST", "T_GOSSIP", "T_GOSSIP_BATCH",
+    "T_PING", "T_PONG", "T_REPLICATE", "T_REPLICATE_ACK", "Digest", "Entry", "FrameDecoder",
+    "Gossip", "GossipBatch", "Message", "Ping", "Pong", "Replicate", "ReplicateAck", "decode",
+    "encode", "encode_many", "frame_type",
+]
+
+globals()["PROTOCOL_VERSION"] = PROTOCOL_VERSION
+globals()["DEFAULT_MAX_FRAME_SIZE"] = DEFAULT_MAX_FRAME_SIZE
+globals()["T_GOSSIP"] = T_GOSSIP
+globals()["T_PING"] = T_PING
+globals()["T_PONG"] = T_PONG
+globals()["T_REPLICATE"] = T_REPLICATE
+globals()["T_REPLICATE_ACK"] = T_REPLICATE_ACK
+globals()["T_GOSSIP_BATCH"] = T_GOSSIP_BATCH
+globals()["T_DIGEST"] = T_DIGEST
+
+cdef object _DEFAULT_MAX = DEFAULT_MAX_FRAME_SIZE
+cdef uint64_t _U32_MAX = 0xFFFFFFFF
+# Bytes a FrameDecoder keeps allocated between frames.
+cdef Py_ssize_t _KEEP = 4096
+
+
+# ---------------------------------------------------------------------------
+# Encode-time errors (cold paths). "where" names the field the way the
+# Python twin does: "Gossip.key", "GossipBatch.entries[3].origin".
+
+cdef str _where(const char* cls, const char* field, Py_ssize_t index, const char* sub):
+    cdef str w = "%s.%s" % ((<bytes>cls).decode(), (<bytes>field).decode())
+    if index >= 0:
+        w = "%s[%d]" % (w, index)
+    if sub != NULL:
+        w = "%s.%s" % (w, (<bytes>sub).decode())
+    return w
+
+
+cdef int _type_error(object v, str expected, const char* cls, const char* field,
+                     Py_ssize_t index, const char* sub) except -1:
+    raise TypeError("%s must be %s, not %s"
+                    % (_where(cls, field, index, sub), expected, type(v).__name__))
+
+
+cdef int _range_error(object v, const char* cls, const char* field, Py_ssize_t index,
+                      const char* sub) except -1:
+    cdef object bits = int.bit_length(v)
+    text = int.__repr__(v) if bits <= 128 else "an int of %d bits" % bits
+    raise ValueError("%s must be in range [0, 2**64), got %s"
+                     % (_where(cls, field, index, sub), text))
+
+
+cdef int _utf8_error(object s, const char* cls, const char* field, Py_ssize_t index,
+                     const char* sub) except -1:
+    PyErr_Clear()
+    try:
+        str.encode(s, "utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("%s cannot be encoded as UTF-8: %s"
+                         % (_where(cls, field, index, sub), exc)) from None
+    raise ValueError("%s cannot be encoded as UTF-8" % _where(cls, field, index, sub))
+
+
+cdef int _long_str_error(Py_ssize_t n, const char* cls, const char* field, Py_ssize_t index,
+                         const char* sub) except -1:
+    raise ValueError("%s is %d bytes in UTF-8, more than the 65535 a str field holds"
+                     % (_where(cls, field, index, sub), n))
+
+
+cdef int _get_str_slow(object s, const char** p, Py_ssize_t* n, const char* cls,
+                      const char* field, Py_ssize_t index, const char* sub) except -1:
+    if not PyUnicode_Check(s):
+        return _type_error(s, "str", cls, field, index, sub)
+    p[0] = _as_utf8(s, n)
+    if p[0] == NULL:
+        return _utf8_error(s, cls, field, index, sub)
+    if n[0] > MAX_STR_SIZE:
+        return _long_str_error(n[0], cls, field, index, sub)
+    return 0
+
+
+cdef inline int _get_str(object s, const char** p, Py_ssize_t* n, const char* cls,
+                         const char* field, Py_ssize_t index, const char* sub) except -1:
+    """UTF-8 pointer and size of a str field (valid while s lives)."""
+    if PyUnicode_CheckExact(s):
+        p[0] = fg_ascii_fast(s, n)
+        if p[0] != NULL and n[0] <= MAX_STR_SIZE:
+            return 0
+    return _get_str_slow(s, p, n, cls, field, index, sub)
+
+
+cdef int _get_u64_slow(object v, uint64_t* out, const char* cls, const char* field,
+                       Py_ssize_t index, const char* sub) except -1:
+    cdef int overflow = 0
+    cdef long long x
+    cdef unsigned long long ux
+    if not PyLong_Check(v) or PyBool_Check(v):
+        return _type_error(v, "int", cls, field, index, sub)
+    x = PyLong_AsLongLongAndOverflow(v, &overflow)
+    if overflow == 0:
+        if x < 0:
+            return _range_error(v, cls, field, index, sub)
+        out[0] = <uint64_t>x
+        return 0
+    if overflow < 0:
+        return _range_error(v, cls, field, index, sub)
+    ux = _as_ull(v)
+    if ux == <unsigned long long>-1 and PyErr_Occurred() != NULL:
+        PyErr_Clear()
+        return _range_error(v, cls, field, index, sub)
+    out[0] = ux
+    return 0
+
+
+cdef inline int _get_u64(object v, uint64_t* out, const char* cls, const char* field,
+                         Py_ssize_t index, const char* sub) except -1:
+    """An int field in [0, 2**64) (bool refused)."""
+    if PyLong_CheckExact(v) and fg_u64_fast(v, out):
+        return 0
+    return _get_u64_slow(v, out, cls, field, index, sub)
+
+
+cdef inline int _get_value(object v, uint64_t* ival, const char** bval, Py_ssize_t* blen,
+                           const char* cls, const char* field, Py_ssize_t index,
+                           const char* sub) except -1:
+    """bval is set to NULL for an int value."""
+    if PyLong_CheckExact(v) and fg_u64_fast(v, ival):
+        bval[0] = NULL
+        return 0
+    if PyLong_Check(v) and not PyBool_Check(v):
+        bval[0] = NULL
+        return _get_u64_slow(v, ival, cls, field, index, sub)
+    if PyBytes_Check(v):
+        bval[0] = PyBytes_AS_STRING(v)
+        blen[0] = PyBytes_GET_SIZE(v)
+        return 0
+    return _type_error(v, "int or bytes", cls, field, index, sub)
+
+
+# ---------------------------------------------------------------------------
+# Encoding: measure (validate + exact size) then write.
+
+cdef struct ItemPlan:
+    const char* key          # batch: entry key; digest: watermark origin
+    Py_ssize_t klen
+    uint16_t oi              # batch: origin index
+    uint64_t version         # digest: stamp
+    uint64_t stamp
+    uint64_t ival
+    const char* bval         # NULL for an int value
+    Py_ssize_t blen
+
+
+cdef struct OriginPlan:
+    const char* s            # UTF-8
+    Py_ssize_t n
+    PyObject* obj            # the str last seen for it (borrowed from an entry)
+
+
+cdef struct Plan:
+    int mtype
+    Py_ssize_t size          # the whole frame, prefix included
+    const char* s0
+    Py_ssize_t n0
+    const char* s1
+    Py_ssize_t n1
+    const char* s2
+    Py_ssize_t n2
+    uint64_t u0
+    uint64_t u1
+    uint64_t u2
+    uint64_t ival
+    const char* bval         # value bytes (NULL: int value) or Replicate.payload
+    Py_ssize_t blen
+    bint flag
+    Py_ssize_t count
+    ItemPlan* items          # owned (PyMem)
+    OriginPlan* origins      # owned (PyMem): the batch origin table
+    Py_ssize_t n_origins
+
+
+cdef inline void _plan_init(Plan* p) noexcept nogil:
+    p.items = NULL
+    p.origins = NULL
+    p.count = 0
+    p.n_origins = 0
+
+
+cdef inline void _plan_free(Plan* p) noexcept:
+    PyMem_Free(p.items)
+    PyMem_Free(p.origins)
+    p.items = NULL
+    p.origins = NULL
+
+
+cdef int _frame_too_long(const char* cls, Py_ssize_t size) except -1:
+    raise ValueError("%s frame would be %d bytes; a u32 length prefix allows at most %d"
+                     % ((<bytes>cls).decode(), size, _U32_MAX + PREFIX_SIZE))
+
+
+cdef inline Py_ssize_t _value_size(const char* bval, Py_ssize_t blen) noexcept nogil:
+    return 9 if bval == NULL else 5 + blen
+
+
+cdef Py_ssize_t _m_gossip(Gossip m, Plan* p) except -1:
+    _get_str(m.sender_id, &p.s0, &p.n0, "Gossip", "sender_id", -1, NULL)
+    _get_str(m.key, &p.s1, &p.n1, "Gossip", "key", -1, NULL)
+    _get_value(m.value, &p.ival, &p.bval, &p.blen, "Gossip", "value", -1, NULL)
+    _get_u64(m.version, &p.u0, "Gossip", "version", -1, NULL)
+    _get_str(m.origin, &p.s2, &p.n2, "Gossip", "origin", -1, NULL)
+    p.mtype = T_GOSSIP
+    return HEADER_SIZE + 6 + p.n0 + p.n1 + p.n2 + 8 + _value_size(p.bval, p.blen)
+
+
+cdef Py_ssize_t _m_ping(object sender_id, object seq, Plan* p, int mtype,
+                        const char* cls) except -1:
+    _get_str(sender_id, &p.s0, &p.n0, cls, "sender_id", -1, NULL)
+    _get_u64(seq, &p.u0, cls, "seq", -1, NULL)
+    p.mtype = mtype
+    return HEADER_SIZE + 2 + p.n0 + 8
+
+
+cdef Py_ssize_t _m_replicate(Replicate m, Plan* p) except -1:
+    _get_str(m.leader_id, &p.s0, &p.n0, "Replicate", "leader_id", -1, NULL)
+    _get_u64(m.index, &p.u0, "Replicate", "index", -1, NULL)
+    _get_u64(m.term, &p.u1, "Replicate", "term", -1, NULL)
+    _get_u64(m.checksum, &p.u2, "Replicate", "checksum", -1, NULL)
+    if not PyBytes_Check(m.payload):
+        _type_error(m.payload, "bytes", "Replicate", "payload", -1, NULL)
+    p.bval = PyBytes_AS_STRING(m.payload)
+    p.blen = PyBytes_GET_SIZE(m.payload)
+    p.mtype = T_REPLICATE
+    return HEADER_SIZE + 2 + p.n0 + 24 + 4 + p.blen
+
+
+cdef Py_ssize_t _m_ack(ReplicateAck m, Plan* p) except -1:
+    _get_str(m.follower_id, &p.s0, &p.n0, "ReplicateAck", "follower_id", -1, NULL)
+    _get_u64(m.index, &p.u0, "ReplicateAck", "index", -1, NULL)
+    p.flag = m.success
+    p.mtype = T_REPLICATE_ACK
+    return HEADER_SIZE + 2 + p.n0 + 8 + 1
+
+
+cdef int _too_many_origins() except -1:
+    raise ValueError("GossipBatch has more than %d distinct origins" % MAX_ORIGINS)
+
+
+cdef inline bint _same_bytes(const char* a, const char* b, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if n > 24:
+        return memcmp(a, b, n) == 0
+    for i in range(n):
+        if a[i] != b[i]:
+            return False
+    return True
+
+
+cdef Py_ssize_t _m_batch(GossipBatch m, Plan* p) except -1:
+    cdef tuple entries = m.entries
+    cdef Py_ssize_t i, k, nk, n, cap, size
+    cdef Py_ssize_t idx
+    cdef Entry e
+    cdef object o
+    cdef ItemPlan* it
+    cdef PyObject* last = NULL
+    cdef Py_ssize_t last_idx = 0
+    cdef const char* optr = NULL
+    cdef Py_ssize_t olen = 0
+    cdef dict index_of = None
+    _get_str(m.sender_id, &p.s0, &p.n0, "GossipBatch", "sender_id", -1, NULL)
+    if entries is None:
+        _type_error(entries, "tuple", "GossipBatch", "entries", -1, NULL)
+    n = PyTuple_GET_SIZE(entries)
+    p.mtype = T_GOSSIP_BATCH
+    p.count = n
+    size = HEADER_SIZE + 2 + p.n0 + 2 + 4
+    if n == 0:
+        return size
+    cap = n if n < MAX_ORIGINS else MAX_ORIGINS
+    p.items = <ItemPlan*>PyMem_Malloc(n * sizeof(ItemPlan))
+    p.origins = <OriginPlan*>PyMem_Malloc(cap * sizeof(OriginPlan))
+    if p.items == NULL or p.origins == NULL:
+        raise MemoryError()
+    for i in range(n):
+        o = <object>PyTuple_GET_ITEM(entries, i)
+        if not isinstance(o, Entry):
+            raise TypeError("GossipBatch.entries[%d] must be Entry, not %s"
+                            % (i, type(o).__name__))
+        e = <Entry>o
+        it = &p.items[i]
+        _get_str(e.key, &it.key, &it.klen, "GossipBatch", "entries", i, "key")
+        # origin index: the same object as the last entry's or as one of the
+        # first 16 origins', or equal UTF-8 to one of those, or else by value
+        # in a dict
+        o = e.origin
+        if <PyObject*>o == last:
+            idx = last_idx
+        else:
+            idx = -1
+            nk = p.n_origins if p.n_origins < 16 else 16
+            for k in range(nk):
+                if p.origins[k].obj == <PyObject*>o:
+                    idx = k
+                    break
+            if idx < 0:
+                _get_str(o, &optr, &olen, "GossipBatch", "entries", i, "origin")
+                for k in range(nk):
+                    if p.origins[k].n == olen and _same_bytes(p.origins[k].s, optr, olen):
+                        idx = k
+                        p.origins[k].obj = <PyObject*>o
+                        break
+                if idx < 0 and p.n_origins > 16:
+                    found = index_of.get(o)
+                    if found is not None:
+                        idx = <Py_ssize_t>found
+                if idx < 0:
+                    if p.n_origins >= MAX_ORIGINS:
+                        _too_many_origins()
+                    idx = p.n_origins
+                    p.origins[idx].s = optr
+                    p.origins[idx].n = olen
+                    p.origins[idx].obj = <PyObject*>o
+                    p.n_origins += 1
+                    size += 2 + olen
+                    if idx >= 16:
+                        if index_of is None:
+                            index_of = {}
+                        index_of[o] = idx
+            last = <PyObject*>o
+            last_idx = idx
+        it.oi = <uint16_t>idx
+        _get_u64(e.version, &it.version, "GossipBatch", "entries", i, "version")
+        if e.stamp is e.version:
+            it.stamp = it.version
+        else:
+            _get_u64(e.stamp, &it.stamp, "GossipBatch", "entries", i, "stamp")
+        _get_value(e.value, &it.ival, &it.bval, &it.blen, "GossipBatch", "entries", i, "value")
+        size += 2 + it.klen + 2 + 8 + 8 + _value_size(it.bval, it.blen)
+    return size
+
+
+cdef Py_ssize_t _m_digest(Digest m, Plan* p) except -1:
+    cdef tuple wms = m.watermarks
+    cdef Py_ssize_t i, n, size
+    cdef object w
+    cdef ItemPlan* it
+    _get_str(m.sender_id, &p.s0, &p.n0, "Digest", "sender_id", -1, NULL)
+    p.flag = m.reply
+    if wms is None:
+        _type_error(wms, "tuple", "Digest", "watermarks", -1, NULL)
+    n = PyTuple_GET_SIZE(wms)
+    p.mtype = T_DIGEST
+    p.count = n
+    size = HEADER_SIZE + 2 + p.n0 + 1 + 4
+    if n == 0:
+        return size
+    p.items = <ItemPlan*>PyMem_Malloc(n * sizeof(ItemPlan))
+    if p.items == NULL:
+        raise MemoryError()
+    for i in range(n):
+        w = <object>PyTuple_GET_ITEM(wms, i)
+        if type(w) is not tuple or PyTuple_GET_SIZE(w) != 2:
+            raise ValueError("Digest.watermarks[%d] must be an (origin, stamp) pair" % i)
+        it = &p.items[i]
+        _get_str(<object>PyTuple_GET_ITEM(w, 0), &it.key, &it.klen, "Digest", "watermarks", i,
+                 "origin")
+        _get_u64(<object>PyTuple_GET_ITEM(w, 1), &it.version, "Digest", "watermarks", i,
+                 "stamp")
+        size += 2 + it.klen + 8
+    return size
+
+
+cdef Py_ssize_t _measure(object msg, Plan* p) except -1:
+    """Validate msg and return its exact frame size; may allocate into p
+    (release with _plan_free, also after an error)."""
+    cdef Py_ssize_t size
+    if isinstance(msg, Gossip):
+        size = _m_gossip(<Gossip>msg, p)
+    elif isinstance(msg, GossipBatch):
+        size = _m_batch(<GossipBatch>msg, p)
+    elif isinstance(msg, Digest):
+        size = _m_digest(<Digest>msg, p)
+    elif isinstance(msg, Ping):
+        size = _m_ping((<Ping>msg).sender_id, (<Ping>msg).seq, p, T_PING, "Ping")
+    elif isinstance(msg, Pong):
+        size = _m_ping((<Pong>msg).sender_id, (<Pong>msg).seq, p, T_PONG, "Pong")
+    elif isinstance(msg, Replicate):
+        size = _m_replicate(<Replicate>msg, p)
+    elif isinstance(msg, ReplicateAck):
+        size = _m_ack(<ReplicateAck>msg, p)
+    else:
+        raise TypeError("cannot encode %s: not a fastgossip message" % type(msg).__name__)
+    if <uint64_t>(size - PREFIX_SIZE) > _U32_MAX:
+        _frame_too_long(_TYPE_NAMES[p.mtype], size)
+    p.size = size
+    return size
+
+
+cdef const char* _TYPE_NAMES[8]
+_TYPE_NAMES[0] = "?"
+_TYPE_NAMES[T_GOSSIP] = "Gossip"
+_TYPE_NAMES[T_PING] = "Ping"
+_TYPE_NAMES[T_PONG] = "Pong"
+_TYPE_NAMES[T_REPLICATE] = "Replicate"
+_TYPE_NAMES[T_REPLICATE_ACK] = "ReplicateAck"
+_TYPE_NAMES[T_GOSSIP_BATCH] = "GossipBatch"
+_TYPE_NAMES[T_DIGEST] = "Digest"
+
+
+cdef inline unsigned char* _wr_value(unsigned char* q, uint64_t ival, const char* bval,
+                                     Py_ssize_t blen) noexcept nogil:
+    if bval == NULL:
+        return wr_value_int(q, ival)
+    return wr_value_bytes(q, bval, blen)
+
+
+cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
+    """Write the measured frame at q; returns its end."""
+    cdef Py_ssize_t i
+    cdef ItemPlan* it
+    cdef int t = p.mtype
+    q = wr_header(q, p.size, <uint8_t>t)
+    q = wr_str(q, p.s0, p.n0)
+    if t == T_GOSSIP:
+        q = wr_str(q, p.s1, p.n1)
+        q = _wr_value(q, p.ival, p.bval, p.blen)
+        wr64(q, p.u0)
+        q = wr_str(q + 8, p.s2, p.n2)
+    elif t == T_PING or t == T_PONG:
+        wr64(q, p.u0)
+        q += 8
+    elif t == T_GOSSIP_BATCH:
+        wr16(q, <uint16_t>p.n_origins)
+        q += 2
+        for i in range(p.n_origins):
+            q = wr_str(q, p.origins[i].s, p.origins[i].n)
+        wr32(q, <uint32_t>p.count)
+        q += 4
+        for i in range(p.count):
+            it = &p.items[i]
+            q = wr_str(q, it.key, it.klen)
+            wr16(q, it.oi)
+            wr64(q + 2, it.version)
+            wr64(q + 10, it.stamp)
+            q = _wr_value(q + 18, it.ival, it.bval, it.blen)
+    elif t == T_DIGEST:
+        q[0] = 1 if p.flag else 0
+        wr32(q + 1, <uint32_t>p.count)
+        q += 5
+        for i in range(p.count):
+            it = &p.items[i]
+            q = wr_str(q, it.key, it.klen)
+            wr64(q, it.version)
+            q += 8
+    elif t == T_REPLICATE:
+        wr64(q, p.u0)
+        wr64(q + 8, p.u1)
+        wr64(q + 16, p.u2)
+        q = wr_bytes32(q + 24, p.bval, p.blen)
+    elif t == T_REPLICATE_ACK:
+        wr64(q, p.u0)
+        q[8] = 1 if p.flag else 0
+        q += 9
+    return q
+
+
+@cython.always_allow_keywords(False)
+def encode(msg) -> bytes:
+    """Encode one message as a full frame (length prefix included)."""
+    cdef Plan plan
+    cdef bytes out
+    _plan_init(&plan)
+    try:
+        _measure(msg, &plan)
+        out = PyBytes_FromStringAndSize(NULL, plan.size)
+        _write(&plan, <unsigned char*>PyBytes_AS_STRING(out))
+    finally:
+        if plan.items != NULL or plan.origins != NULL:
+            _plan_free(&plan)
+    return out
+
+
+def encode_many(msgs) -> bytes:
+    """Encode messages as concatenated frames, into one bytes object."""
+    cdef object seq = msgs if type(msgs) is list or type(msgs) is tuple else list(msgs)
+    cdef Py_ssize_t n = len(seq)
+    cdef Py_ssize_t i, total = 0
+    cdef Plan* plans
+    cdef unsigned char* q
+    cdef bytes out
+    if n == 0:
+        return b""
+    plans = <Plan*>PyMem_Malloc(n * sizeof(Plan))
+    if plans == NULL:
+        raise MemoryError()
+    for i in range(n):
+        _plan_init(&plans[i])
+    try:
+        for i in range(n):
+            total += _measure(seq[i], &plans[i])
+        out = PyBytes_FromStringAndSize(NULL, total)
+        q = <unsigned char*>PyBytes_AS_STRING(out)
+        for i in range(n):
+            q = _write(&plans[i], q)
+    finally:
+        for i in range(n):
+            _plan_free(&plans[i])
+        PyMem_Free(plans)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Decoding.
+
+cdef struct StrCache:
+    # The last short str decoded for a sender_id, with its UTF-8 bytes.
+    PyObject* obj            # owned reference, or NULL
+    Py_ssize_t n
+    unsigned char data[48]
+
+
+cdef StrCache _module_cache
+_module_cache.obj = NULL
+_module_cache.n = 0
+
+
+cdef int _raise(WireReader* r) except -1:
+    raise FrameError(wire_error_message(r), r.err_offset)
+
+
+cdef inline bint _is_ascii(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i = 0
+    cdef uint64_t acc = 0, w
+    while i + 8 <= n:
+        memcpy(&w, s + i, 8)
+        acc |= w
+        i += 8
+    while i < n:
+        acc |= s[i]
+        i += 1
+    return (acc & 0x8080808080808080ULL) == 0
+
+
+cdef inline str _dec_str(WireReader* r, const unsigned char* s, Py_ssize_t n, Py_ssize_t offset,
+                         const char* field):
+    cdef PyObject* o
+    cdef str res
+    if n == 0:
+        return ""
+    if _is_ascii(s, n):
+        # what the UTF-8 decoder would build, without its overhead
+        res = _unicode_new(n, 127)
+        memcpy(PyUnicode_DATA(res), s, n)
+        return res
+    o = _decode_utf8(<const char*>s, n, NULL)
+    if o == NULL:
+        wire_utf8_error(r, s, n, offset, field)
+        _raise(r)
+    res = <str><object>o
+    Py_DECREF(res)
+    return res
+
+
+cdef inline str _dec_sender(WireReader* r, const unsigned char* s, Py_ssize_t n,
+                            StrCache* cache, const char* field):
+    cdef str res
+    if cache.obj != NULL and cache.n == n and memcmp(cache.data, s, n) == 0:
+        return <str><object>cache.obj
+    res = _dec_str(r, s, n, r.pos - n, field)
+    if n <= 48:
+        Py_XDECREF(cache.obj)
+        Py_INCREF(res)
+        cache.obj = <PyObject*>res
+        cache.n = n
+        memcpy(cache.data, s, n)
+    return res
+
+
+cdef inline object _mk_value(uint8_t tag, uint64_t ival, const unsigned char* bval,
+                             Py_ssize_t blen):
+    if tag == V_INT:
+        return PyLong_FromUnsignedLongLong(ival)
+    return PyBytes_FromStringAndSize(<const char*>bval, blen)
+
+
+cdef object _d_gossip(WireReader* r, StrCache* cache):
+    cdef const unsigned char* s = NULL
+    cdef const unsigned char* ss = NULL
+    cdef Py_ssize_t n = 0, sn = 0
+    cdef uint8_t tag = 0
+    cdef uint64_t ival = 0, version = 0
+    cdef const unsigned char* bval = NULL
+    cdef Py_ssize_t blen = 0
+    cdef Gossip g
+    if rd_str(r, "sender_id", &ss, &sn) < 0:
+        _raise(r)
+    sender = _dec_sender(r, ss, sn, cache, "sender_id")
+    if rd_str(r, "key", &s, &n) < 0:
+        _raise(r)
+    key = _dec_str(r, s, n, r.pos - n, "key")
+    if rd_value(r, "value", &tag, &ival, &bval, &blen) < 0:
+        _raise(r)
+    if rd_u64(r, "version", &version) < 0:
+        _raise(r)
+    if rd_str(r, "origin", &s, &n) < 0:
+        _raise(r)
+    if n == sn and memcmp(s, ss, n) == 0:
+        origin = sender
+    else:
+        origin = _dec_str(r, s, n, r.pos - n, "origin")
+    if rd_end(r, "Gossip") < 0:
+        _raise(r)
+    g = Gossip.__new__(Gossip)
+    g.sender_id = sender
+    g.key = key
+    g.value = _mk_value(tag, ival, bval, blen)
+    g.version = PyLong_FromUnsignedLongLong(version)
+    g.origin = origin
+    return g
+
+
+cdef object _d_ping(WireReader* r, StrCache* cache, bint pong):
+    cdef const unsigned char* s = NULL
+    cdef Py_ssize_t n = 0
+    cdef uint64_t seq = 0
+    cdef Ping pi
+    cdef Pong po
+    if rd_str(r, "sender_id", &s, &n) < 0:
+        _raise(r)
+    sender = _dec_sender(r, s, n, cache, "sender_id")
+    if rd_u64(r, "seq", &seq) < 0:
+        _raise(r)
+    if rd_end(r, "Pong" if pong else "Ping") < 0:
+        _raise(r)
+    if pong:
+        po = Pong.__new__(Pong)
+        po.sender_id = sender
+        po.seq = PyLong_FromUnsignedLongLong(seq)
+        return po
+    pi = Ping.__new__(Ping)
+    pi.sender_id = sender
+    pi.seq = PyLong_FromUnsignedLongLong(seq)
+    return pi
+
+
+cdef object _d_replicate(WireReader* r, StrCache* cache):
+    cdef const unsigned char* s = NULL
+    cdef Py_ssize_t n = 0
+    cdef uint64_t index = 0, term = 0, checksum = 0
+    cdef Replicate m
+    if rd_str(r, "leader_id", &s, &n) < 0:
+        _raise(r)
+    leader = _dec_sender(r, s, n, cache, "leader_id")
+    if (rd_u64(r, "index", &index) < 0 or rd_u64(r, "term", &term) < 0
+            or rd_u64(r, "checksum", &checksum) < 0 or rd_bytes32(r, "payload", &s, &n) < 0
+            or rd_end(r, "Replicate") < 0):
+        _raise(r)
+    m = Replicate.__new__(Replicate)
+    m.leader_id = leader
+    m.index = PyLong_FromUnsignedLongLong(index)
+    m.term = PyLong_FromUnsignedLongLong(term)
+    m.checksum = PyLong_FromUnsignedLongLong(checksum)
+    m.payload = PyBytes_FromStringAndSize(<const char*>s, n)
+    return m
+
+
+cdef object _d_ack(WireReader* r, StrCache* cache):
+    cdef const unsigned char* s = NULL
+    cdef Py_ssize_t n = 0
+    cdef uint64_t index = 0
+    cdef bint success = 0
+    cdef ReplicateAck m
+    if rd_str(r, "follower_id", &s, &n) < 0:
+        _raise(r)
+    follower = _dec_sender(r, s, n, cache, "follower_id")
+    if (rd_u64(r, "index", &index) < 0 or rd_bool(r, "success", &success) < 0
+            or rd_end(r, "ReplicateAck") < 0):
+        _raise(r)
+    m = ReplicateAck.__new__(ReplicateAck)
+    m.follower_id = follower
+    m.index = PyLong_FromUnsignedLongLong(index)
+    m.success = success
+    return m
+
+
+cdef object _d_batch(WireReader* r, StrCache* cache):
+    cdef const unsigned char* ss = NULL
+    cdef const unsigned char* s = NULL
+    cdef Py_ssize_t sn = 0, n = 0, at, i
+    cdef uint16_t n_origins = 0
+    cdef uint32_t n_entries = 0
+    cdef tuple origins, entries
+    cdef EntryView ev
+    cdef Entry e
+    cdef object version, o
+    cdef GossipBatch b
+    if rd_str(r, "sender_id", &ss, &sn) < 0:
+        _raise(r)
+    sender = _dec_sender(r, ss, sn, cache, "sender_id")
+    at = r.pos
+    if (rd_u16(r, "n_origins", &n_origins) < 0
+            or rd_count(r, "n_origins", n_origins, MIN_ORIGIN_SIZE, at) < 0):
+        _raise(r)
+    origins = PyTuple_New(n_origins)
+    r.item_group = "origins"
+    for i in range(n_origins):
+        r.item_index = i
+        if rd_str(r, "", &s, &n) < 0:
+            _raise(r)
+        if n == sn and memcmp(s, ss, n) == 0:
+            o = sender
+        else:
+            o = _dec_str(r, s, n, r.pos - n, "")
+        Py_INCREF(o)
+        PyTuple_SET_ITEM(origins, i, o)
+    r.item_group = NULL
+    at = r.pos
+    if (rd_u32(r, "n_entries", &n_entries) < 0
+            or rd_count(r, "n_entries", n_entries, MIN_ENTRY_SIZE, at) < 0):
+        _raise(r)
+    entries = PyTuple_New(n_entries)
+    memset(&ev, 0, sizeof(ev))
+    r.item_group = "entries"
+    for i in range(n_entries):
+        r.item_index = i
+        if rd_entry(r, n_origins, &ev) < 0:
+            _raise(r)
+        e = Entry.__new__(Entry)
+        e.key = _dec_str(r, ev.key, ev.key_len, ev.key_offset, "key")
+        e.origin = <str><object>PyTuple_GET_ITEM(origins, ev.origin_index)
+        version = PyLong_FromUnsignedLongLong(ev.version)
+        e.version = version
+        e.stamp = version if ev.stamp == ev.version else PyLong_FromUnsignedLongLong(ev.stamp)
+        e.value = _mk_value(ev.tag, ev.ival, ev.bval, ev.blen)
+        Py_INCREF(e)
+        PyTuple_SET_ITEM(entries, i, e)
+    r.item_group = NULL
+    if rd_end(r, "GossipBatch") < 0:
+        _raise(r)
+    b = GossipBatch.__new__(GossipBatch)
+    b.sender_id = sender
+    b.entries = entries
+    return b
+
+
+cdef object _d_digest(WireReader* r, StrCache* cache):
+    cdef const unsigned char* s = NULL
+    cdef Py_ssize_t n = 0, at, i
+    cdef bint reply = 0
+    cdef uint32_t count = 0
+    cdef uint64_t stamp = 0
+    cdef tuple wms, pair
+    cdef Digest d
+    if rd_str(r, "sender_id", &s, &n) < 0:
+        _raise(r)
+    sender = _dec_sender(r, s, n, cache, "sender_id")
+    if rd_bool(r, "reply", &reply) < 0:
+        _raise(r)
+    at = r.pos
+    if (rd_u32(r, "n_watermarks", &count) < 0
+            or rd_count(r, "n_watermarks", count, MIN_WATERMARK_SIZE, at) < 0):
+        _raise(r)
+    wms = PyTuple_New(count)
+    r.item_group = "watermarks"
+    for i in range(count):
+        r.item_index = i
+        if rd_str(r, "origin", &s, &n) < 0:
+            _raise(r)
+        origin = _dec_str(r, s, n, r.pos - n, "origin")
+        if rd_u64(r, "stamp", &stamp) < 0:
+            _raise(r)
+        pair = (origin, PyLong_FromUnsignedLongLong(stamp))
+        Py_INCREF(pair)
+        PyTuple_SET_ITEM(wms, i, pair)
+    r.item_group = NULL
+    if rd_end(r, "Digest") < 0:
+        _raise(r)
+    d = Digest.__new__(Digest)
+    d.sender_id = sender
+    d.watermarks = wms
+    d.reply = reply
+    return d
+
+
+cdef object _decode_frame(const unsigned char* buf, Py_ssize_t n, uint64_t max_frame_size,
+                          StrCache* cache):
+    cdef WireReader r
+    cdef int t = wire_open(&r, buf, n, max_frame_size)
+    if t == T_GOSSIP:
+        return _d_gossip(&r, cache)
+    if t == T_GOSSIP_BATCH:
+        return _d_batch(&r, cache)
+    if t == T_PING or t == T_PONG:
+        return _d_ping(&r, cache, t == T_PONG)
+    if t == T_DIGEST:
+        return _d_digest(&r, cache)
+    if t == T_REPLICATE:
+        return _d_replicate(&r, cache)
+    if t == T_REPLICATE_ACK:
+        return _d_ack(&r, cache)
+    _raise(&r)
+
+
+cdef int _get_buffer(object data, Py_buffer* view, const char* what) except -1:
+    if not PyObject_CheckBuffer(data):
+        raise TypeError("%s() needs a bytes-like object, not %s"
+                        % ((<bytes>what).decode(), type(data).__name__))
+    try:
+        PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
+    except BufferError:
+        # not contiguous: read a copy (the view keeps it alive)
+        PyObject_GetBuffer(memoryview(data).tobytes(), view, PyBUF_SIMPLE)
+    return 0
+
+
+cdef uint64_t _check_max(object max_frame_size) except? 0:
+    if type(max_frame_size) is bool or not isinstance(max_frame_size, int):
+        raise TypeError("max_frame_size must be int, not %s" % type(max_frame_size).__name__)
+    if not (MIN_FRAME_LENGTH <= max_frame_size <= _U32_MAX):
+        raise ValueError("max_frame_size must be in [2, 4294967295], got %d"
+                         % int.__int__(max_frame_size))
+    return <uint64_t>max_frame_size
+
+
+def decode(frame, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+    """Decode exactly one full frame (length prefix included) from any buffer.
+
+    Raises FrameError (a ValueError) for anything malformed.
+    """
+    cdef Py_buffer view
+    cdef uint64_t limit = DEFAULT_MAX_FRAME_SIZE
+    if max_frame_size is not _DEFAULT_MAX:
+        limit = _check_max(max_frame_size)
+    if PyBytes_CheckExact(frame):
+        return _decode_frame(<const unsigned char*>PyBytes_AS_STRING(frame),
+                             PyBytes_GET_SIZE(frame), limit, &_module_cache)
+    _get_buffer(frame, &view, "decode")
+    try:
+        return _decode_frame(<const unsigned char*>view.buf, view.len, limit, &_module_cache)
+    finally:
+        PyBuffer_Release(&view)
+
+
+@cython.always_allow_keywords(False)
+def frame_type(frame) -> int:
+    """The type byte of a full frame (FrameError if it is too short to hold one)."""
+    cdef Py_buffer view
+    cdef Py_ssize_t n
+    cdef int t
+    _get_buffer(frame, &view, "frame_type")
+    try:
+        n = view.len
+        if n < HEADER_SIZE:
+            if n < PREFIX_SIZE:
+                raise FrameError("truncated length prefix: %d of 4 bytes present at offset 0"
+                                 % n, 0)
+            if n < 5:
+                raise FrameError("truncated version: 0 of 1 bytes present at offset 4", 4)
+            raise FrameError("truncated type: 0 of 1 bytes present at offset 5", 5)
+        t = (<const unsigned char*>view.buf)[5]
+    finally:
+        PyBuffer_Release(&view)
+    return t
+
+
+@cython.final
+cdef class FrameDecoder:
+    """Incremental decoder for a byte stream of frames.
+
+    feed(data) takes any buffer, cut at any byte boundary, and returns the
+    messages completed by it; feed_frames(data) returns the completed raw frames
+    (bytes, prefix included) after checking only their length prefix. A prefix
+    above max_frame_size raises FrameError as soon as its 4 bytes are seen.
+    After a FrameError the decoder stays failed. It holds at most one
+    incomplete frame (never more than max_frame_size + 4 bytes).
+    """
+
+    cdef unsigned char* _buf
+    cdef Py_ssize_t _cap
+    cdef Py_ssize_t _len
+    cdef uint64_t _max
+    cdef object _error
+    cdef StrCache _cache
+
+    def __cinit__(self):
+        self._buf = NULL
+        self._cap = 0
+        self._len = 0
+        self._cache.obj = NULL
+        self._cache.n = 0
+
+    def __init__(self, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+        self._max = _check_max(max_frame_size)
+        self._error = None
+
+    def __dealloc__(self):
+        PyMem_Free(self._buf)
+        self._buf = NULL
+        Py_XDECREF(self._cache.obj)
+        self._cache.obj = NULL
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: the start of an incomplete frame."""
+        return self._len
+
+    @property
+    def max_frame_size(self) -> int:
+        return self._max
+
+    def feed(self, data) -> list:
+        """Add bytes; return the messages they complete, in order."""
+        return self._feed(data, False)
+
+    def feed_frames(self, data) -> list:
+        """Add bytes; return the raw frames they complete (bytes incl. prefix)."""
+        return self._feed(data, True)
+
+    cdef list _feed(self, object data, bint raw):
+        cdef Py_buffer view
+        cdef list out = []
+        if self._error is not None:
+            self._raise_failed()
+        try:
+            if PyBytes_CheckExact(data):
+                self._run(<const unsigned char*>PyBytes_AS_STRING(data),
+                          PyBytes_GET_SIZE(data), out, raw)
+            else:
+                _get_buffer(data, &view, "feed_frames" if raw else "feed")
+                try:
+                    self._run(<const unsigned char*>view.buf, view.len, out, raw)
+                finally:
+                    PyBuffer_Release(&view)
+        except FrameError as exc:
+            self._error = exc
+            self._len = 0
+            PyMem_Free(self._buf)
+            self._buf = NULL
+            self._cap = 0
+            raise
+        return out
+
+    cdef int _raise_failed(self) except -1:
+        raise FrameError("decoder failed earlier: %s" % self._error, self._error.offset)
+
+    cdef int _reserve(self, Py_ssize_t size) except -1:
+        cdef unsigned char* p
+        if size <= self._cap:
+            return 0
+        if size < _KEEP:
+            size = _KEEP
+        p = <unsigned char*>PyMem_Realloc(self._buf, size)
+        if p == NULL:
+            raise MemoryError()
+        self._buf = p
+        self._cap = size
+        return 0
+
+    cdef inline int _check_length(self, uint32_t length) except -1:
+        cdef WireReader r
+        if length < MIN_FRAME_LENGTH or length > self._max:
+            wire_init(&r, NULL, 0)
+            wire_check_length(&r, length, self._max)
+            _raise(&r)
+        return 0
+
+    cdef inline int _emit(self, const unsigned char* p, Py_ssize_t flen, list out,
+                          bint raw) except -1:
+        if raw:
+            PyList_Append(out, PyBytes_FromStringAndSize(<const char*>p, flen))
+        else:
+            PyList_Append(out, _decode_frame(p, flen, self._max, &self._cache))
+        return 0
+
+    cdef int _run(self, const unsigned char* p, Py_ssize_t n, list out, bint raw) except -1:
+        cdef Py_ssize_t i = 0, take, flen
+        cdef uint32_t length
+        if self._len:
+            # finish the frame started by an earlier chunk
+            if self._len < PREFIX_SIZE:
+                take = PREFIX_SIZE - self._len
+                if take > n:
+                    take = n
+                memcpy(self._buf + self._len, p, take)
+                self._len += take
+                i = take
+                if self._len < PREFIX_SIZE:
+                    return 0
+                length = rd32(self._buf)
+                self._check_length(length)
+                self._reserve(<Py_ssize_t>length + PREFIX_SIZE)
+            flen = <Py_ssize_t>rd32(self._buf) + PREFIX_SIZE
+            take = flen - self._len
+            if take > n - i:
+                take = n - i
+            memcpy(self._buf + self._len, p + i, take)
+            self._len += take
+            i += take
+            if self._len < flen:
+                return 0
+            self._emit(self._buf, flen, out, raw)
+            self._len = 0
+            if self._cap > 16 * _KEEP:
+                PyMem_Free(self._buf)
+                self._buf = NULL
+                self._cap = 0
+        # whole frames straight from the caller's buffer
+        while n - i >= PREFIX_SIZE:
+            length = rd32(p + i)
+            if length < MIN_FRAME_LENGTH or length > self._max:
+                self._check_length(length)
+            flen = <Py_ssize_t>length + PREFIX_SIZE
+            if n - i < flen:
+                break
+            self._emit(p + i, flen, out, raw)
+            i += flen
+        if i < n:
+            # keep the start of the next frame (its prefix is already checked)
+            self._reserve((<Py_ssize_t>rd32(p + i) + PREFIX_SIZE) if n - i >= PREFIX_SIZE
+                          else PREFIX_SIZE)
+            memcpy(self._buf, p + i, n - i)
+            self._len = n - i
+        return 0
