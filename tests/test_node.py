@@ -32,7 +32,8 @@ FAST = 0.02  # gossip interval for tests, seconds
 
 def config(node_id: str, implementation: str, **kw) -> NodeConfig:
     kw.setdefault("gossip_interval", FAST)
-    return NodeConfig.localhost(node_id, implementation=implementation, **kw)
+    kw.setdefault("bind", ("127.0.0.1", 0))
+    return NodeConfig(node_id, implementation=implementation, **kw)
 
 
 async def pair(implementation: str, **kw):
@@ -125,7 +126,8 @@ async def test_graceful_shutdown_frees_port() -> None:
     again = await GossipNode.start(NodeConfig.localhost("again", port))
     assert again.addr[1] == port
     await again.shutdown()
-    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    leftover = [t for t in asyncio.all_tasks() if "GossipNode" in t.get_coro().__qualname__]
+    assert not leftover
 
 
 async def test_bind_failure_is_node_error() -> None:
@@ -235,8 +237,8 @@ async def test_hostile_bytes_close_only_that_connection(implementation: str) -> 
             b"\x00\x00\x00\x05\x09\x01abc",  # unknown version
             b"\x00\x00\x00\x03\x01\x63z",  # unknown type
             struct.pack(">I", 0xFFFFFFF0) + b"\x01\x01",  # claims 4 GiB
-            b"\x00\x00\x00\x08\x01\x02\x00\x09ab",  # inner length overruns
-            b"\x00\x00\x00\x0c\x01\x02\x00\x02\xff\xfe" + b"\x00" * 6,  # bad UTF-8
+            b"\x00\x00\x00\x06\x01\x02\x00\x09ab",  # inner length overruns
+            b"\x00\x00\x00\x0e\x01\x02\x00\x02\xff\xfe" + b"\x00" * 8,  # bad UTF-8
         ]
         for i, junk in enumerate(hostile, start=1):
             reader, writer = await asyncio.open_connection(*b.addr)
@@ -313,7 +315,7 @@ async def test_peer_restart_reconnects(implementation: str) -> None:
     a, b = await pair(implementation)
     async with a:
         a.set("k", 1)
-        await wait_for(lambda: b.get("k") == 1)
+        await wait_for(lambda: b.get("k") == 1 and a.stats.connections_opened == 1)
         port = b.addr[1]
         await b.shutdown()
         a.set("k", 2)
