@@ -44,7 +44,7 @@ async def run_demo(
 ) -> bool:
     """Run the demo; True when every node converged before ``timeout``."""
     rng = random.Random(seed)
-    fanout_label = str(fanout) if fanout is not None else "auto (all <= 32 nodes < sqrt)"
+    fanout_label = str(fanout) if fanout is not None else "auto (all up to 32 nodes, then sqrt)"
     print(
         f"fastgossip {__version__} ({IMPLEMENTATION}): {nodes} nodes on 127.0.0.1, "
         f"fanout {fanout_label}, a round every {interval * 1000:.0f} ms, {keys} keys",
@@ -53,18 +53,22 @@ async def run_demo(
     started = time.perf_counter()
     cluster = await ClusterNetwork.spawn(nodes, fanout=fanout, gossip_interval=interval)
     try:
-        expected = {}
+        # the winner of each key is its greatest (version, origin, value) write
+        winners: dict = {}
+
+        def write(key: str) -> None:
+            i = rng.randrange(nodes)
+            value = rng.randrange(1 << 32)
+            version = cluster.set_on(i, key, value)
+            candidate = (version, cluster.nodes[i].node_id, value)
+            winners[key] = max(winners.get(key, candidate), candidate)
+
         for k in range(keys):
-            key = f"key-{k:04d}"
-            value = rng.randrange(1 << 32)
-            cluster.set_on(rng.randrange(nodes), key, value)
-            expected[key] = value
-        # a second write to some keys on another node: the later write must win
+            write(f"key-{k:04d}")
+        # a second, concurrent write to every fifth key on another random node
         for k in range(0, keys, 5):
-            key = f"key-{k:04d}"
-            value = rng.randrange(1 << 32)
-            cluster.set_on(rng.randrange(nodes), key, value)
-            expected[key] = value
+            write(f"key-{k:04d}")
+        expected = {key: value for key, (_, _, value) in winners.items()}
         total = nodes * len(expected)
 
         def have() -> int:
@@ -144,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--fanout",
         type=_fanout_arg,
-        default=None,
-        help="peers per round: a number, 'sqrt' or 'all' (default: all up to 32 nodes, then sqrt)",
+        default=Fanout.bounded(3),
+        help="peers each node gossips with per round: a number, 'sqrt' or 'all'",
     )
     demo.add_argument(
         "--interval", type=_positive(float), default=0.1, help="seconds between gossip rounds"
