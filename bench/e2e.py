@@ -78,7 +78,7 @@ class Plan:
     """What one run measures; ``quick()`` and ``full()`` are the two presets."""
 
     ingest_keys: int = 100_000
-    ingest_repeats: int = 3
+    ingest_repeats: int = 5
     sizes: Tuple[int, ...] = (10, 100)
     fanouts: Tuple[str, ...] = ("3", "sqrt")
     interval: float = 0.1
@@ -535,6 +535,31 @@ def _sum_stat(cluster: ClusterNetwork, name: str) -> int:
     return sum(getattr(node.stats, name) for node in cluster.nodes)
 
 
+async def _settle(cluster: ClusterNetwork, interval: float, timeout: float,
+                  window: int = 5) -> bool:
+    """Wait until the cluster is idle: two windows of ``window`` rounds in which
+    every node kept pace with its interval and sent the same bytes per round.
+
+    A cluster that just converged on many keys still drains answers to digests
+    sent before it converged (a loaded twin for seconds); measuring then would
+    count those, not the steady state.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    expected = window * len(cluster.nodes)
+    previous: Optional[float] = None
+    while loop.time() < deadline:
+        b0, r0 = _sum_stat(cluster, "bytes_sent"), _sum_stat(cluster, "rounds")
+        await asyncio.sleep(window * interval)
+        db, dr = _sum_stat(cluster, "bytes_sent") - b0, _sum_stat(cluster, "rounds") - r0
+        rate = db / dr if dr else float("inf")
+        paced = dr >= 0.8 * expected
+        if paced and previous is not None and abs(rate - previous) <= 0.2 * previous:
+            return True
+        previous = rate if paced else None
+    return False
+
+
 async def measure_traffic(
     impl: str, nodes: int, keys: int, interval: float, window_rounds: int,
     writes_per_round: int, write_rounds: int, timeout: float,
@@ -554,7 +579,10 @@ async def measure_traffic(
         )
         progress(f"{label}: loaded and converged in {time.perf_counter() - t0:.1f} s "
                  f"({'ok' if filled.converged else 'NOT converged'})")
-        await asyncio.sleep(3 * interval)  # let the last replies drain
+        t_settle = time.perf_counter()
+        settled = await _settle(cluster, interval, timeout)
+        settle_s = time.perf_counter() - t_settle
+        progress(f"{label}: {'idle' if settled else 'NOT idle'} after {settle_s:.1f} s")
         b0, r0 = _sum_stat(cluster, "bytes_sent"), _sum_stat(cluster, "rounds")
         await asyncio.sleep(window_rounds * interval)
         db, dr = _sum_stat(cluster, "bytes_sent") - b0, _sum_stat(cluster, "rounds") - r0
@@ -565,8 +593,11 @@ async def measure_traffic(
             "keys": keys,
             "nodes": nodes,
             "loaded": filled.converged,
+            "settled": settled,
+            "settle_s": settle_s,
             "idle_bytes_per_node_round": idle,
             "idle_node_rounds": dr,
+            "idle_expected_node_rounds": window_rounds * nodes,
         }
         if writes_per_round:
             b0, r0 = _sum_stat(cluster, "bytes_sent"), _sum_stat(cluster, "rounds")
@@ -628,8 +659,8 @@ def evaluate_targets(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     for row in result.get("convergence", []):
         where = f", {row['processes']} processes" if row["processes"] > 1 else ""
         add(
-            f"convergence {row['implementation']}, N={row['n']}, fanout {row['fanout']}{where} "
-            "(median rounds)",
+            f"convergence {row['implementation']}, N={row['n']}, fanout {row['fanout']}, "
+            f"interval {row['interval']:g} s{where} (median rounds)",
             f"≤ {row['bound']} rounds",
             row["rounds_median"],
             "rounds",

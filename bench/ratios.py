@@ -17,6 +17,7 @@ row, then the targets with ✅ / ❌, and writes everything as JSON.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -45,11 +46,25 @@ def time_case(case: w.Case, number: int) -> float:
         # bind every name as a local of timeit's inner function
         setup = "; ".join(f"{name} = _g[{name!r}]" for name in names)
         timer = timeit.Timer(case.expr or "fn(arg)", setup, globals={"_g": names})
-    else:
-        args = [case.make_arg() for _ in range(number)]
-        timer = timeit.Timer("fn(nxt())", "fn = _fn; nxt = _batches.__next__",
-                             globals={"_fn": case.fn, "_batches": iter(args)})
-    return timer.timeit(number) / number
+        return timer.timeit(number) / number
+    # A stateful call (a merge) is timed one call at a time, its argument made
+    # just before, outside the timing: the batch is then in cache, as a frame
+    # just read from a socket is. (Preparing all of them first and timing a loop
+    # over them measured cache misses: ~1.5x slower for a 45 kB frame.)
+    fn, make_arg, clock = case.fn, case.make_arg, timeit.default_timer
+    total = 0.0
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(number):
+            arg = make_arg()
+            t0 = clock()
+            fn(arg)
+            total += clock() - t0
+    finally:
+        if enabled:
+            gc.enable()
+    return total / number
 
 
 def calibrate(case: w.Case, target: float) -> int:

@@ -163,9 +163,12 @@ def traffic_section(e2e: dict) -> List[str]:
     writes = []
     for impl, impl_rows in e2e.get("traffic", {}).items():
         for r in impl_rows:
+            settled = r.get("settled", True)
             rows.append([IMPL_LABEL[impl], f"{r['keys']:,}", str(r["nodes"]),
                          _num(r["idle_bytes_per_node_round"], 0) + " B",
-                         "yes" if r["loaded"] else "NO"])
+                         ("yes" if r["loaded"] else "NO")
+                         + (f", idle after {r['settle_s']:.1f} s" if settled and "settle_s" in r
+                            else ", NOT idle")])
             if "bytes_per_delivered_update" in r:
                 writes.append([IMPL_LABEL[impl], f"{r['keys']:,}", str(r["updates"]),
                                f"{r['deliveries']:,}",
