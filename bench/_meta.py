@@ -59,6 +59,8 @@ def machine() -> Dict[str, Any]:
         "orjson": _version("orjson"),
         "pytest_benchmark": _version("pytest_benchmark"),
         "git_commit": _git_commit(),
+        # other work on the machine skews every figure: say how busy it was
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

@@ -55,6 +55,9 @@ def machine_section(meta: Dict[str, Any], label: str) -> List[str]:
          f"{meta.get('cython')} / {meta.get('msgpack')} / {meta.get('orjson')}"],
         ["date", str(meta.get("date"))],
     ]
+    if meta.get("load_average_1_5_15"):
+        rows.append(["load average at start (1/5/15 min)",
+                     " / ".join(str(x) for x in meta["load_average_1_5_15"])])
     return [f"**{label}**", ""] + _table(["", ""], rows, "ll")
 
 
