@@ -303,6 +303,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "target_ms": args.target_ms,
             "timer": "timeit, gc off, best of repeats, rows interleaved",
             "elapsed_s": time.perf_counter() - started,
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
         },
         "groups": list(groups.values()),
         "memory": memory,

@@ -21,6 +21,7 @@ from bench._meta import RESULTS, ROOT
 DOCS = os.path.join(ROOT, "docs")
 MARK = {True: "✅", False: "❌", None: "–"}
 IMPL_LABEL = {"cython": "compiled", "python": "pure-Python twin"}
+PLURAL = {"entry": "entries", "msg": "msgs", "frame": "frames", "op": "calls"}
 
 
 def _load(path: str) -> Optional[Dict[str, Any]]:
@@ -84,8 +85,11 @@ def hot_path_section(ratios: dict) -> List[str]:
     out = [
         f"Timed with `timeit` in one process (`python -m bench.ratios`): each row is the best "
         f"of {s['repeats']} measurements of ~{s['target_ms']:.0f} ms, the rows of one table "
-        "measured in turn (interleaved), garbage collection off. \"x compiled\" is the row's "
-        "time over the compiled row's: above 1 is slower.",
+        "measured in turn (interleaved), garbage collection off. A merge changes its table, "
+        "so each merge call is timed alone with a fresh batch made just before it, and a "
+        "measurement is the mean over its calls (the amortised cost, table maintenance "
+        "included). \"x compiled\" is the row's time over the compiled row's: above 1 is "
+        "slower.",
         "",
     ]
     for g in ratios["groups"]:
@@ -97,10 +101,11 @@ def hot_path_section(ratios: dict) -> List[str]:
                 rows.append([r["variant"], "skipped", "", "", r["skipped"]])
                 continue
             unit = r["unit"]
+            units = PLURAL.get(unit, unit + "s")
             per = (f"{_num(r['ns_per_unit'])} ns/{unit}" if r["units"] > 1 else "")
             rate = r["units_per_second"]
-            rate_text = (f"{rate / 1e6:,.2f} M {unit}s/s" if rate >= 1e5
-                         else f"{rate:,.0f} {unit}s/s")
+            rate_text = (f"{rate / 1e6:,.2f} M {units}/s" if rate >= 1e5
+                         else f"{rate:,.0f} {units}/s")
             vs = r["vs_compiled"]
             rows.append([r["variant"], f"{_num(r['ns_per_call'])} ns", per, rate_text,
                          "" if vs is None else f"{vs:,.2f}x"])
@@ -170,8 +175,9 @@ def traffic_section(e2e: dict) -> List[str]:
             rows.append([IMPL_LABEL[impl], f"{r['keys']:,}", str(r["nodes"]),
                          _num(r["idle_bytes_per_node_round"], 0) + " B",
                          ("yes" if r["loaded"] else "NO")
-                         + (f", idle after {r['settle_s']:.1f} s" if settled and "settle_s" in r
-                            else ", NOT idle")])
+                         + ("" if "settle_s" not in r
+                            else f", idle after {r['settle_s']:.1f} s" if settled
+                            else ", NOT idle: still draining")])
             if "bytes_per_delivered_update" in r:
                 writes.append([IMPL_LABEL[impl], f"{r['keys']:,}", str(r["updates"]),
                                f"{r['deliveries']:,}",
@@ -210,15 +216,18 @@ def make_plots(e2e: dict, out_dir: str) -> List[str]:
                 label="target ceil(log2 N) + 3")
         series: Dict[tuple, List[tuple]] = {}
         for r in conv:
-            series.setdefault((r["implementation"], r["fanout"]), []).append(
+            series.setdefault((r["fanout"], r["interval"], r["implementation"]), []).append(
                 (r["n"], r["rounds_median"], r["rounds_max"])
             )
         markers = {"cython": "o", "python": "s"}
-        for (impl, fanout), pts in sorted(series.items()):
+        colours: Dict[tuple, str] = {}
+        for (fanout, interval, impl), pts in sorted(series.items()):
             pts.sort()
+            colour = colours.setdefault((fanout, interval), f"C{len(colours)}")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers.get(impl, "^"),
-                    ls="-" if impl == "cython" else "--",
-                    label=f"{IMPL_LABEL[impl]}, fanout {fanout} (median)")
+                    ls="-" if impl == "cython" else "--", color=colour,
+                    mfc=colour if impl == "cython" else "none",
+                    label=f"fanout {fanout}, every {interval:g} s, {IMPL_LABEL[impl]}")
         ax.set_xscale("log")
         ax.set_xlabel("nodes N")
         ax.set_ylabel("rounds until every node has a fresh key")
