@@ -100,7 +100,8 @@ __all__ = [
 ]
 
 globals()["PROTOCOL_VERSION"] = PROTOCOL_VERSION
-globals()["DEFAULT_MAX_FRAME_SIZE"] = DEFAULT_MAX_FRAME_SIZE
+cdef object _DEFAULT_MAX = DEFAULT_MAX_FRAME_SIZE
+globals()["DEFAULT_MAX_FRAME_SIZE"] = _DEFAULT_MAX
 globals()["T_GOSSIP"] = T_GOSSIP
 globals()["T_PING"] = T_PING
 globals()["T_PONG"] = T_PONG
@@ -109,7 +110,6 @@ globals()["T_REPLICATE_ACK"] = T_REPLICATE_ACK
 globals()["T_GOSSIP_BATCH"] = T_GOSSIP_BATCH
 globals()["T_DIGEST"] = T_DIGEST
 
-cdef object _DEFAULT_MAX = DEFAULT_MAX_FRAME_SIZE
 cdef uint64_t _U32_MAX = 0xFFFFFFFF
 # Bytes a FrameDecoder keeps allocated between frames.
 cdef Py_ssize_t _KEEP = 4096
@@ -556,6 +556,7 @@ cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
     return q
 
 
+@cython.binding(False)
 @cython.always_allow_keywords(False)
 def encode(msg) -> bytes:
     """Encode one message as a full frame (length prefix included)."""
@@ -572,6 +573,7 @@ def encode(msg) -> bytes:
     return out
 
 
+@cython.binding(False)
 def encode_many(msgs) -> bytes:
     """Encode messages as concatenated frames, into one bytes object."""
     cdef object seq = msgs if type(msgs) is list or type(msgs) is tuple else list(msgs)
@@ -656,7 +658,7 @@ cdef inline str _dec_str(WireReader* r, const unsigned char* s, Py_ssize_t n, Py
 cdef inline str _dec_sender(WireReader* r, const unsigned char* s, Py_ssize_t n,
                             StrCache* cache, const char* field):
     cdef str res
-    if cache.obj != NULL and cache.n == n and memcmp(cache.data, s, n) == 0:
+    if cache.obj != NULL and cache.n == n and _same_bytes(<const char*>cache.data, <const char*>s, n):
         return <str><object>cache.obj
     res = _dec_str(r, s, n, r.pos - n, field)
     if n <= 48:
@@ -914,8 +916,12 @@ cdef uint64_t _check_max(object max_frame_size) except? 0:
     return <uint64_t>max_frame_size
 
 
-def decode(frame, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
-    """Decode exactly one full frame (length prefix included) from any buffer.
+@cython.binding(False)
+@cython.embedsignature(False)
+def decode(frame, max_frame_size=_DEFAULT_MAX):
+    """decode(frame, max_frame_size=DEFAULT_MAX_FRAME_SIZE)
+
+    Decode exactly one full frame (length prefix included) from any buffer.
 
     Raises FrameError (a ValueError) for anything malformed.
     """
@@ -933,6 +939,7 @@ def decode(frame, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
         PyBuffer_Release(&view)
 
 
+@cython.binding(False)
 @cython.always_allow_keywords(False)
 def frame_type(frame) -> int:
     """The type byte of a full frame (FrameError if it is too short to hold one)."""
@@ -981,7 +988,9 @@ cdef class FrameDecoder:
         self._cache.obj = NULL
         self._cache.n = 0
 
-    def __init__(self, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+    @cython.embedsignature(False)
+    def __init__(self, max_frame_size=_DEFAULT_MAX):
+        """__init__(self, max_frame_size=DEFAULT_MAX_FRAME_SIZE)"""
         self._max = _check_max(max_frame_size)
         self._error = None
 
