@@ -377,7 +377,7 @@ def _text(
     if not n:
         return ""
     try:
-        return buf[start : start + n].decode("utf-8")
+        return buf[start : start + n].decode()
     except UnicodeDecodeError as exc:
         offset = start - base + exc.start
         raise _fail(f"invalid UTF-8 in {_name(field, item)}", offset) from None
@@ -634,6 +634,156 @@ def _d_digest(buf: bytes, base: int, pos: int, end: int) -> Digest:
 _DECODERS = (None, _d_gossip, _d_ping, _d_pong, _d_replicate, _d_ack, _d_batch, _d_digest)
 
 
+# Optimistic readers for the common types: no bounds checks field by field,
+# only at the end (positions only grow, so pos == end proves every read was
+# inside the frame). Anything irregular (an exception, a bad tag, pos != end)
+# sends the frame to the careful readers above, which produce the exact
+# FrameError; they return the same message for any frame these accept.
+
+_unpack_u16 = _U16.unpack_from
+_unpack_tag_u64_u64 = struct.Struct(">BQQ").unpack_from
+_unpack_entry_fixed = struct.Struct(">HQQB").unpack_from
+
+
+class _Irregular(Exception):
+    pass
+
+
+def _f_gossip(buf: bytes, pos: int, end: int) -> Gossip:
+    n = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    sbytes = buf[pos : pos + n]
+    sender = sbytes.decode()
+    pos += n
+    n = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    key = buf[pos : pos + n].decode()
+    pos += n
+    tag = buf[pos]
+    if tag == _V_INT:
+        tag, value, version = _unpack_tag_u64_u64(buf, pos)
+        pos += 17
+    elif tag == _V_BYTES:
+        n = _unpack_u32(buf, pos + 1)[0]
+        pos += 5
+        value = buf[pos : pos + n]
+        pos += n
+        version = _unpack_u64(buf, pos)[0]
+        pos += 8
+    else:
+        raise _Irregular
+    n = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    obytes = buf[pos : pos + n]
+    origin = sender if obytes == sbytes else obytes.decode()
+    if pos + n != end:
+        raise _Irregular
+    g = _new(Gossip)
+    s = _set_gossip
+    s[0](g, sender)
+    s[1](g, key)
+    s[2](g, value)
+    s[3](g, version)
+    s[4](g, origin)
+    return g
+
+
+def _f_ping(buf: bytes, pos: int, end: int) -> Ping:
+    n = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    if pos + n + 8 != end:
+        raise _Irregular
+    m = _new(Ping)
+    _set_ping_sender(m, buf[pos : pos + n].decode())
+    _set_ping_seq(m, _unpack_u64(buf, pos + n)[0])
+    return m
+
+
+def _f_pong(buf: bytes, pos: int, end: int) -> Pong:
+    n = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    if pos + n + 8 != end:
+        raise _Irregular
+    m = _new(Pong)
+    _set_pong_sender(m, buf[pos : pos + n].decode())
+    _set_pong_seq(m, _unpack_u64(buf, pos + n)[0])
+    return m
+
+
+def _f_batch(buf: bytes, pos: int, end: int) -> GossipBatch:
+    n = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    sbytes = buf[pos : pos + n]
+    sender = sbytes.decode()
+    pos += n
+    n_origins = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    if n_origins * _MIN_ORIGIN_SIZE > end - pos:
+        raise _Irregular
+    origins = []
+    for _ in range(n_origins):
+        n = (buf[pos] << 8) | buf[pos + 1]
+        pos += 2
+        ob = buf[pos : pos + n]
+        origins.append(sender if ob == sbytes else ob.decode())
+        pos += n
+    n_entries = _unpack_u32(buf, pos)[0]
+    pos += 4
+    if n_entries * _MIN_ENTRY_SIZE > end - pos:
+        raise _Irregular
+    entries = []
+    append = entries.append
+    s_key, s_value, s_version, s_origin, s_stamp = _set_entry
+    for _ in range(n_entries):
+        klen = (buf[pos] << 8) | buf[pos + 1]
+        kstart = pos + 2
+        pos = kstart + klen
+        oi, version, stamp, tag = _unpack_entry_fixed(buf, pos)
+        pos += 19
+        if tag == _V_INT:
+            value = _unpack_u64(buf, pos)[0]
+            pos += 8
+        elif tag == _V_BYTES:
+            n = _unpack_u32(buf, pos)[0]
+            value = buf[pos + 4 : pos + 4 + n]
+            pos += 4 + n
+        else:
+            raise _Irregular
+        e = _new(Entry)
+        s_key(e, buf[kstart : kstart + klen].decode())
+        s_value(e, value)
+        s_version(e, version)
+        s_origin(e, origins[oi])
+        s_stamp(e, version if stamp == version else stamp)
+        append(e)
+    if pos != end:
+        raise _Irregular
+    m = _new(GossipBatch)
+    _oset(m, "sender_id", sender)
+    _oset(m, "entries", tuple(entries))
+    return m
+
+
+_FAST = (None, _f_gossip, _f_ping, _f_pong, None, None, _f_batch, None)
+
+
+def _decode_body(buf: bytes, base: int, end: int) -> AnyMessage:
+    """Decode buf[base:end], a whole frame whose length prefix is known good."""
+    version = buf[base + 4]
+    if version != PROTOCOL_VERSION:
+        raise _fail(f"unknown protocol version {version}", 4)
+    mtype = buf[base + 5]
+    if not T_GOSSIP <= mtype <= T_DIGEST:
+        raise _fail(f"unknown message type {mtype}", 5)
+    fast = _FAST[mtype]
+    if fast is not None:
+        try:
+            return fast(buf, base + _HEADER_SIZE, end)
+        except Exception:
+            pass
+    return _DECODERS[mtype](buf, base, base + _HEADER_SIZE, end)  # type: ignore[misc]
+
+
 def _decode_at(buf: bytes, base: int, end: int, max_frame_size: int) -> AnyMessage:
     """Decode the frame buf[base:end]."""
     n = end - base
@@ -646,13 +796,7 @@ def _decode_at(buf: bytes, base: int, end: int, max_frame_size: int) -> AnyMessa
         raise _fail(
             f"length prefix says {length} bytes follow but the frame holds {n - _PREFIX_SIZE}", 0
         )
-    version = buf[base + 4]
-    if version != PROTOCOL_VERSION:
-        raise _fail(f"unknown protocol version {version}", 4)
-    mtype = buf[base + 5]
-    if not T_GOSSIP <= mtype <= T_DIGEST:
-        raise _fail(f"unknown message type {mtype}", 5)
-    return _DECODERS[mtype](buf, base, base + _HEADER_SIZE, end)  # type: ignore[misc]
+    return _decode_body(buf, base, end)
 
 
 def _as_bytes(data: Any, what: str) -> bytes:
@@ -774,7 +918,7 @@ class FrameDecoder:
                 return
             frame = bytes(buf)
             buf.clear()
-            out.append(frame if raw else _decode_at(frame, 0, flen, limit))
+            out.append(frame if raw else _decode_body(frame, 0, flen))
         # whole frames straight from data
         while n - i >= _PREFIX_SIZE:
             length = _unpack_u32(data, i)[0]
@@ -783,7 +927,7 @@ class FrameDecoder:
             j = i + length + _PREFIX_SIZE
             if j > n:
                 break
-            out.append(data[i:j] if raw else _decode_at(data, i, j, limit))
+            out.append(data[i:j] if raw else _decode_body(data, i, j))
             i = j
         if i < n:
             buf += data[i:]
