@@ -171,12 +171,25 @@ def _frame(mtype: int, cls: str, parts: List[bytes]) -> bytes:
     return _pack_header(length, PROTOCOL_VERSION, mtype) + payload
 
 
+def _ascii16(s: object) -> Optional[bytes]:
+    """Fast path of _utf8: the bytes of a short ASCII str, else None."""
+    if type(s) is str and s.isascii() and len(s) <= _MAX_STR_SIZE:
+        return s.encode()
+    return None
+
+
 def _e_gossip(m: Gossip) -> bytes:
-    sender = _utf8(m.sender_id, "Gossip", "sender_id")
-    key = _utf8(m.key, "Gossip", "key")
-    value = _value(m.value, "Gossip", "value")
-    version = _u64(m.version, "Gossip", "version")
-    origin = _utf8(m.origin, "Gossip", "origin")
+    sender = _ascii16(m.sender_id) or _utf8(m.sender_id, "Gossip", "sender_id")
+    key = _ascii16(m.key) or _utf8(m.key, "Gossip", "key")
+    v = m.value
+    if type(v) is int and 0 <= v < _U64_LIMIT:
+        value = _pack_value_int(_V_INT, v)
+    else:
+        value = _value(v, "Gossip", "value")
+    version = m.version
+    if type(version) is not int or not 0 <= version < _U64_LIMIT:
+        version = _u64(version, "Gossip", "version")
+    origin = _ascii16(m.origin) or _utf8(m.origin, "Gossip", "origin")
     return _frame(
         T_GOSSIP,
         "Gossip",
@@ -194,8 +207,10 @@ def _e_gossip(m: Gossip) -> bytes:
 
 
 def _e_ping(m: Union[Ping, Pong], mtype: int, cls: str) -> bytes:
-    sender = _utf8(m.sender_id, cls, "sender_id")
-    seq = _u64(m.seq, cls, "seq")
+    sender = _ascii16(m.sender_id) or _utf8(m.sender_id, cls, "sender_id")
+    seq = m.seq
+    if type(seq) is not int or not 0 <= seq < _U64_LIMIT:
+        seq = _u64(seq, cls, "seq")
     return _frame(mtype, cls, [_pack_u16(len(sender)), sender, _pack_u64(seq)])
 
 
@@ -249,12 +264,12 @@ def _e_batch(m: GossipBatch) -> bytes:
     for i, e in enumerate(m.entries):
         if not isinstance(e, Entry):
             raise TypeError(f"GossipBatch.entries[{i}] must be Entry, not {type(e).__name__}")
-        key = _utf8(e.key, "GossipBatch", "entries", i, "key")
+        key = _ascii16(e.key) or _utf8(e.key, "GossipBatch", "entries", i, "key")
         origin = e.origin
         if origin is last:
             idx = last_idx
         else:
-            ob = _utf8(origin, "GossipBatch", "entries", i, "origin")
+            ob = _ascii16(origin) or _utf8(origin, "GossipBatch", "entries", i, "origin")
             idx = index_of.get(ob, -1)
             if idx < 0:
                 if len(table) >= _MAX_ORIGINS:
@@ -263,12 +278,19 @@ def _e_batch(m: GossipBatch) -> bytes:
                 table.append(ob)
             last = origin
             last_idx = idx
-        version = _u64(e.version, "GossipBatch", "entries", i, "version")
-        if e.stamp is e.version:
+        version = e.version
+        if type(version) is not int or not 0 <= version < _U64_LIMIT:
+            version = _u64(version, "GossipBatch", "entries", i, "version")
+        stamp = e.stamp
+        if stamp is e.version:
             stamp = version
+        elif type(stamp) is not int or not 0 <= stamp < _U64_LIMIT:
+            stamp = _u64(stamp, "GossipBatch", "entries", i, "stamp")
+        v = e.value
+        if type(v) is int and 0 <= v < _U64_LIMIT:
+            value = _pack_value_int(_V_INT, v)
         else:
-            stamp = _u64(e.stamp, "GossipBatch", "entries", i, "stamp")
-        value = _value(e.value, "GossipBatch", "entries", i, "value")
+            value = _value(v, "GossipBatch", "entries", i, "value")
         append(_pack_u16(len(key)))
         append(key)
         append(_pack_entry_fixed(idx, version, stamp))
