@@ -576,8 +576,10 @@ def encode(msg) -> bytes:
 @cython.binding(False)
 def encode_many(msgs) -> bytes:
     """Encode messages as concatenated frames, into one bytes object."""
-    cdef object seq = msgs if type(msgs) is list or type(msgs) is tuple else list(msgs)
-    cdef Py_ssize_t n = len(seq)
+    # a tuple of our own keeps every message (and so every pointer a plan
+    # holds into it) alive until the frames are written
+    cdef tuple seq = msgs if type(msgs) is tuple else tuple(msgs)
+    cdef Py_ssize_t n = PyTuple_GET_SIZE(seq)
     cdef Py_ssize_t i, total = 0
     cdef Plan* plans
     cdef unsigned char* q
@@ -591,7 +593,7 @@ def encode_many(msgs) -> bytes:
         _plan_init(&plans[i])
     try:
         for i in range(n):
-            total += _measure(seq[i], &plans[i])
+            total += _measure(<object>PyTuple_GET_ITEM(seq, i), &plans[i])
         out = PyBytes_FromStringAndSize(NULL, total)
         q = <unsigned char*>PyBytes_AS_STRING(out)
         for i in range(n):
@@ -979,6 +981,7 @@ cdef class FrameDecoder:
     cdef Py_ssize_t _len
     cdef uint64_t _max
     cdef object _error
+    cdef bint _busy
     cdef StrCache _cache
 
     def __cinit__(self):
@@ -987,6 +990,7 @@ cdef class FrameDecoder:
         self._len = 0
         self._cache.obj = NULL
         self._cache.n = 0
+        self._busy = False
 
     @cython.embedsignature(False)
     def __init__(self, max_frame_size=_DEFAULT_MAX):
@@ -1022,6 +1026,9 @@ cdef class FrameDecoder:
         cdef list out = []
         if self._error is not None:
             self._raise_failed()
+        if self._busy:
+            raise RuntimeError("FrameDecoder is already feeding (re-entrant call)")
+        self._busy = True
         try:
             if PyBytes_CheckExact(data):
                 self._run(<const unsigned char*>PyBytes_AS_STRING(data),
@@ -1039,6 +1046,8 @@ cdef class FrameDecoder:
             self._buf = NULL
             self._cap = 0
             raise
+        finally:
+            self._busy = False
         return out
 
     cdef int _raise_failed(self) except -1:

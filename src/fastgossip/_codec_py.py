@@ -877,12 +877,13 @@ class FrameDecoder:
     incomplete frame (never more than max_frame_size + 4 bytes).
     """
 
-    __slots__ = ("_buf", "_max", "_error")
+    __slots__ = ("_buf", "_max", "_error", "_busy")
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self._max = _check_max(max_frame_size)
         self._buf = bytearray()
         self._error: Optional[FrameError] = None
+        self._busy = False
 
     @property
     def buffered(self) -> int:
@@ -907,6 +908,9 @@ class FrameDecoder:
             raise FrameError(f"decoder failed earlier: {error}", error.offset)
         if type(data) is not bytes:
             data = _as_bytes(data, what)
+        if self._busy:
+            raise RuntimeError("FrameDecoder is already feeding (re-entrant call)")
+        self._busy = True
         out: list = []
         try:
             self._run(data, out, raw)
@@ -914,6 +918,8 @@ class FrameDecoder:
             self._error = exc
             self._buf = bytearray()
             raise
+        finally:
+            self._busy = False
         return out
 
     def _run(self, data: bytes, out: list, raw: bool) -> None:
