@@ -714,6 +714,21 @@ def test_feed_frames(codec: ModuleType) -> None:
     )
 
 
+def test_decoder_can_be_subclassed(codec: ModuleType) -> None:
+    class Protocol(codec.FrameDecoder, asyncio.Protocol):
+        def __init__(self) -> None:
+            super().__init__(max_frame_size=1000)
+            self.received: list = []
+
+        def data_received(self, data: bytes) -> None:
+            self.received.extend(self.feed(data))
+
+    proto = Protocol()
+    proto.data_received(codec.encode(codec.Ping("a", 1)))
+    assert proto.received == [codec.Ping("a", 1)]
+    assert proto.max_frame_size == 1000
+
+
 def test_decoder_oversized_prefix_fails_at_once(codec: ModuleType) -> None:
     for feed in ["feed", "feed_frames"]:
         dec = codec.FrameDecoder()

@@ -964,7 +964,6 @@ def frame_type(frame) -> int:
     return t
 
 
-@cython.final
 cdef class FrameDecoder:
     """Incremental decoder for a byte stream of frames.
 
