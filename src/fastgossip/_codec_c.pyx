@@ -41,6 +41,10 @@ include "_messages_c.pxi"
 
 cdef extern from *:
     """
+    #if PY_VERSION_HEX < 0x030B0000 && !defined(PYPY_VERSION) && !defined(Py_LIMITED_API)
+    #include "longintrepr.h"
+    #endif
+
     /* Fast paths for the common cases, read straight from the object; 0 means
        "take the general path". */
     static CYTHON_INLINE int fg_u64_fast(PyObject* v, uint64_t* out) {
