@@ -48,8 +48,7 @@ class GossipProtocol(asyncio.Protocol):
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
         high = self.node.config.write_buffer_high
         transport.set_write_buffer_limits(high=high, low=high // 4)
