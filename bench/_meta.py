@@ -43,6 +43,18 @@ def _git_commit() -> Optional[str]:
     return out.stdout.strip() or None
 
 
+def _dirty_sources() -> Optional[list]:
+    """Files under src/ that differ from the commit (what was measured is not it)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()]
+
+
 def machine() -> Dict[str, Any]:
     import fastgossip
 
@@ -59,6 +71,7 @@ def machine() -> Dict[str, Any]:
         "orjson": _version("orjson"),
         "pytest_benchmark": _version("pytest_benchmark"),
         "git_commit": _git_commit(),
+        "uncommitted_sources": _dirty_sources(),
         # other work on the machine skews every figure: say how busy it was
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

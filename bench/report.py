@@ -51,7 +51,9 @@ def machine_section(meta: Dict[str, Any], label: str) -> List[str]:
     rows = [
         ["machine", f"{meta.get('cpu')}, {meta.get('cores')} cores ({meta.get('platform')})"],
         ["Python", f"{meta.get('python')} ({meta.get('python_impl')})"],
-        ["fastgossip", f"{meta.get('fastgossip')} (commit {meta.get('git_commit') or '?'})"],
+        ["fastgossip", f"{meta.get('fastgossip')} (commit {meta.get('git_commit') or '?'}"
+         + (f", with uncommitted changes to {', '.join(meta['uncommitted_sources'])}"
+            if meta.get("uncommitted_sources") else "") + ")"],
         ["Cython / msgpack / orjson",
          f"{meta.get('cython')} / {meta.get('msgpack')} / {meta.get('orjson')}"],
         ["date", str(meta.get("date"))],
