@@ -154,6 +154,7 @@ def test_clear(table: ModuleType) -> None:
 
 # -- validation ----------------------------------------------------------------------
 
+# The codec encoder's rules and words, with the bare argument name.
 BAD_SETS = [
     ((1, 1, 1), {}, TypeError, "key must be str, not int"),
     ((b"k", 1, 1), {}, TypeError, "key must be str, not bytes"),
@@ -161,20 +162,27 @@ BAD_SETS = [
     (("k", True, 1), {}, TypeError, "value must be int or bytes, not bool"),
     (("k", bytearray(b"x"), 1), {}, TypeError, "value must be int or bytes, not bytearray"),
     (("k", None, 1), {}, TypeError, "value must be int or bytes, not NoneType"),
-    (("k", -1, 1), {}, ValueError, "int value out of range [0, 2**64): -1"),
-    (("k", 2**64, 1), {}, ValueError, "int value out of range [0, 2**64): 18446744073709551616"),
+    (("k", -1, 1), {}, ValueError, "value must be in range [0, 2**64), got -1"),
+    (("k", 2**64, 1), {}, ValueError,
+     "value must be in range [0, 2**64), got 18446744073709551616"),
     (("k", 1, "1"), {}, TypeError, "version must be int, not str"),
     (("k", 1, 1.0), {}, TypeError, "version must be int, not float"),
-    (("k", 1, -1), {}, ValueError, "version out of range [0, 2**64): -1"),
-    (("k", 1, 2**64), {}, ValueError, "version out of range [0, 2**64): 18446744073709551616"),
+    (("k", 1, True), {}, TypeError, "version must be int, not bool"),
+    (("k", 1, -1), {}, ValueError, "version must be in range [0, 2**64), got -1"),
+    (("k", 1, 2**200), {}, ValueError, "version must be in range [0, 2**64), got an int "
+                                      "of 201 bits"),
     (("k", 1, 1, 7), {}, TypeError, "origin must be str, not int"),
     (("k", 1, 1, None), {}, TypeError, "origin must be str, not NoneType"),
     (("k", 1, 1), {"stamp": "x"}, TypeError, "stamp must be int, not str"),
-    (("k", 1, 1), {"stamp": -5}, ValueError, "stamp out of range [0, 2**64): -5"),
-    (("x" * 65536, 1, 1), {}, ValueError, "key is 65536 UTF-8 bytes long, more than 65535"),
-    (("é" * 32768, 1, 1), {}, ValueError, "key is 65536 UTF-8 bytes long, more than 65535"),
+    (("k", 1, 1), {"stamp": -5}, ValueError, "stamp must be in range [0, 2**64), got -5"),
+    (("x" * 65536, 1, 1), {}, ValueError,
+     "key is 65536 bytes in UTF-8, more than the 65535 a str field holds"),
+    (("é" * 32768, 1, 1), {}, ValueError,
+     "key is 65536 bytes in UTF-8, more than the 65535 a str field holds"),
     (("k", 1, 1, "o" * 70000), {}, ValueError,
-     "origin is 70000 UTF-8 bytes long, more than 65535"),
+     "origin is 70000 bytes in UTF-8, more than the 65535 a str field holds"),
+    (("\ud800", 1, 1), {}, ValueError, "key cannot be encoded as UTF-8: 'utf-8' codec can't "
+     "encode character '\\ud800' in position 0: surrogates not allowed"),
 ]
 
 
@@ -207,22 +215,30 @@ def test_int_and_str_subclasses_are_normalised(table: ModuleType) -> None:
     e = s.get_entry("k")
     assert e.astuple() == ("k", 5, 2, "o", 3)
     assert [type(f) for f in e.astuple()] == [str, int, int, str, int]
-    assert s.set("k", 6, True) is False  # bool is an int for versions: 1 < 2
 
 
-def test_surrogates_fail_alike() -> None:
-    c, p = both()
-    errors = []
-    for mod in (c, p):
-        s = mod.GossipState()
-        with pytest.raises(UnicodeEncodeError) as info:
-            s.set("\ud800", 1, 1)
-        errors.append(str(info.value))
-        with pytest.raises(UnicodeEncodeError):
-            s.get("\ud800")
-        assert "\ud800" not in s
-        assert len(s) == 0
-    assert errors[0] == errors[1]
+def test_surrogates(table: ModuleType) -> None:
+    s = table.GossipState()
+    with pytest.raises(ValueError, match="key cannot be encoded as UTF-8"):
+        s.get("\ud800")
+    with pytest.raises(ValueError, match="origin cannot be encoded as UTF-8"):
+        s.set("k", 1, 1, "a\udfff")
+    assert "\ud800" not in s
+    assert len(s) == 0
+
+
+def test_validation_words_are_the_encoders(table: ModuleType) -> None:
+    """set() refuses what encoding a Gossip refuses, in the same words."""
+    codec = load("codec", "cython" if table.__name__.endswith("_c") else "python")
+    bad = [("k", -1, 1, ""), ("k", 1.5, 1, ""), ("k", 1, True, ""), ("k", 1, 2**64, ""),
+           ("k", b"v", -3, ""), ("k", 1, 1, "x" * 65536), ("\udcff", 1, 1, "")]
+    for key, value, version, origin in bad:
+        with pytest.raises((TypeError, ValueError)) as mine:
+            table.GossipState().set(key, value, version, origin)
+        with pytest.raises((TypeError, ValueError)) as theirs:
+            codec.encode(codec.Gossip("s", key, value, version, origin))
+        assert type(mine.value) is type(theirs.value)
+        assert "Gossip." + str(mine.value) == str(theirs.value)
 
 
 def test_get_validates_the_key(table: ModuleType) -> None:
@@ -329,7 +345,7 @@ def test_merge_gossip_and_duck_typed_entries(table: ModuleType) -> None:
 def test_merge_validates_everything_first(table: ModuleType) -> None:
     E = table.Entry
     s = table.GossipState()
-    with pytest.raises(ValueError, match=r"version out of range \[0, 2\*\*64\): -1"):
+    with pytest.raises(ValueError, match=r"version must be in range \[0, 2\*\*64\), got -1"):
         s.merge([E("a", 1, 1), E("b", 1, -1)])
     with pytest.raises(TypeError, match="value must be int or bytes, not str"):
         s.merge([E("a", 1, 1), E("b", "v", 1)])
@@ -471,9 +487,11 @@ def test_header_errors() -> None:
     assert err.offset == 0
     err = _both_fail_alike(frame[:4] + b"\x02" + frame[5:])
     assert err.offset == 4
-    for mtype in (0, 2, 3, 4, 5, 7, 8, 255):
+    for mtype in (0, 8, 255):
         err = _both_fail_alike(frame[:5] + bytes([mtype]) + frame[6:])
-        assert err.offset == 5
+        assert str(err) == f"unknown message type {mtype} at offset 5"
+    for mtype in (2, 3, 4, 5, 7):  # the codec's error for such a payload
+        _both_fail_alike(frame[:5] + bytes([mtype]) + frame[6:])
     err = _both_fail_alike(frame, max_frame_size=len(frame) - 5)
     assert err.offset == 0
     for mod in both():
@@ -561,10 +579,48 @@ def test_max_frame_size_argument(table: ModuleType) -> None:
     s = table.GossipState()
     with pytest.raises(TypeError, match="max_frame_size must be int, not str"):
         s.merge_frame(b"", max_frame_size="1")
-    with pytest.raises(ValueError, match="max_frame_size must be >= 0, not -1"):
-        s.merge_frame(b"", max_frame_size=-1)
+    with pytest.raises(TypeError, match="max_frame_size must be int, not bool"):
+        s.merge_frame(b"", max_frame_size=True)
+    for bad in (-1, 1, 2**32):
+        with pytest.raises(ValueError, match=r"max_frame_size must be in \[2, 4294967295\], "
+                                             f"got {bad}"):
+            s.merge_frame(b"", max_frame_size=bad)
     frame = batch_frame("s", ENTRIES)
-    assert s.merge_frame(frame, max_frame_size=2**80) == 4
+    assert s.merge_frame(frame, max_frame_size=2**32 - 1) == 4
+
+
+def test_other_message_types_are_refused() -> None:
+    ping = _frame(2, _str16("s") + struct.pack(">Q", 9))
+    err = _both_fail_alike(ping)
+    assert str(err) == "cannot merge a Ping frame (type 2) at offset 5"
+    digest = _frame(7, _str16("s") + b"\x00" + struct.pack(">I", 0))
+    assert str(_both_fail_alike(digest)) == "cannot merge a Digest frame (type 7) at offset 5"
+
+
+def test_frame_errors_are_the_codecs() -> None:
+    """merge_frame reports a malformed frame exactly as the codec's decode does."""
+    frames = [batch_frame("sender", ENTRIES), gossip_frame("s", "key", b"val", 3, "o")]
+    cases = []
+    for frame in frames:
+        for cut in range(len(frame)):
+            cases.append(frame[:cut])
+            if cut >= 6:
+                cases.append(_with_length(frame[4:cut]))
+        for pos in range(4, len(frame)):
+            for byte in (0x00, 0x02, 0x80, 0xFF):
+                cases.append(frame[:pos] + bytes([byte]) + frame[pos + 1:])
+    for impl in ("cython", "python"):
+        codec, table = load("codec", impl), load("table", impl)
+        for frame in cases:
+            try:
+                msg = codec.decode(frame)
+            except FrameError as exc:
+                with pytest.raises(FrameError) as mine:
+                    table.GossipState().merge_frame(frame)
+                assert (str(mine.value), mine.value.offset) == (str(exc), exc.offset)
+            else:
+                if type(msg).__name__ in ("Gossip", "GossipBatch"):
+                    table.GossipState().merge_frame(frame)
 
 
 # -- watermarks and delta ----------------------------------------------------------------
@@ -800,6 +856,27 @@ def test_delta_frames_decode_to_the_delta(table: ModuleType) -> None:
         assert decoded == [e.astuple() for e in s.delta(wm)]
         t = table.GossipState()
         assert sum(t.merge_frame(f) for f in frames) == len(decoded)
+
+
+def test_codec_frames_round_trip(table: ModuleType) -> None:
+    codec = load("codec", "cython" if table.__name__.endswith("_c") else "python")
+    entries = [codec.Entry(*e) for e in ENTRIES]
+    frame = codec.encode(codec.GossipBatch("sender", entries))
+    assert frame == batch_frame("sender", ENTRIES)
+    a, b = table.GossipState(), table.GossipState()
+    assert b.merge_frame(frame) == len(a.merge(entries))
+    assert snapshot(a) == snapshot(b)
+    assert b.merge_frame(codec.encode(codec.Gossip("s", "new", b"v", 99, "o"))) == 1
+    assert b.get_entry("new").astuple() == ("new", b"v", 99, "o", 99)
+    # delta_frames decode (with the codec) to the delta
+    s = _filled(table)
+    for wm in ({}, {"origin-0": 1100}):
+        frames = s.delta_frames("me", wm, max_frame_size=700)
+        msgs = [codec.decode(f) for f in frames]
+        assert all(type(m) is codec.GossipBatch and m.sender_id == "me" for m in msgs)
+        assert [e.astuple() for m in msgs for e in m.entries] == [
+            e.astuple() for e in s.delta(wm)]
+        assert all(codec.encode(m) == f for m, f in zip(msgs, frames))
 
 
 def test_delta_frames_one_frame_by_default(table: ModuleType) -> None:

@@ -20,7 +20,7 @@ with none made per entry.
 """
 
 cimport cython
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
@@ -32,11 +32,21 @@ from fastgossip._codec_c cimport Entry, Gossip
 from fastgossip._wire cimport (
     HEADER_SIZE,
     MIN_ENTRY_SIZE,
-    PROTOCOL_VERSION,
+    MIN_ORIGIN_SIZE,
     T_GOSSIP,
     T_GOSSIP_BATCH,
     V_BYTES,
     V_INT,
+    EntryView,
+    WireReader,
+    rd_count,
+    rd_end,
+    rd_entry,
+    rd_str,
+    rd_u16,
+    rd_u32,
+    rd_u64,
+    rd_value,
     rd16,
     rd32,
     rd64,
@@ -45,6 +55,9 @@ from fastgossip._wire cimport (
     wr64,
     wr_header,
     wr_str,
+    wire_error_message,
+    wire_open,
+    wire_utf8_error,
 )
 
 import os
@@ -52,6 +65,16 @@ import os
 import fastgossip._codec_c as _codec_c
 
 from fastgossip.errors import FrameError
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FG_PREFETCH(p) __builtin_prefetch((const void*)(p))
+    #else
+    #define FG_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void _prefetch "FG_PREFETCH"(const void* p) noexcept nogil
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
@@ -223,30 +246,40 @@ cdef inline int _bytes_cmp(const unsigned char* a, Py_ssize_t na,
     return (na > nb) - (na < nb)
 
 
-# -- argument validation (same checks and messages as _table_py.py) ------------------
+# -- argument validation: the codec encoder's rules and words (_table_py.py alike) ----
+
+cdef str _range_text(object v):
+    cdef Py_ssize_t bits = int.bit_length(v)
+    return int.__repr__(v) if bits <= 128 else f"an int of {bits} bits"
+
 
 cdef int _conv_str(str name, object s, const unsigned char** p, Py_ssize_t* n) except -1:
     if not isinstance(s, str):
         raise TypeError(f"{name} must be str, not {type(s).__name__}")
-    p[0] = <const unsigned char*>PyUnicode_AsUTF8AndSize(s, n)
+    try:
+        p[0] = <const unsigned char*>PyUnicode_AsUTF8AndSize(s, n)
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} cannot be encoded as UTF-8: {exc}") from None
     if n[0] > MAX_STR:
-        raise ValueError(f"{name} is {n[0]} UTF-8 bytes long, more than 65535")
+        raise ValueError(f"{name} is {n[0]} bytes in UTF-8, more than the 65535 a str "
+                         "field holds")
     return 0
 
 
 cdef int _conv_u64(str name, object v, uint64_t* out) except -1:
-    if not isinstance(v, int):
+    """An int in [0, 2**64), bool refused."""
+    if type(v) is not int and (type(v) is bool or not isinstance(v, int)):
         raise TypeError(f"{name} must be int, not {type(v).__name__}")
     try:
         out[0] = PyLong_AsUnsignedLongLong(v)
     except OverflowError:
-        raise ValueError(f"{name} out of range [0, 2**64): {v}") from None
+        raise ValueError(f"{name} must be in range [0, 2**64), got {_range_text(v)}") from None
     return 0
 
 
 cdef Py_ssize_t _conv_size(str name, object v, Py_ssize_t minimum) except -1:
     """A non-negative size argument; huge values saturate at PY_SSIZE_T_MAX."""
-    if not isinstance(v, int):
+    if type(v) is bool or not isinstance(v, int):
         raise TypeError(f"{name} must be int, not {type(v).__name__}")
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, not {v}")
@@ -254,6 +287,15 @@ cdef Py_ssize_t _conv_size(str name, object v, Py_ssize_t minimum) except -1:
         return PyLong_AsSsize_t(v)
     except OverflowError:
         return PY_SSIZE_T_MAX
+
+
+cdef Py_ssize_t _conv_max_frame_size(object v) except -1:
+    """max_frame_size as the codec checks it."""
+    if type(v) is bool or not isinstance(v, int):
+        raise TypeError(f"max_frame_size must be int, not {type(v).__name__}")
+    if not (2 <= v <= 0xFFFFFFFF):
+        raise ValueError(f"max_frame_size must be in [2, 4294967295], got {int.__int__(v)}")
+    return <Py_ssize_t>v
 
 
 # -- records -------------------------------------------------------------------------
@@ -292,6 +334,7 @@ cdef struct Origin:
 
 
 cdef struct In:            # an incoming entry, borrowed pointers
+    uint64_t h             # _hash(key, klen), set by whoever fills the struct
     const unsigned char* key
     Py_ssize_t klen
     uint64_t version
@@ -321,22 +364,24 @@ cdef struct Packer:        # greedy packing of batch entries into frames
 
 cdef int _in_value(object value, In* e) except -1:
     cdef Py_ssize_t n
+    if isinstance(value, int) and type(value) is not bool:
+        try:
+            e.ival = PyLong_AsUnsignedLongLong(value)
+        except OverflowError:
+            raise ValueError(
+                f"value must be in range [0, 2**64), got {_range_text(value)}") from None
+        e.tag = V_INT
+        return 0
     if isinstance(value, bytes):
         n = PyBytes_GET_SIZE(value)
         if <uint64_t>n > MAX_LENGTH:
-            raise ValueError(f"bytes value is {n} bytes long, more than 4294967295")
+            raise ValueError(f"value is {n} bytes long, more than the 4294967295 a bytes32 "
+                             "field holds")
         e.tag = V_BYTES
         e.bval = <const unsigned char*>PyBytes_AS_STRING(value)
         e.blen = <uint32_t>n
         return 0
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"value must be int or bytes, not {type(value).__name__}")
-    try:
-        e.ival = PyLong_AsUnsignedLongLong(value)
-    except OverflowError:
-        raise ValueError(f"int value out of range [0, 2**64): {value}") from None
-    e.tag = V_INT
-    return 0
+    raise TypeError(f"value must be int or bytes, not {type(value).__name__}")
 
 
 @cython.final
@@ -630,13 +675,16 @@ cdef class GossipState:
         cdef Rec* r = &self._recs[rec.slot]
         return r.origin == oid and r.stamp == rec.stamp
 
-    cdef void _maybe_compact(self, uint32_t oid) noexcept:
-        """Drop stale and duplicate records once they outnumber the live ones."""
+    cdef inline void _maybe_compact(self, uint32_t oid) noexcept:
+        cdef Origin* o = &self._origins[oid]
+        if o.log_len - o.live > o.live + COMPACT_SLACK:
+            self._compact(oid)
+
+    cdef void _compact(self, uint32_t oid) noexcept:
+        """Drop stale and duplicate records (they outnumber the live ones)."""
         cdef Origin* o = &self._origins[oid]
         cdef uint32_t i, k = 0, cap
         cdef LogRec* new
-        if o.log_len - o.live <= o.live + COMPACT_SLACK:
-            return
         if not self._sort_log(oid):
             return  # best effort: retried at the next append
         for i in range(o.log_len):
@@ -673,7 +721,7 @@ cdef class GossipState:
             o.watermark = e.stamp
         if e.version > self._max_version:
             self._max_version = e.version
-        h = _hash(e.key, e.klen)
+        h = e.h
         slot = self._find(e.key, e.klen, h, &pos)
         if slot < 0:
             return self._insert(e, oid, h, pos)
@@ -825,6 +873,7 @@ cdef class GossipState:
             e.stamp = e.version
         else:
             _conv_u64("stamp", stamp, &e.stamp)
+        e.h = _hash(e.key, e.klen)
         return self._apply(&e, self._origin_id(op, on, origin)) == 1
 
     def merge(self, entries) -> list:
@@ -858,11 +907,11 @@ cdef class GossipState:
                         (<Gossip>item).origin, None)
                 else:
                     stamp = getattr(item, "stamp", None)
-                    version, key, value, origin = item.version, item.key, item.value, item.origin
+                    key, value, version, origin = item.key, item.value, item.version, item.origin
                     hold.append((key, value, origin))
-                _conv_u64("version", version, &ins[i].version)
                 _conv_str("key", key, &ins[i].key, &ins[i].klen)
                 _in_value(value, &ins[i])
+                _conv_u64("version", version, &ins[i].version)
                 _conv_str("origin", origin, &op, &on)
                 origins[i] = origin
                 if stamp is None:
@@ -870,6 +919,7 @@ cdef class GossipState:
                 else:
                     _conv_u64("stamp", stamp, &ins[i].stamp)
             for i in range(n):
+                ins[i].h = _hash(ins[i].key, ins[i].klen)
                 if self._apply(&ins[i], self._origin_of(origins[i])):
                     changed.append(self._result(<object>PyList_GET_ITEM(items, i), &ins[i],
                                                 origins[i]))
@@ -901,19 +951,20 @@ cdef class GossipState:
     def merge_frame(self, frame, max_frame_size=DEFAULT_MAX_FRAME_SIZE) -> int:
         """Merge one complete Gossip or GossipBatch frame (length prefix included).
 
-        The whole frame is checked before anything is merged: a malformed frame
-        raises FrameError and leaves the table unchanged. Returns the number of
-        entries that changed the table.
+        The frame is checked as the codec's ``decode`` checks it (same FrameError,
+        same message and offset) before anything is merged, so a malformed frame
+        leaves the table unchanged; a well-formed frame of another type raises
+        FrameError too. Returns the number of entries that changed the table.
         """
-        cdef Py_ssize_t max_size
+        cdef Py_ssize_t max_size = 1 << 20
         cdef Py_buffer view
-        if type(max_frame_size) is int and max_frame_size == DEFAULT_MAX_FRAME_SIZE:
-            max_size = 1 << 20
-        else:
-            max_size = _conv_size("max_frame_size", max_frame_size, 0)
+        if max_frame_size is not DEFAULT_MAX_FRAME_SIZE:
+            max_size = _conv_max_frame_size(max_frame_size)
         if PyBytes_CheckExact(frame):
             return self._merge_frame(<const unsigned char*>PyBytes_AS_STRING(frame),
                                      PyBytes_GET_SIZE(frame), max_size)
+        if not PyObject_CheckBuffer(frame):
+            raise TypeError(f"merge_frame() needs a bytes-like object, not {type(frame).__name__}")
         PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
         try:
             return self._merge_frame(<const unsigned char*>view.buf, view.len, max_size)
@@ -922,108 +973,103 @@ cdef class GossipState:
 
     cdef Py_ssize_t _merge_frame(self, const unsigned char* buf, Py_ssize_t n,
                                  Py_ssize_t max_size) except -1:
-        cdef uint64_t length
-        cdef uint8_t mtype
-        if n < 4:
-            raise FrameError("truncated length prefix at offset 0", 0)
-        length = rd32(buf)
-        if length < 2:
-            raise FrameError(f"frame length {length} is less than 2 at offset 0", 0)
-        if length > <uint64_t>max_size:
-            raise FrameError(f"frame length {length} exceeds max_frame_size {max_size} "
-                             "at offset 0", 0)
-        if <uint64_t>n < 4 + length:
-            raise FrameError(f"truncated frame: {n} of {4 + length} bytes at offset {n}", n)
-        if <uint64_t>n > 4 + length:
-            raise FrameError(f"trailing bytes at offset {4 + length}", 4 + length)
-        if buf[4] != PROTOCOL_VERSION:
-            raise FrameError(f"unknown protocol version {buf[4]} at offset 4", 4)
-        mtype = buf[5]
-        if mtype == T_GOSSIP_BATCH:
-            return self._merge_batch(buf, n)
-        if mtype == T_GOSSIP:
-            return self._merge_gossip(buf, n)
-        if mtype in _TYPE_NAMES:
-            raise FrameError(f"cannot merge a {_TYPE_NAMES[mtype]} frame (type {mtype}) "
-                             "at offset 5", 5)
-        raise FrameError(f"unknown message type {mtype} at offset 5", 5)
+        cdef WireReader r
+        cdef int t = wire_open(&r, buf, n, <uint64_t>max_size)
+        if t == T_GOSSIP_BATCH:
+            return self._merge_batch(&r)
+        if t == T_GOSSIP:
+            return self._merge_gossip(&r)
+        if t < 0:
+            _raise(&r)
+        # another type: the codec reports what is wrong with it, if anything
+        _codec_c.decode(PyBytes_FromStringAndSize(<const char*>buf, n), max_size)
+        raise FrameError(f"cannot merge a {_TYPE_NAMES[t]} frame (type {t}) at offset 5", 5)
 
-    cdef Py_ssize_t _merge_gossip(self, const unsigned char* buf, Py_ssize_t n) except -1:
+    cdef Py_ssize_t _merge_gossip(self, WireReader* r) except -1:
         cdef In e
-        cdef Py_ssize_t pos = HEADER_SIZE, opos, on
-        pos = _walk_str(buf, n, pos, "sender_id")
-        e.key = buf + pos + 2
-        e.klen = rd16(buf + pos) if n - pos >= 2 else 0
-        pos = _walk_str(buf, n, pos, "key")
-        pos = _walk_value(buf, n, pos, pos, "value", &e)
-        if n - pos < 8:
-            raise FrameError(f"truncated version at offset {pos}", pos)
-        e.version = rd64(buf + pos)
+        cdef const unsigned char* s = NULL
+        cdef const unsigned char* o = NULL
+        cdef Py_ssize_t n = 0, on = 0, blen = 0
+        memset(&e, 0, sizeof(e))
+        if rd_str(r, "sender_id", &s, &n) < 0:
+            _raise(r)
+        _check_utf8(r, s, n, "sender_id")
+        if rd_str(r, "key", &e.key, &e.klen) < 0:
+            _raise(r)
+        _check_utf8(r, e.key, e.klen, "key")
+        if rd_value(r, "value", &e.tag, &e.ival, &e.bval, &blen) < 0:
+            _raise(r)
+        e.blen = <uint32_t>blen
+        if rd_u64(r, "version", &e.version) < 0:
+            _raise(r)
         e.stamp = e.version
-        pos += 8
-        opos = pos
-        pos = _walk_str(buf, n, pos, "origin")
-        if pos != n:
-            raise FrameError(f"trailing bytes at offset {pos}", pos)
-        on = rd16(buf + opos)
-        return self._apply(&e, self._origin_id(buf + opos + 2, on, None))
+        if rd_str(r, "origin", &o, &on) < 0:
+            _raise(r)
+        _check_utf8(r, o, on, "origin")
+        if rd_end(r, "Gossip") < 0:
+            _raise(r)
+        e.h = _hash(e.key, e.klen)
+        return self._apply(&e, self._origin_id(o, on, None))
 
-    cdef Py_ssize_t _merge_batch(self, const unsigned char* buf, Py_ssize_t n) except -1:
-        cdef Py_ssize_t pos = HEADER_SIZE, start, opos, count_at, changed = 0
-        cdef uint32_t n_origins, count, i, idx, kl, bl
+    cdef Py_ssize_t _merge_batch(self, WireReader* r) except -1:
+        cdef const unsigned char* buf = r.buf
+        cdef const unsigned char* s = NULL
+        cdef Py_ssize_t n = 0, at, start, pos, opos, changed = 0
+        cdef uint16_t n_origins = 0
+        cdef uint32_t count = 0, i, idx
         cdef uint32_t small[32]
         cdef uint32_t* table = small        # per frame origin: [offset, id]
-        cdef uint8_t tag
-        cdef In e
-        pos = _walk_str(buf, n, pos, "sender_id")
-        if n - pos < 2:
-            raise FrameError(f"truncated origin count at offset {pos}", pos)
-        n_origins = rd16(buf + pos)
-        pos += 2
+        cdef EntryView ev
+        cdef In e, nxt
+        cdef uint32_t nidx = 0
+        memset(&ev, 0, sizeof(ev))
+        memset(&nxt, 0, sizeof(nxt))
+        if rd_str(r, "sender_id", &s, &n) < 0:
+            _raise(r)
+        _check_utf8(r, s, n, "sender_id")
+        at = r.pos
+        if (rd_u16(r, "n_origins", &n_origins) < 0
+                or rd_count(r, "n_origins", n_origins, MIN_ORIGIN_SIZE, at) < 0):
+            _raise(r)
         if n_origins > 16:
             table = <uint32_t*>PyMem_Malloc(n_origins * 2 * sizeof(uint32_t))
             if table == NULL:
                 raise MemoryError()
         try:
+            # 1. walk: check the whole frame, as the codec does, before merging anything
+            r.item_group = "origins"
             for i in range(n_origins):
-                table[2 * i] = <uint32_t>pos
+                r.item_index = i
+                table[2 * i] = <uint32_t>r.pos
                 table[2 * i + 1] = NO_ORIGIN
-                pos = _walk_str(buf, n, pos, "origin")
-            if n - pos < 4:
-                raise FrameError(f"truncated entry count at offset {pos}", pos)
-            count = rd32(buf + pos)
-            count_at = pos
-            pos += 4
-            if <uint64_t>count * MIN_ENTRY_SIZE > <uint64_t>(n - pos):
-                raise FrameError(f"entry count {count} overruns the frame at offset {count_at}",
-                                 count_at)
-            start = pos
-            # 1. walk: check every entry before merging any
+                if rd_str(r, "", &s, &n) < 0:
+                    _raise(r)
+                _check_utf8(r, s, n, "")
+            r.item_group = NULL
+            at = r.pos
+            if (rd_u32(r, "n_entries", &count) < 0
+                    or rd_count(r, "n_entries", count, MIN_ENTRY_SIZE, at) < 0):
+                _raise(r)
+            start = r.pos
+            r.item_group = "entries"
             for i in range(count):
-                pos = _walk_entry(buf, n, pos, n_origins)
-            if pos != n:
-                raise FrameError(f"trailing bytes at offset {pos}", pos)
-            # 2. merge, trusting the walk
+                r.item_index = i
+                if rd_entry(r, n_origins, &ev) < 0:
+                    _raise(r)
+                _check_utf8_at(r, ev.key, ev.key_len, ev.key_offset, "key")
+            r.item_group = NULL
+            if rd_end(r, "GossipBatch") < 0:
+                _raise(r)
+            # 2. merge, trusting the walk; the next entry's bucket is prefetched
             pos = start
+            if count:
+                pos = _read_entry(buf, pos, &nxt, &nidx)
             for i in range(count):
-                kl = rd16(buf + pos)
-                e.key = buf + pos + 2
-                e.klen = kl
-                pos += 2 + kl
-                idx = rd16(buf + pos)
-                e.version = rd64(buf + pos + 2)
-                e.stamp = rd64(buf + pos + 10)
-                tag = buf[pos + 18]
-                pos += 19
-                e.tag = tag
-                if tag == V_INT:
-                    e.ival = rd64(buf + pos)
-                    pos += 8
-                else:
-                    bl = rd32(buf + pos)
-                    e.blen = bl
-                    e.bval = buf + pos + 4
-                    pos += 4 + bl
+                e = nxt
+                idx = nidx
+                if i + 1 < count:
+                    pos = _read_entry(buf, pos, &nxt, &nidx)
+                    _prefetch(&self._index[<uint32_t>(nxt.h >> 32) & self._mask])
                 if table[2 * idx + 1] == NO_ORIGIN:
                     opos = table[2 * idx]
                     table[2 * idx + 1] = self._origin_id(buf + opos + 2, rd16(buf + opos), None)
@@ -1335,9 +1381,7 @@ cdef class GossipState:
         cdef uint64_t stamp
         cdef list frames
         _conv_str("sender_id", sender_id, &sp, &sn)
-        max_size = _conv_size("max_frame_size", max_frame_size, 0)
-        if <uint64_t>max_size > 4 + MAX_LENGTH:
-            max_size = <Py_ssize_t>(4 + MAX_LENGTH)
+        max_size = _conv_max_frame_size(max_frame_size)
         if max_bytes is not None:
             budget = _conv_size("max_bytes", max_bytes, 0)
         memset(&pk, 0, sizeof(Packer))
@@ -1451,71 +1495,42 @@ cdef class GossipState:
             PyMem_Free(order)
 
 
-# -- the frame walk (same order of checks and messages as _table_py.py) -----------------
+# -- reading frames: the codec's checks and words (WireReader, _wire.pxd) ---------------
 
-cdef Py_ssize_t _walk_str(const unsigned char* buf, Py_ssize_t n, Py_ssize_t pos,
-                          str name) except -1:
-    cdef Py_ssize_t size
-    if n - pos < 2:
-        raise FrameError(f"truncated {name} at offset {pos}", pos)
-    size = rd16(buf + pos)
-    if n - pos - 2 < size:
-        raise FrameError(f"truncated {name} at offset {pos}", pos)
-    if not _utf8_ok(buf + pos + 2, size):
-        raise FrameError(f"invalid UTF-8 in {name} at offset {pos}", pos)
-    return pos + 2 + size
-
-
-cdef Py_ssize_t _walk_value(const unsigned char* buf, Py_ssize_t n, Py_ssize_t pos,
-                            Py_ssize_t at, str name, In* e) except -1:
-    """Check a value at pos; fill e. Truncation is reported at ``at`` as ``name``."""
-    cdef uint8_t tag
-    cdef uint32_t size
-    if n - pos < 1:
-        raise FrameError(f"truncated {name} at offset {at}", at)
-    tag = buf[pos]
-    if tag == V_INT:
-        if n - pos < 9:
-            raise FrameError(f"truncated {name} at offset {at}", at)
-        e.tag = V_INT
-        e.ival = rd64(buf + pos + 1)
-        return pos + 9
-    if tag != V_BYTES:
-        raise FrameError(f"unknown value tag {tag} at offset {pos}", pos)
-    if n - pos < 5:
-        raise FrameError(f"truncated {name} at offset {at}", at)
-    size = rd32(buf + pos + 1)
-    if <uint64_t>(n - pos - 5) < size:
-        raise FrameError(f"truncated {name} at offset {at}", at)
-    e.tag = V_BYTES
-    e.blen = size
-    e.bval = buf + pos + 5
-    return pos + 5 + size
+cdef inline Py_ssize_t _read_entry(const unsigned char* buf, Py_ssize_t pos, In* e,
+                                   uint32_t* origin_index) noexcept nogil:
+    """Read a batch entry that the walk has checked; returns where the next begins."""
+    cdef uint32_t kl = rd16(buf + pos)
+    e.key = buf + pos + 2
+    e.klen = kl
+    e.h = _hash(e.key, kl)
+    pos += 2 + kl
+    origin_index[0] = rd16(buf + pos)
+    e.version = rd64(buf + pos + 2)
+    e.stamp = rd64(buf + pos + 10)
+    e.tag = buf[pos + 18]
+    pos += 19
+    if e.tag == V_INT:
+        e.ival = rd64(buf + pos)
+        return pos + 8
+    e.blen = rd32(buf + pos)
+    e.bval = buf + pos + 4
+    return pos + 4 + e.blen
 
 
-cdef Py_ssize_t _walk_entry(const unsigned char* buf, Py_ssize_t n, Py_ssize_t pos,
-                            uint32_t n_origins) except -1:
-    """Check one batch entry at pos; returns where the next begins."""
-    cdef Py_ssize_t start = pos
-    cdef uint32_t kl, idx
-    cdef In e
-    if n - pos < 2:
-        raise FrameError(f"truncated entry at offset {start}", start)
-    kl = rd16(buf + pos)
-    pos += 2
-    if n - pos < kl:
-        raise FrameError(f"truncated entry at offset {start}", start)
-    if not _utf8_ok(buf + pos, kl):
-        raise FrameError(f"invalid UTF-8 in key at offset {start}", start)
-    pos += kl
-    if n - pos < 2:
-        raise FrameError(f"truncated entry at offset {start}", start)
-    idx = rd16(buf + pos)
-    if idx >= n_origins:
-        raise FrameError(f"origin index {idx} out of range ({n_origins} origins) "
-                         f"at offset {pos}", pos)
-    pos += 2
-    if n - pos < 16:
-        raise FrameError(f"truncated entry at offset {start}", start)
-    pos += 16
-    return _walk_value(buf, n, pos, start, "entry", &e)
+cdef int _raise(WireReader* r) except -1:
+    raise FrameError(wire_error_message(r), r.err_offset)
+
+
+cdef inline int _check_utf8_at(WireReader* r, const unsigned char* s, Py_ssize_t n,
+                               Py_ssize_t offset, const char* field) except -1:
+    if not _utf8_ok(s, n):
+        wire_utf8_error(r, s, n, offset, field)
+        _raise(r)
+    return 0
+
+
+cdef inline int _check_utf8(WireReader* r, const unsigned char* s, Py_ssize_t n,
+                            const char* field) except -1:
+    """Check the str field just read (it ends at r.pos)."""
+    return _check_utf8_at(r, s, n, r.pos - n, field)

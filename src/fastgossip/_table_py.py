@@ -17,7 +17,8 @@ import heapq
 from bisect import bisect_left
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
-from ._messages_py import Entry, Gossip
+from ._codec_py import decode
+from ._messages_py import Entry, Gossip, GossipBatch
 from .errors import FrameError
 
 __all__ = ["DEFAULT_MAX_FRAME_SIZE", "Entry", "GossipState"]
@@ -40,42 +41,64 @@ _COMPACT_SLACK = 16
 _VALUE, _VERSION, _ORIGIN, _STAMP = range(4)
 
 
-# -- validation (same checks and messages as _table_c.pyx) --------------------------
+# -- validation: the codec encoder's rules and words (_table_c.pyx alike) -------------
 
 def _check_str(name: str, s: object) -> str:
     if not isinstance(s, str):
         raise TypeError(f"{name} must be str, not {type(s).__name__}")
-    n = len(s.encode("utf-8"))  # UnicodeEncodeError (a ValueError) on lone surrogates
+    try:
+        n = len(str.encode(s, "utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} cannot be encoded as UTF-8: {exc}") from None
     if n > _MAX_STR:
-        raise ValueError(f"{name} is {n} UTF-8 bytes long, more than 65535")
+        raise ValueError(f"{name} is {n} bytes in UTF-8, more than the 65535 a str field holds")
     return s if type(s) is str else str.__str__(s)
 
 
+def _range_error(name: str, v: int) -> ValueError:
+    bits = int.bit_length(v)
+    text = int.__repr__(v) if bits <= 128 else f"an int of {bits} bits"
+    return ValueError(f"{name} must be in range [0, 2**64), got {text}")
+
+
 def _check_u64(name: str, v: object) -> int:
-    if not isinstance(v, int):
+    """An int in [0, 2**64), bool refused."""
+    if type(v) is not int and (type(v) is bool or not isinstance(v, int)):
         raise TypeError(f"{name} must be int, not {type(v).__name__}")
-    if v < 0 or v >= _U64:
-        raise ValueError(f"{name} out of range [0, 2**64): {v}")
-    return int(v)
+    v = int.__index__(v)  # type: ignore[arg-type]
+    if not 0 <= v < _U64:
+        raise _range_error(name, v)
+    return v
 
 
 def _check_value(v: object) -> Value:
+    if isinstance(v, int) and type(v) is not bool:
+        v = int.__index__(v)
+        if not 0 <= v < _U64:
+            raise _range_error("value", v)
+        return v
     if isinstance(v, bytes):
         if len(v) > _MAX_BYTES:
-            raise ValueError(f"bytes value is {len(v)} bytes long, more than 4294967295")
+            raise ValueError(f"value is {len(v)} bytes long, more than the 4294967295 a "
+                             "bytes32 field holds")
         return v if type(v) is bytes else bytes(v)
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise TypeError(f"value must be int or bytes, not {type(v).__name__}")
-    if v < 0 or v >= _U64:
-        raise ValueError(f"int value out of range [0, 2**64): {v}")
-    return int(v)
+    raise TypeError(f"value must be int or bytes, not {type(v).__name__}")
 
 
 def _check_size(name: str, v: object, minimum: int = 0) -> int:
-    if not isinstance(v, int):
+    if type(v) is bool or not isinstance(v, int):
         raise TypeError(f"{name} must be int, not {type(v).__name__}")
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, not {v}")
+    return int(v)
+
+
+def _check_max_frame_size(v: object) -> int:
+    """max_frame_size as the codec checks it."""
+    if type(v) is bool or not isinstance(v, int):
+        raise TypeError(f"max_frame_size must be int, not {type(v).__name__}")
+    if not 2 <= v <= _MAX_LENGTH:
+        raise ValueError(f"max_frame_size must be in [2, 4294967295], got {int.__int__(v)}")
     return int(v)
 
 
@@ -123,16 +146,13 @@ class GossipState:
         checked = []
         for e in entries:
             stamp = getattr(e, "stamp", None)
-            version, key, value, origin = e.version, e.key, e.value, e.origin
+            key, value, version, origin = e.key, e.value, e.version, e.origin
+            key = _check_str("key", key)
+            value = _check_value(value)
             version = _check_u64("version", version)
-            checked.append((
-                e,
-                _check_str("key", key),
-                _check_value(value),
-                version,
-                _check_str("origin", origin),
-                version if stamp is None else _check_u64("stamp", stamp),
-            ))
+            origin = _check_str("origin", origin)
+            stamp = version if stamp is None else _check_u64("stamp", stamp)
+            checked.append((e, key, value, version, origin, stamp))
         changed = []
         for e, key, value, version, origin, stamp in checked:
             if self._apply(key, value, version, origin, stamp):
@@ -147,14 +167,30 @@ class GossipState:
     def merge_frame(self, frame: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> int:
         """Merge one complete Gossip or GossipBatch frame (length prefix included).
 
-        The whole frame is checked before anything is merged: a malformed frame
-        raises FrameError and leaves the table unchanged. Returns the number of
-        entries that changed the table.
+        The frame is checked as the codec's ``decode`` checks it (same FrameError,
+        same message and offset) before anything is merged, so a malformed frame
+        leaves the table unchanged; a well-formed frame of another type raises
+        FrameError too. Returns the number of entries that changed the table.
         """
-        max_frame_size = _check_size("max_frame_size", max_frame_size)
-        entries = _parse_frame(memoryview(frame).tobytes(), max_frame_size)
+        if max_frame_size is not DEFAULT_MAX_FRAME_SIZE:
+            max_frame_size = _check_max_frame_size(max_frame_size)
+        if type(frame) is not bytes:
+            try:
+                frame = memoryview(frame).tobytes()
+            except TypeError:
+                raise TypeError("merge_frame() needs a bytes-like object, not "
+                                f"{type(frame).__name__}") from None
+        msg = decode(frame, max_frame_size)
+        if type(msg) is GossipBatch:
+            items = [(e.key, e.value, e.version, e.origin, e.stamp) for e in msg.entries]
+        elif type(msg) is Gossip:
+            items = [(msg.key, msg.value, msg.version, msg.origin, msg.version)]
+        else:
+            mtype = frame[5]
+            raise FrameError(f"cannot merge a {type(msg).__name__} frame (type {mtype}) "
+                             "at offset 5", 5)
         changed = 0
-        for key, value, version, origin, stamp in entries:
+        for key, value, version, origin, stamp in items:
             changed += self._apply(key, value, version, origin, stamp)
         return changed
 
@@ -329,7 +365,7 @@ class GossipState:
         hold; when that entry is the first due, ValueError is raised.
         """
         sender_id = _check_str("sender_id", sender_id)
-        max_frame_size = _check_size("max_frame_size", max_frame_size)
+        max_frame_size = _check_max_frame_size(max_frame_size)
         if max_bytes is not None:
             max_bytes = _check_size("max_bytes", max_bytes)
         sender = sender_id.encode("utf-8")
@@ -406,7 +442,7 @@ class _Packer:
 
     def __init__(self, base: int, max_frame_size: int) -> None:
         self.base = base
-        self.max_frame_size = min(max_frame_size, 4 + _MAX_LENGTH)
+        self.max_frame_size = max_frame_size
         self.size = 0  # of the open frame; 0 when none is open
         self.origins: Dict[str, None] = {}
         self.new_frame = False
@@ -434,131 +470,3 @@ class _Packer:
             self.new_frame = True
         self.origins[origin] = None
         return grow
-
-
-# -- frame parsing (same walk, same order of checks and messages as _table_c.pyx) ------
-
-def _parse_frame(buf: bytes, max_frame_size: int) -> List[Tuple[str, Value, int, str, int]]:
-    n = len(buf)
-    if n < 4:
-        raise FrameError("truncated length prefix at offset 0", 0)
-    length = int.from_bytes(buf[:4], "big")
-    if length < 2:
-        raise FrameError(f"frame length {length} is less than 2 at offset 0", 0)
-    if length > max_frame_size:
-        raise FrameError(f"frame length {length} exceeds max_frame_size {max_frame_size} "
-                         "at offset 0", 0)
-    if n < 4 + length:
-        raise FrameError(f"truncated frame: {n} of {4 + length} bytes at offset {n}", n)
-    if n > 4 + length:
-        raise FrameError(f"trailing bytes at offset {4 + length}", 4 + length)
-    if buf[4] != 1:
-        raise FrameError(f"unknown protocol version {buf[4]} at offset 4", 4)
-    mtype = buf[5]
-    if mtype in _TYPE_NAMES:
-        raise FrameError(f"cannot merge a {_TYPE_NAMES[mtype]} frame (type {mtype}) "
-                         "at offset 5", 5)
-    if mtype not in (_T_GOSSIP, _T_GOSSIP_BATCH):
-        raise FrameError(f"unknown message type {mtype} at offset 5", 5)
-    r = _Reader(buf)
-    out = []
-    if mtype == _T_GOSSIP:
-        r.str("sender_id")
-        key = r.str("key")
-        value = r.value("value")
-        version = r.u64("version")
-        origin = r.str("origin")
-        out.append((key, value, version, origin, version))
-    else:
-        r.str("sender_id")
-        origins = [r.str("origin") for _ in range(r.u16("origin count"))]
-        start = r.pos
-        count = r.u32("entry count")
-        if count * _MIN_ENTRY_SIZE > n - r.pos:
-            raise FrameError(f"entry count {count} overruns the frame at offset {start}", start)
-        for _ in range(count):
-            start = r.pos
-            r.what = "entry"
-            r.at = start
-            key = r.str("key")
-            ipos = r.pos
-            index = r.u16("")
-            if index >= len(origins):
-                raise FrameError(f"origin index {index} out of range ({len(origins)} origins) "
-                                 f"at offset {ipos}", ipos)
-            version = r.u64("")
-            stamp = r.u64("")
-            value = r.value("")
-            out.append((key, value, version, origins[index], stamp))
-            r.what = ""
-    if r.pos != n:
-        raise FrameError(f"trailing bytes at offset {r.pos}", r.pos)
-    return out
-
-
-class _Reader:
-    """Cursor over a frame. Inside a batch entry (``what`` set) every truncation is
-    reported as "truncated entry at offset <entry start>"."""
-
-    __slots__ = ("buf", "pos", "what", "at")
-
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
-        self.pos = 6
-        self.what = ""
-        self.at = 0
-
-    def _need(self, size: int, name: str, at: int) -> None:
-        if len(self.buf) - self.pos < size:
-            if self.what:
-                raise FrameError(f"truncated {self.what} at offset {self.at}", self.at)
-            raise FrameError(f"truncated {name} at offset {at}", at)
-
-    def _int(self, size: int, name: str) -> int:
-        self._need(size, name, self.pos)
-        v = int.from_bytes(self.buf[self.pos:self.pos + size], "big")
-        self.pos += size
-        return v
-
-    def u16(self, name: str) -> int:
-        return self._int(2, name)
-
-    def u32(self, name: str) -> int:
-        return self._int(4, name)
-
-    def u64(self, name: str) -> int:
-        return self._int(8, name)
-
-    def str(self, name: str) -> str:
-        at = self.pos
-        self._need(2, name, at)
-        size = int.from_bytes(self.buf[at:at + 2], "big")
-        self.pos += 2
-        self._need(size, name, at)
-        raw = self.buf[self.pos:self.pos + size]
-        try:
-            s = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise FrameError(f"invalid UTF-8 in {name} at offset {at}", at) from None
-        self.pos += size
-        return s
-
-    def value(self, name: str) -> Value:
-        at = self.pos
-        self._need(1, name, at)
-        tag = self.buf[at]
-        self.pos += 1
-        if tag == 0:
-            self._need(8, name, at)
-            v = int.from_bytes(self.buf[self.pos:self.pos + 8], "big")
-            self.pos += 8
-            return v
-        if tag != 1:
-            raise FrameError(f"unknown value tag {tag} at offset {at}", at)
-        self._need(4, name, at)
-        size = int.from_bytes(self.buf[self.pos:self.pos + 4], "big")
-        self.pos += 4
-        self._need(size, name, at)
-        v = self.buf[self.pos:self.pos + size]
-        self.pos += size
-        return v
