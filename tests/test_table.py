@@ -704,6 +704,20 @@ def test_delta_bad_watermark_values(table: ModuleType) -> None:
     assert s.delta({"other": "ignored"})[0].key == "k"
 
 
+def test_delta_with_a_mapping_that_meddles(table: ModuleType) -> None:
+    s = table.GossipState()
+    for i in range(5):
+        s.set(f"k{i}", i, i + 1, f"o{i}")
+
+    class Meddler(dict):
+        def get(self, key: Any, default: Any = None) -> Any:
+            s.clear()
+            return default
+
+    assert s.delta(Meddler()) == []  # no crash; nothing is left to send
+    assert len(s) == 0
+
+
 def test_delta_skips_stale_records(table: ModuleType) -> None:
     s = table.GossipState()
     for i in range(100):

@@ -1203,8 +1203,11 @@ cdef class GossipState:
             if after == NULL or mode == NULL or heap == NULL:
                 raise MemoryError()
             for oid in range(n_origins):
-                theirs = watermarks.get(<object>self._origins[oid].pystr)
                 after[oid] = 0
+                mode[oid] = 0
+                if oid >= self._n_origins:  # the mapping's get() cleared the table
+                    continue
+                theirs = watermarks.get(<object>self._origins[oid].pystr)
                 if theirs is None:
                     mode[oid] = 1
                 elif not isinstance(theirs, int):
