@@ -567,7 +567,7 @@ async def measure_traffic(
     """Idle bytes per node per round with ``keys`` keys; then bytes per delivered update."""
     cluster = await ClusterNetwork.spawn(
         nodes, fanout=Fanout.bounded(3), gossip_interval=interval, implementation=impl,
-        prefix=f"t{keys}",
+        prefix="traffic",  # one node-id length for every table size: digests carry them
     )
     label = f"traffic {impl} {keys:,} keys on {nodes} nodes"
     try:
