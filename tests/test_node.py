@@ -6,6 +6,7 @@ No sleeps as synchronisation: every wait polls a condition with a deadline.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import zlib
 
@@ -373,3 +374,42 @@ async def test_concurrent_writes_and_a_crash_converge(implementation: str) -> No
             for key, (version, origin, value) in writes.items():
                 assert node.get_with_version(key) == (value, version)
                 assert node.get_entry(key).origin == origin
+
+
+async def test_peer_that_stops_reading_is_not_buffered_without_bound(
+    implementation: str,
+) -> None:
+    """A client asks for the whole state again and again and never reads:
+    the node stops writing to it (sends dropped) instead of buffering."""
+    from fastgossip import Digest, encode
+
+    high, max_delta = 64 * 1024, 128 * 1024
+    node = await GossipNode.start(
+        config("n", implementation, write_buffer_high=high, max_delta_bytes=max_delta)
+    )
+    async with node:
+        for i in range(5000):
+            node.set(f"a-fairly-long-key-{i:06d}", b"x" * 16)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, node.addr)
+        ask = encode(Digest("greedy", {}, reply=True))
+        try:
+            for _ in range(400):
+                await loop.sock_sendall(sock, ask)
+                if node.stats.sends_dropped:
+                    break
+            await wait_for(lambda: node.stats.sends_dropped > 0)
+            inbound = [p for p in node._conns if not p.outbound]
+            assert inbound
+            buffered = max(p.transport.get_write_buffer_size() for p in inbound)
+            assert buffered <= high + max_delta + 4096, buffered
+            # everyone else is still served
+            reader, writer = await asyncio.open_connection(*node.addr)
+            await write_message(writer, Ping("other", 5))
+            assert await asyncio.wait_for(read_message(reader), 5) == Pong("n", 5)
+            writer.close()
+        finally:
+            sock.close()

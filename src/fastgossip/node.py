@@ -369,6 +369,9 @@ class GossipNode:
         codec = self._codec
         kind = type(msg)
         if kind is codec.Digest:
+            if proto.paused:  # the peer is not reading: don't even build the reply
+                self.stats.sends_dropped += 1
+                return
             frames = self._state.delta_frames(
                 self.node_id,
                 dict(msg.watermarks),
