@@ -413,3 +413,22 @@ async def test_peer_that_stops_reading_is_not_buffered_without_bound(
             writer.close()
         finally:
             sock.close()
+
+
+async def test_pushed_gossip_spreads_and_oversized_values_refused(implementation: str) -> None:
+    from fastgossip import Gossip
+
+    a, b = await pair(implementation, max_frame_size=4096)
+    async with a, b:
+        reader, writer = await asyncio.open_connection(*a.addr)
+        await write_message(writer, Gossip("client", "pushed", b"hello", 123))
+        await wait_for(lambda: b.get_with_version("pushed") == (b"hello", 123))
+        # an older pushed version loses; a bad value closes only that connection
+        await write_message(writer, Gossip("client", "pushed", b"old", 5))
+        await write_message(writer, Ping("client", 9))
+        assert await asyncio.wait_for(read_message(reader), 5) == Pong("a", 9)
+        assert a.get("pushed") == b"hello"
+        writer.close()
+        with pytest.raises(ValueError, match="does not fit one frame"):
+            a.set("big", b"x" * 5000)
+        assert a.get("big") is None

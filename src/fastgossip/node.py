@@ -224,12 +224,23 @@ class GossipNode:
                 link.proto.close()
 
     # -- the table -----------------------------------------------------------
+    def _check_size(self, key: str, value: Value) -> None:
+        # an entry must fit one frame, or no peer could ever be sent it
+        if isinstance(value, (bytes, bytearray)) and isinstance(key, str):
+            room = self.config.max_frame_size - 64 - 2 * len(self.node_id.encode()) - len(key)
+            if len(value) > room:
+                raise ValueError(
+                    f"value of {len(value)} bytes does not fit one frame "
+                    f"(max_frame_size {self.config.max_frame_size}); at most {room} bytes"
+                )
+
     def set(self, key: str, value: Value) -> int:
         """Write ``key`` locally, versioned by this node's hybrid clock.
 
         Returns the version. The write reaches the peers in the next rounds.
         """
         self._check_open()
+        self._check_size(key, value)
         version = self._clock.now()
         self._state.set(key, value, version, self.node_id, version)
         return version
@@ -237,6 +248,7 @@ class GossipNode:
     def set_with_version(self, key: str, value: Value, version: int) -> bool:
         """Write with an explicit version; True when it won locally."""
         self._check_open()
+        self._check_size(key, value)
         stamp = self._clock.now()
         changed = self._state.set(key, value, version, self.node_id, stamp)
         self._clock.observe(version)
@@ -382,9 +394,12 @@ class GossipNode:
                 frames.append(codec.encode(self._digest(reply=False)))
             proto.send_frames(frames)
         elif kind is codec.Gossip:
-            if self._state.merge((msg,)):
+            # A single pushed write (the reference's message) is accepted as a
+            # write with an explicit version made here: it gets this node's
+            # origin and a stamp from this node's clock, so that it cannot move
+            # a watermark past entries this node has not received.
+            if self.set_with_version(msg.key, msg.value, msg.version):
                 self.stats.entries_merged += 1
-                self._observe_merged()
         elif kind is codec.Ping:
             proto.send(codec.Pong(self.node_id, msg.seq))
         elif kind is codec.Pong:

@@ -12,8 +12,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
-from .errors import FrameError
-
 if TYPE_CHECKING:  # pragma: no cover
     from .node import GossipNode
 
@@ -65,16 +63,18 @@ class GossipProtocol(asyncio.Protocol):
             stats.frames_received += len(frames)
             batch_type = self._batch_type
             merge_frame = node._state.merge_frame
+            max_frame_size = node.config.max_frame_size
             merged = 0
             for frame in frames:
                 if frame[5] == batch_type:
-                    merged += merge_frame(frame)
+                    merged += merge_frame(frame, max_frame_size)
                 else:
                     node._handle(node._codec.decode(frame), self)
             if merged:
                 stats.entries_merged += merged
                 node._observe_merged()
-        except FrameError as exc:
+        except (ValueError, TypeError) as exc:  # FrameError is a ValueError
+            # a malformed frame, or a well-formed one carrying unusable values
             stats.bad_frames += 1
             log.warning(
                 "%s: closing connection from %s: bad frame: %s", node.node_id, self.peer, exc
