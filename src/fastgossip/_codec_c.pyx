@@ -25,7 +25,7 @@ from cpython.long cimport (
     PyLong_FromUnsignedLongLong,
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
@@ -45,6 +45,14 @@ cdef extern from *:
     #include "longintrepr.h"
     #endif
 
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FG_LIKELY(x) __builtin_expect(!!(x), 1)
+    #define FG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+    #else
+    #define FG_LIKELY(x) (x)
+    #define FG_UNLIKELY(x) (x)
+    #endif
+
     /* Fast paths for the common cases, read straight from the object; 0 means
        "take the general path". */
     static CYTHON_INLINE int fg_u64_fast(PyObject* v, uint64_t* out) {
@@ -60,29 +68,225 @@ cdef extern from *:
         return 0;
     #else
         const digit* d = ((PyLongObject*)v)->ob_digit;
-        switch (Py_SIZE(v)) {
-        case 0: *out = 0; return 1;
-        case 1: *out = d[0]; return 1;
-        case 2: *out = ((uint64_t)d[1] << PyLong_SHIFT) | d[0]; return 1;
-        default: return 0;
+        Py_ssize_t size = Py_SIZE(v);
+        if (FG_LIKELY((size_t)(size - 1) < 2)) {  /* 1 or 2 digits */
+            uint64_t x = d[0];
+            if (size == 2) x |= (uint64_t)d[1] << PyLong_SHIFT;
+            *out = x;
+            return 1;
         }
+        if (size == 0) { *out = 0; return 1; }
+        return 0;
     #endif
     }
 
-    static CYTHON_INLINE const char* fg_ascii_fast(PyObject* s, Py_ssize_t* n) {
+    /* The bytes of an exact, compact-ASCII str that fits a str16 field
+       (borrowed: valid while s lives), or NULL: take the general path. */
+    static CYTHON_INLINE const char* fg_str_fast(PyObject* s, Py_ssize_t* n) {
     #if defined(PYPY_VERSION) || defined(Py_LIMITED_API)
         return NULL;
     #else
-        if (PyUnicode_IS_COMPACT_ASCII(s)) {
-            *n = PyUnicode_GET_LENGTH(s);
-            return (const char*)PyUnicode_DATA(s);
-        }
-        return NULL;
+        if (FG_UNLIKELY(!PyUnicode_CheckExact(s))) return NULL;
+        if (FG_UNLIKELY(!PyUnicode_IS_COMPACT_ASCII(s))) return NULL;
+        if (FG_UNLIKELY(PyUnicode_GET_LENGTH(s) > 65535)) return NULL;
+        *n = PyUnicode_GET_LENGTH(s);
+        return (const char*)(((PyASCIIObject*)s) + 1);  /* compact ASCII data */
     #endif
+    }
+
+    #define fg_tuple_items(t) (((PyTupleObject*)(t))->ob_item)
+
+    /* Whether encoding may share one scratch block between calls (not
+       without a GIL). */
+    #ifdef Py_GIL_DISABLED
+    #define FG_SHARED_SCRATCH 0
+    #else
+    #define FG_SHARED_SCRATCH 1
+    #endif
+
+    /* An exact int in [0, 2**64) read by fg_u64_fast, or 0. */
+    static CYTHON_INLINE int fg_int_fast(PyObject* v, uint64_t* out) {
+        return FG_LIKELY(PyLong_CheckExact(v) && fg_u64_fast(v, out));
+    }
+
+    /* Short byte ranges (ids, keys) are compared, copied and checked for
+       ASCII with a few overlapping word loads instead of a libc call or a
+       byte loop; none of them reads or writes outside [p, p + n). The
+       fingerprint (f0, f1) of n <= 16 bytes determines them, given n. */
+    static CYTHON_INLINE uint64_t fg_ld64(const unsigned char* p) {
+        uint64_t w; memcpy(&w, p, 8); return w;
+    }
+    static CYTHON_INLINE uint32_t fg_ld32(const unsigned char* p) {
+        uint32_t w; memcpy(&w, p, 4); return w;
+    }
+
+    /* Big-endian stores as one byte swap and one store each (written byte by
+       byte, adjacent ones can be merged by the vectoriser into much longer
+       code). */
+    static CYTHON_INLINE void fg_wr16(unsigned char* p, uint16_t v) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
+            && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap16(v); memcpy(p, &v, 2);
+    #else
+        p[0] = (unsigned char)(v >> 8); p[1] = (unsigned char)v;
+    #endif
+    }
+    static CYTHON_INLINE void fg_wr32(unsigned char* p, uint32_t v) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
+            && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap32(v); memcpy(p, &v, 4);
+    #else
+        p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+        p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
+    #endif
+    }
+    static CYTHON_INLINE void fg_wr64(unsigned char* p, uint64_t v) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
+            && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap64(v); memcpy(p, &v, 8);
+    #else
+        fg_wr32(p, (uint32_t)(v >> 32)); fg_wr32(p + 4, (uint32_t)v);
+    #endif
+    }
+
+    static CYTHON_INLINE void fg_fingerprint(const unsigned char* s, Py_ssize_t n,
+                                             uint64_t* f0, uint64_t* f1) {
+        if (n >= 8) {
+            *f0 = fg_ld64(s); *f1 = fg_ld64(s + n - 8);
+        } else if (n >= 4) {
+            *f0 = fg_ld32(s); *f1 = fg_ld32(s + n - 4);
+        } else {  /* 0 to 3 bytes: first, middle and last cover them all */
+            *f0 = n > 0 ? (uint64_t)s[0] | ((uint64_t)s[n >> 1] << 8) | ((uint64_t)s[n - 1] << 16) : 0;
+            *f1 = 0;
+        }
+    }
+
+    static CYTHON_INLINE int fg_same_bytes(const void* a, const void* b, Py_ssize_t n) {
+        const unsigned char* x = (const unsigned char*)a;
+        const unsigned char* y = (const unsigned char*)b;
+        uint64_t x0, x1, y0, y1;
+        if (n > 16) return memcmp(x, y, (size_t)n) == 0;
+        fg_fingerprint(x, n, &x0, &x1);
+        fg_fingerprint(y, n, &y0, &y1);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+
+    static CYTHON_INLINE void fg_copy(void* dst, const void* src, Py_ssize_t n) {
+        unsigned char* d = (unsigned char*)dst;
+        const unsigned char* s = (const unsigned char*)src;
+        if (n > 32) {
+            memcpy(d, s, (size_t)n);
+        } else if (n >= 16) {
+            uint64_t a = fg_ld64(s), b = fg_ld64(s + 8);
+            uint64_t c = fg_ld64(s + n - 16), e = fg_ld64(s + n - 8);
+            memcpy(d, &a, 8); memcpy(d + 8, &b, 8);
+            memcpy(d + n - 16, &c, 8); memcpy(d + n - 8, &e, 8);
+        } else if (n >= 8) {
+            uint64_t a = fg_ld64(s), b = fg_ld64(s + n - 8);
+            memcpy(d, &a, 8); memcpy(d + n - 8, &b, 8);
+        } else if (n >= 4) {
+            uint32_t a = fg_ld32(s), b = fg_ld32(s + n - 4);
+            memcpy(d, &a, 4); memcpy(d + n - 4, &b, 4);
+        } else if (n > 0) {
+            unsigned char a = s[0], b = s[n >> 1], c = s[n - 1];
+            d[0] = a; d[n >> 1] = b; d[n - 1] = c;
+        }
+    }
+
+    static CYTHON_INLINE int fg_is_ascii(const unsigned char* s, Py_ssize_t n) {
+        if (n >= 8) {
+            uint64_t acc = fg_ld64(s + n - 8);
+            Py_ssize_t i;
+            for (i = 0; i + 8 < n; i += 8) acc |= fg_ld64(s + i);
+            return (acc & 0x8080808080808080ULL) == 0;
+        }
+        if (n >= 4) return ((fg_ld32(s) | fg_ld32(s + n - 4)) & 0x80808080U) == 0;
+        if (n > 0) return ((s[0] | s[n >> 1] | s[n - 1]) & 0x80) == 0;
+        return 1;
+    }
+
+    /* A batch's origin table while it is measured, with an open-addressing
+       index by UTF-8: slots[] holds table index + 1 (0: free), at most
+       65535 origins in at least twice as many slots. */
+    typedef struct {
+        const char* s;       /* UTF-8 */
+        Py_ssize_t n;
+        uint64_t f0, f1;     /* fg_fingerprint(s, n) */
+    } fg_origin;
+
+    static CYTHON_INLINE int fg_slot_bits(Py_ssize_t cap) {
+        int bits = 5;
+        while (((Py_ssize_t)1 << bits) < 2 * cap) bits++;
+        return bits;
+    }
+
+    /* The table index of origin s[:n] (fingerprint f0, f1), or -1 - slot:
+       where to insert it. The slot comes from the top bits of a
+       multiplicative hash (they depend on every bit of the fingerprint). */
+    static CYTHON_INLINE Py_ssize_t fg_find_origin(const fg_origin* t, const uint16_t* slots,
+                                                   int bits, const char* s,
+                                                   Py_ssize_t n, uint64_t f0, uint64_t f1) {
+        uint64_t h = ((f0 ^ (uint64_t)n) * 0x9E3779B97F4A7C15ULL + f1) * 0xBF58476D1CE4E5B9ULL;
+        size_t mask = ((size_t)1 << bits) - 1, i = (size_t)(h >> (64 - bits));
+        for (;;) {
+            unsigned v = slots[i];
+            if (v == 0) return -1 - (Py_ssize_t)i;
+            v -= 1;
+            if (t[v].f0 == f0 && t[v].f1 == f1 && t[v].n == n
+                    && (n <= 16 || memcmp(t[v].s, s, (size_t)n) == 0))
+                return (Py_ssize_t)v;
+            i = (i + 1) & mask;
+        }
+    }
+
+    /* A new str from n ASCII bytes (the caller checked them): what the UTF-8
+       decoder would build, without its overhead. */
+    static CYTHON_INLINE PyObject* fg_ascii_str(const unsigned char* s, Py_ssize_t n) {
+        PyObject* o = PyUnicode_New(n, 127);
+        if (o != NULL) fg_copy(PyUnicode_DATA(o), s, n);
+        return o;
+    }
+
+    /* A new int for v: PyLong_FromUnsignedLongLong, with the digits of the
+       usual 1- and 2-digit values set directly on CPython < 3.12. */
+    static CYTHON_INLINE PyObject* fg_int(uint64_t v) {
+    #if PY_VERSION_HEX < 0x030C0000 && !defined(PYPY_VERSION) && !defined(Py_LIMITED_API)
+        if (v <= PyLong_MASK) return PyLong_FromLong((long)v);  /* small ints cached */
+        if ((v >> (2 * PyLong_SHIFT)) == 0) {
+            PyLongObject* r = _PyLong_New(2);
+            if (r != NULL) {
+                r->ob_digit[0] = (digit)(v & PyLong_MASK);
+                r->ob_digit[1] = (digit)(v >> PyLong_SHIFT);
+            }
+            return (PyObject*)r;
+        }
+    #endif
+        return PyLong_FromUnsignedLongLong(v);
     }
     """
     int fg_u64_fast(object v, uint64_t* out) noexcept
-    const char* fg_ascii_fast(object s, Py_ssize_t* n) noexcept
+    bint FG_SHARED_SCRATCH
+    PyObject** fg_tuple_items(tuple t) noexcept
+    const char* fg_str_fast(PyObject* s, Py_ssize_t* n) noexcept
+    bint fg_int_fast(PyObject* v, uint64_t* out) noexcept
+    void fg_wr16(unsigned char* p, uint16_t v) noexcept nogil
+    void fg_wr32(unsigned char* p, uint32_t v) noexcept nogil
+    void fg_wr64(unsigned char* p, uint64_t v) noexcept nogil
+    void fg_fingerprint(const unsigned char* s, Py_ssize_t n, uint64_t* f0,
+                        uint64_t* f1) noexcept nogil
+    bint fg_same_bytes(const void* a, const void* b, Py_ssize_t n) noexcept nogil
+    void fg_copy(void* dst, const void* src, Py_ssize_t n) noexcept nogil
+    bint fg_is_ascii(const unsigned char* s, Py_ssize_t n) noexcept nogil
+    object fg_ascii_str(const unsigned char* s, Py_ssize_t n)
+    ctypedef struct OriginPlan "fg_origin":
+        const char* s
+        Py_ssize_t n
+        uint64_t f0, f1
+    int fg_slot_bits(Py_ssize_t cap) noexcept nogil
+    Py_ssize_t fg_find_origin(const OriginPlan* t, const uint16_t* slots, int bits,
+                              const char* s, Py_ssize_t n, uint64_t f0,
+                              uint64_t f1) noexcept nogil
+    object fg_int(uint64_t v)
 
 
 cdef extern from "Python.h":
@@ -94,6 +298,8 @@ cdef extern from "Python.h":
     bint PyBool_Check(object o)
     str _unicode_new "PyUnicode_New"(Py_ssize_t size, Py_UCS4 maxchar)
     void* PyUnicode_DATA(object o)
+    PyTypeObject* _type_of "Py_TYPE"(PyObject* o) noexcept
+    bint FG_LIKELY(bint x) noexcept nogil
 
 
 __all__ = [
@@ -178,10 +384,9 @@ cdef int _get_str_slow(object s, const char** p, Py_ssize_t* n, const char* cls,
 cdef inline int _get_str(object s, const char** p, Py_ssize_t* n, const char* cls,
                          const char* field, Py_ssize_t index, const char* sub) except -1:
     """UTF-8 pointer and size of a str field (valid while s lives)."""
-    if PyUnicode_CheckExact(s):
-        p[0] = fg_ascii_fast(s, n)
-        if p[0] != NULL and n[0] <= MAX_STR_SIZE:
-            return 0
+    p[0] = fg_str_fast(<PyObject*>s, n)
+    if p[0] != NULL:
+        return 0
     return _get_str_slow(s, p, n, cls, field, index, sub)
 
 
@@ -211,7 +416,7 @@ cdef int _get_u64_slow(object v, uint64_t* out, const char* cls, const char* fie
 cdef inline int _get_u64(object v, uint64_t* out, const char* cls, const char* field,
                          Py_ssize_t index, const char* sub) except -1:
     """An int field in [0, 2**64) (bool refused)."""
-    if PyLong_CheckExact(v) and fg_u64_fast(v, out):
+    if fg_int_fast(<PyObject*>v, out):
         return 0
     return _get_u64_slow(v, out, cls, field, index, sub)
 
@@ -220,7 +425,7 @@ cdef inline int _get_value(object v, uint64_t* ival, const char** bval, Py_ssize
                            const char* cls, const char* field, Py_ssize_t index,
                            const char* sub) except -1:
     """bval is set to NULL for an int value."""
-    if PyLong_CheckExact(v) and fg_u64_fast(v, ival):
+    if fg_int_fast(<PyObject*>v, ival):
         bval[0] = NULL
         return 0
     if PyLong_Check(v) and not PyBool_Check(v):
@@ -237,20 +442,22 @@ cdef inline int _get_value(object v, uint64_t* ival, const char** bval, Py_ssize
 # Encoding: measure (validate + exact size) then write.
 
 cdef struct ItemPlan:
-    const char* key          # batch: entry key; digest: watermark origin
+    const char* key          # digest: watermark origin
     Py_ssize_t klen
-    uint16_t oi              # batch: origin index
     uint64_t version         # digest: stamp
-    uint64_t stamp
-    uint64_t ival
-    const char* bval         # NULL for an int value
-    Py_ssize_t blen
 
 
-cdef struct OriginPlan:
-    const char* s            # UTF-8
+cdef struct BatchGap:
+    Py_ssize_t at            # where the bytes go in the batch's entries block
+    const char* s            # a bytes value, borrowed from its entry
     Py_ssize_t n
-    PyObject* obj            # the str last seen for it (borrowed from an entry)
+
+
+cdef enum:
+    # Batch entries are written into a block as they are measured; bytes
+    # values longer than this are left out of it and copied only once, into
+    # the frame.
+    INLINE_VALUE_MAX = 64
 
 
 cdef struct Plan:
@@ -270,9 +477,17 @@ cdef struct Plan:
     Py_ssize_t blen
     bint flag
     Py_ssize_t count
-    ItemPlan* items          # owned (PyMem)
-    OriginPlan* origins      # owned (PyMem): the batch origin table
+    ItemPlan* items          # digest: in mem
+    OriginPlan* origins      # batch: the origin table, in mem
     Py_ssize_t n_origins
+    Py_ssize_t eoff          # batch: offset in mem of the entries block
+    Py_ssize_t elen          # bytes written to it
+    BatchGap* gaps           # batch: bytes values left out of it (owned, PyMem)
+    Py_ssize_t ngaps
+    Py_ssize_t gcap
+    void* mem                # working memory: _scratch, or owned (PyMem)
+    size_t mem_size
+    bint mem_is_scratch
 
 
 cdef inline void _plan_init(Plan* p) noexcept nogil:
@@ -280,11 +495,84 @@ cdef inline void _plan_init(Plan* p) noexcept nogil:
     p.origins = NULL
     p.count = 0
     p.n_origins = 0
+    p.elen = 0
+    p.gaps = NULL
+    p.ngaps = 0
+    p.gcap = 0
+    p.mem = NULL
+    p.mem_size = 0
+    p.mem_is_scratch = False
+
+
+# Working memory for batch and digest plans, kept between calls so that
+# encoding does not go to the C allocator every time. One plan at a time
+# holds it (the GIL serialises callers; a re-entrant encode, from Python code
+# that a str subclass runs while its batch is measured, gets its own block).
+cdef void* _scratch = NULL
+cdef size_t _scratch_size = 0
+cdef bint _scratch_taken = False
+cdef size_t _SCRATCH_KEEP = 1 << 20    # the most kept between calls
+
+
+cdef int _plan_alloc(Plan* p, size_t size) except -1:
+    """At least size bytes of working memory for p (released by _plan_free)."""
+    global _scratch, _scratch_size, _scratch_taken
+    cdef void* mem
+    if size < 4096:
+        size = 4096
+    if FG_SHARED_SCRATCH and not _scratch_taken:
+        if size > _scratch_size:
+            PyMem_Free(_scratch)
+            _scratch = NULL
+            _scratch_size = 0
+            _scratch = PyMem_Malloc(size)
+            if _scratch == NULL:
+                raise MemoryError()
+            _scratch_size = size
+        _scratch_taken = True
+        p.mem = _scratch
+        p.mem_size = _scratch_size
+        p.mem_is_scratch = True
+        return 0
+    mem = PyMem_Malloc(size)
+    if mem == NULL:
+        raise MemoryError()
+    p.mem = mem
+    p.mem_size = size
+    p.mem_is_scratch = False
+    return 0
+
+
+cdef int _plan_grow(Plan* p, size_t size) except -1:
+    """Grow p's working memory to at least size bytes, keeping its contents
+    (pointers into it must be taken again)."""
+    global _scratch, _scratch_size
+    cdef size_t want = 2 * p.mem_size if 2 * p.mem_size > size else size
+    cdef void* mem = PyMem_Realloc(p.mem, want)
+    if mem == NULL:
+        raise MemoryError()
+    p.mem = mem
+    p.mem_size = want
+    if p.mem_is_scratch:
+        _scratch = mem
+        _scratch_size = want
+    return 0
 
 
 cdef inline void _plan_free(Plan* p) noexcept:
-    PyMem_Free(p.items)
-    PyMem_Free(p.origins)
+    global _scratch, _scratch_size, _scratch_taken
+    if p.mem_is_scratch:
+        _scratch_taken = False
+        if _scratch_size > _SCRATCH_KEEP:
+            PyMem_Free(_scratch)
+            _scratch = NULL
+            _scratch_size = 0
+    else:
+        PyMem_Free(p.mem)
+    PyMem_Free(p.gaps)
+    p.gaps = NULL
+    p.mem = NULL
+    p.mem_is_scratch = False
     p.items = NULL
     p.origins = NULL
 
@@ -341,98 +629,244 @@ cdef int _too_many_origins() except -1:
     raise ValueError("GossipBatch has more than %d distinct origins" % MAX_ORIGINS)
 
 
-cdef inline bint _same_bytes(const char* a, const char* b, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    if n > 24:
-        return memcmp(a, b, n) == 0
-    for i in range(n):
-        if a[i] != b[i]:
-            return False
-    return True
+cdef int _add_gap(Plan* p, Py_ssize_t at, const char* s, Py_ssize_t n) except -1:
+    cdef BatchGap* g
+    if p.ngaps == p.gcap:
+        g = <BatchGap*>PyMem_Realloc(p.gaps, (2 * p.gcap + 8) * sizeof(BatchGap))
+        if g == NULL:
+            raise MemoryError()
+        p.gaps = g
+        p.gcap = 2 * p.gcap + 8
+    g = &p.gaps[p.ngaps]
+    g.at = at
+    g.s = s
+    g.n = n
+    p.ngaps += 1
+    return 0
+
+
+cdef struct BatchState:
+    # A batch being measured and written, entry by entry, into p.mem: the
+    # origin table and its index by UTF-8, then the entries block.
+    OriginPlan* origins
+    uint16_t* slots
+    int bits
+    Py_ssize_t cap           # room in origins
+    Py_ssize_t n_origins
+    PyObject* last           # the last entry's origin (borrowed) and its index
+    Py_ssize_t last_idx
+    Py_ssize_t head          # offset of the entries block in p.mem
+    unsigned char* block
+    Py_ssize_t elen          # bytes in the block
+    Py_ssize_t room          # and its capacity
+    Py_ssize_t size          # the frame so far (prefix included)
+
+
+cdef inline Py_ssize_t _origin_index(BatchState* st, PyObject* o, const char* s,
+                                     Py_ssize_t n) noexcept:
+    """The origin table index of o (UTF-8 s[:n]), added if new; -1 if the
+    table is full (MAX_ORIGINS)."""
+    cdef uint64_t f0 = 0, f1 = 0
+    cdef Py_ssize_t idx
+    cdef OriginPlan* op
+    fg_fingerprint(<const unsigned char*>s, n, &f0, &f1)
+    idx = fg_find_origin(st.origins, st.slots, st.bits, s, n, f0, f1)
+    if idx < 0:
+        if st.n_origins >= MAX_ORIGINS:
+            return -1
+        st.slots[-1 - idx] = <uint16_t>(st.n_origins + 1)
+        idx = st.n_origins
+        op = &st.origins[idx]
+        op.s = s
+        op.n = n
+        op.f0 = f0
+        op.f1 = f1
+        st.n_origins += 1
+        st.size += 2 + n
+    st.last = o
+    st.last_idx = idx
+    return idx
+
+
+cdef inline unsigned char* _wr_entry(unsigned char* q, const char* key, Py_ssize_t klen,
+                                     Py_ssize_t idx, uint64_t version, uint64_t stamp,
+                                     uint64_t ival, const char* bval,
+                                     Py_ssize_t blen) noexcept nogil:
+    """Write one entry (a long bytes value without its bytes: see BatchGap)."""
+    q = _wr_str(q, key, klen)
+    fg_wr16(q, <uint16_t>idx)
+    fg_wr64(q + 2, version)
+    fg_wr64(q + 10, stamp)
+    q += 18
+    if bval == NULL:
+        q[0] = V_INT
+        fg_wr64(q + 1, ival)
+        return q + 9
+    q[0] = V_BYTES
+    fg_wr32(q + 1, <uint32_t>blen)
+    if blen > INLINE_VALUE_MAX:
+        return q + 5
+    fg_copy(q + 5, bval, blen)
+    return q + 5 + blen
+
+
+cdef Py_ssize_t _batch_fast(BatchState* st, PyObject** items, Py_ssize_t i,
+                            Py_ssize_t n) noexcept:
+    """Measure and write entries items[i:n] while every field is of the
+    common kind (exact Entry, compact ASCII str, int below 2**60 or short
+    bytes, room in the block); returns the index of the first one that is
+    not (n when all were), for _batch_slow."""
+    cdef PyObject* o
+    cdef PyObject* f
+    cdef PyObject* v
+    cdef const char* key
+    cdef const char* optr
+    cdef const char* bval
+    cdef Py_ssize_t klen = 0, olen = 0, blen = 0, idx, esize
+    cdef uint64_t version = 0, stamp = 0, ival = 0
+    cdef unsigned char* block = st.block
+    cdef Py_ssize_t elen = st.elen
+    cdef Py_ssize_t room = st.room
+    cdef Py_ssize_t size = st.size
+    cdef Py_ssize_t limit = <Py_ssize_t>_U32_MAX + PREFIX_SIZE
+    cdef PyTypeObject* entry_type = <PyTypeObject*>Entry
+    while i < n:
+        o = items[i]
+        if not FG_LIKELY(_type_of(o) == entry_type):
+            break
+        key = fg_str_fast(<PyObject*>(<Entry>o).key, &klen)
+        if key == NULL:
+            break
+        f = <PyObject*>(<Entry>o).origin
+        if f == st.last:
+            idx = st.last_idx
+        else:
+            optr = fg_str_fast(f, &olen)
+            if optr == NULL:
+                break
+            st.size = size
+            idx = _origin_index(st, f, optr, olen)
+            size = st.size
+            if idx < 0:
+                break
+        if not fg_int_fast(<PyObject*>(<Entry>o).version, &version):
+            break
+        if (<Entry>o).stamp is (<Entry>o).version:
+            stamp = version
+        elif not fg_int_fast(<PyObject*>(<Entry>o).stamp, &stamp):
+            break
+        v = <PyObject*>(<Entry>o).value
+        if fg_int_fast(v, &ival):
+            bval = NULL
+            esize = 2 + klen + 18 + 9
+        elif PyBytes_CheckExact(<object>v) and PyBytes_GET_SIZE(<object>v) <= INLINE_VALUE_MAX:
+            bval = PyBytes_AS_STRING(<object>v)
+            blen = PyBytes_GET_SIZE(<object>v)
+            esize = 2 + klen + 18 + 5 + blen
+        else:
+            break
+        if size + esize > limit or elen + esize > room:
+            break
+        size += esize
+        elen = _wr_entry(block + elen, key, klen, idx, version, stamp, ival, bval,
+                         blen) - block
+        i += 1
+    st.elen = elen
+    st.size = size
+    return i
+
+
+cdef int _batch_room(Plan* p, BatchState* st, Py_ssize_t esize) except -1:
+    """Make room for esize more bytes in the entries block."""
+    if st.elen + esize > st.room:
+        _plan_grow(p, st.head + st.elen + esize)
+        st.origins = <OriginPlan*>p.mem
+        st.slots = <uint16_t*>(st.origins + st.cap)
+        st.block = <unsigned char*>p.mem + st.head
+        st.room = <Py_ssize_t>p.mem_size - st.head
+    return 0
+
+
+cdef int _batch_slow(Plan* p, BatchState* st, object o, Py_ssize_t i) except -1:
+    """Measure and write entry i, of any kind, or raise its first error."""
+    cdef Entry e
+    cdef const char* key = NULL
+    cdef const char* optr = NULL
+    cdef const char* bval = NULL
+    cdef Py_ssize_t klen = 0, olen = 0, blen = 0, idx, esize
+    cdef uint64_t version = 0, stamp = 0, ival = 0
+    cdef unsigned char* q
+    if not isinstance(o, Entry):
+        raise TypeError("GossipBatch.entries[%d] must be Entry, not %s" % (i, type(o).__name__))
+    e = <Entry>o
+    _get_str(e.key, &key, &klen, "GossipBatch", "entries", i, "key")
+    if <PyObject*>e.origin == st.last:
+        idx = st.last_idx
+    else:
+        _get_str(e.origin, &optr, &olen, "GossipBatch", "entries", i, "origin")
+        idx = _origin_index(st, <PyObject*>e.origin, optr, olen)
+        if idx < 0:
+            _too_many_origins()
+    _get_u64(e.version, &version, "GossipBatch", "entries", i, "version")
+    if e.stamp is e.version:
+        stamp = version
+    else:
+        _get_u64(e.stamp, &stamp, "GossipBatch", "entries", i, "stamp")
+    _get_value(e.value, &ival, &bval, &blen, "GossipBatch", "entries", i, "value")
+    esize = 2 + klen + 18 + _value_size(bval, blen)
+    st.size += esize
+    if st.size - PREFIX_SIZE > <Py_ssize_t>_U32_MAX:
+        return 0  # too long a frame (_measure says so): the rest is only validated
+    if bval != NULL and blen > INLINE_VALUE_MAX:
+        esize -= blen
+    _batch_room(p, st, esize)
+    q = _wr_entry(st.block + st.elen, key, klen, idx, version, stamp, ival, bval, blen)
+    if bval != NULL and blen > INLINE_VALUE_MAX:
+        _add_gap(p, q - st.block, bval, blen)
+    st.elen = q - st.block
+    return 0
 
 
 cdef Py_ssize_t _m_batch(GossipBatch m, Plan* p) except -1:
+    """Measure a batch and write its entries (all but long bytes values) into
+    a block of p.mem, in the one pass; _write puts the frame together."""
     cdef tuple entries = m.entries
-    cdef Py_ssize_t i, k, nk, n, cap, size
-    cdef Py_ssize_t idx
-    cdef Entry e
-    cdef object o
-    cdef ItemPlan* it
-    cdef PyObject* last = NULL
-    cdef Py_ssize_t last_idx = 0
-    cdef const char* optr = NULL
-    cdef Py_ssize_t olen = 0
-    cdef dict index_of = None
+    cdef Py_ssize_t i, n
+    cdef BatchState st
     _get_str(m.sender_id, &p.s0, &p.n0, "GossipBatch", "sender_id", -1, NULL)
     if entries is None:
         _type_error(entries, "tuple", "GossipBatch", "entries", -1, NULL)
     n = PyTuple_GET_SIZE(entries)
     p.mtype = T_GOSSIP_BATCH
     p.count = n
-    size = HEADER_SIZE + 2 + p.n0 + 2 + 4
+    st.size = HEADER_SIZE + 2 + p.n0 + 2 + 4
     if n == 0:
-        return size
-    cap = n if n < MAX_ORIGINS else MAX_ORIGINS
-    p.items = <ItemPlan*>PyMem_Malloc(n * sizeof(ItemPlan))
-    p.origins = <OriginPlan*>PyMem_Malloc(cap * sizeof(OriginPlan))
-    if p.items == NULL or p.origins == NULL:
-        raise MemoryError()
-    for i in range(n):
-        o = <object>PyTuple_GET_ITEM(entries, i)
-        if not isinstance(o, Entry):
-            raise TypeError("GossipBatch.entries[%d] must be Entry, not %s"
-                            % (i, type(o).__name__))
-        e = <Entry>o
-        it = &p.items[i]
-        _get_str(e.key, &it.key, &it.klen, "GossipBatch", "entries", i, "key")
-        # origin index: the same object as the last entry's or as one of the
-        # first 16 origins', or equal UTF-8 to one of those, or else by value
-        # in a dict
-        o = e.origin
-        if <PyObject*>o == last:
-            idx = last_idx
-        else:
-            idx = -1
-            nk = p.n_origins if p.n_origins < 16 else 16
-            for k in range(nk):
-                if p.origins[k].obj == <PyObject*>o:
-                    idx = k
-                    break
-            if idx < 0:
-                _get_str(o, &optr, &olen, "GossipBatch", "entries", i, "origin")
-                for k in range(nk):
-                    if p.origins[k].n == olen and _same_bytes(p.origins[k].s, optr, olen):
-                        idx = k
-                        p.origins[k].obj = <PyObject*>o
-                        break
-                if idx < 0 and p.n_origins > 16:
-                    found = index_of.get(o)
-                    if found is not None:
-                        idx = <Py_ssize_t>found
-                if idx < 0:
-                    if p.n_origins >= MAX_ORIGINS:
-                        _too_many_origins()
-                    idx = p.n_origins
-                    p.origins[idx].s = optr
-                    p.origins[idx].n = olen
-                    p.origins[idx].obj = <PyObject*>o
-                    p.n_origins += 1
-                    size += 2 + olen
-                    if idx >= 16:
-                        if index_of is None:
-                            index_of = {}
-                        index_of[o] = idx
-            last = <PyObject*>o
-            last_idx = idx
-        it.oi = <uint16_t>idx
-        _get_u64(e.version, &it.version, "GossipBatch", "entries", i, "version")
-        if e.stamp is e.version:
-            it.stamp = it.version
-        else:
-            _get_u64(e.stamp, &it.stamp, "GossipBatch", "entries", i, "stamp")
-        _get_value(e.value, &it.ival, &it.bval, &it.blen, "GossipBatch", "entries", i, "value")
-        size += 2 + it.klen + 2 + 8 + 8 + _value_size(it.bval, it.blen)
-    return size
+        return st.size
+    st.cap = n if n < MAX_ORIGINS else MAX_ORIGINS
+    st.bits = fg_slot_bits(st.cap)
+    st.head = (st.cap * sizeof(OriginPlan) + (sizeof(uint16_t) << st.bits) + 7) & ~7
+    _plan_alloc(p, st.head + n * 48)
+    st.origins = <OriginPlan*>p.mem
+    st.slots = <uint16_t*>(st.origins + st.cap)
+    memset(st.slots, 0, sizeof(uint16_t) << st.bits)
+    st.n_origins = 0
+    st.last = NULL
+    st.last_idx = 0
+    st.block = <unsigned char*>p.mem + st.head
+    st.elen = 0
+    st.room = <Py_ssize_t>p.mem_size - st.head
+    i = 0
+    while True:
+        i = _batch_fast(&st, fg_tuple_items(entries), i, n)
+        if i >= n:
+            break
+        _batch_slow(p, &st, <object>PyTuple_GET_ITEM(entries, i), i)
+        i += 1
+    p.origins = st.origins
+    p.n_origins = st.n_origins
+    p.eoff = st.head
+    p.elen = st.elen
+    return st.size
 
 
 cdef Py_ssize_t _m_digest(Digest m, Plan* p) except -1:
@@ -450,9 +884,8 @@ cdef Py_ssize_t _m_digest(Digest m, Plan* p) except -1:
     size = HEADER_SIZE + 2 + p.n0 + 1 + 4
     if n == 0:
         return size
-    p.items = <ItemPlan*>PyMem_Malloc(n * sizeof(ItemPlan))
-    if p.items == NULL:
-        raise MemoryError()
+    _plan_alloc(p, n * sizeof(ItemPlan))
+    p.items = <ItemPlan*>p.mem
     for i in range(n):
         w = <object>PyTuple_GET_ITEM(wms, i)
         if type(w) is not tuple or PyTuple_GET_SIZE(w) != 2:
@@ -510,18 +943,27 @@ cdef inline unsigned char* _wr_value(unsigned char* q, uint64_t ival, const char
     return wr_value_bytes(q, bval, blen)
 
 
+cdef inline unsigned char* _wr_str(unsigned char* q, const char* s, Py_ssize_t n) noexcept nogil:
+    """wr_str, copying short strings inline."""
+    fg_wr16(q, <uint16_t>n)
+    fg_copy(q + 2, s, n)
+    return q + 2 + n
+
+
 cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
     """Write the measured frame at q; returns its end."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, at
     cdef ItemPlan* it
+    cdef BatchGap* g
+    cdef const unsigned char* block
     cdef int t = p.mtype
     q = wr_header(q, p.size, <uint8_t>t)
-    q = wr_str(q, p.s0, p.n0)
+    q = _wr_str(q, p.s0, p.n0)
     if t == T_GOSSIP:
-        q = wr_str(q, p.s1, p.n1)
+        q = _wr_str(q, p.s1, p.n1)
         q = _wr_value(q, p.ival, p.bval, p.blen)
         wr64(q, p.u0)
-        q = wr_str(q + 8, p.s2, p.n2)
+        q = _wr_str(q + 8, p.s2, p.n2)
     elif t == T_PING or t == T_PONG:
         wr64(q, p.u0)
         q += 8
@@ -529,23 +971,28 @@ cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
         wr16(q, <uint16_t>p.n_origins)
         q += 2
         for i in range(p.n_origins):
-            q = wr_str(q, p.origins[i].s, p.origins[i].n)
+            q = _wr_str(q, p.origins[i].s, p.origins[i].n)
         wr32(q, <uint32_t>p.count)
         q += 4
-        for i in range(p.count):
-            it = &p.items[i]
-            q = wr_str(q, it.key, it.klen)
-            wr16(q, it.oi)
-            wr64(q + 2, it.version)
-            wr64(q + 10, it.stamp)
-            q = _wr_value(q + 18, it.ival, it.bval, it.blen)
+        # the entries block, with the long bytes values put in their places
+        at = 0
+        block = <const unsigned char*>p.mem + p.eoff
+        for i in range(p.ngaps):
+            g = &p.gaps[i]
+            memcpy(q, block + at, g.at - at)
+            q += g.at - at
+            memcpy(q, g.s, g.n)
+            q += g.n
+            at = g.at
+        memcpy(q, block + at, p.elen - at)
+        q += p.elen - at
     elif t == T_DIGEST:
         q[0] = 1 if p.flag else 0
         wr32(q + 1, <uint32_t>p.count)
         q += 5
         for i in range(p.count):
             it = &p.items[i]
-            q = wr_str(q, it.key, it.klen)
+            q = _wr_str(q, it.key, it.klen)
             wr64(q, it.version)
             q += 8
     elif t == T_REPLICATE:
@@ -572,7 +1019,7 @@ def encode(msg) -> bytes:
         out = PyBytes_FromStringAndSize(NULL, plan.size)
         _write(&plan, <unsigned char*>PyBytes_AS_STRING(out))
     finally:
-        if plan.items != NULL or plan.origins != NULL:
+        if plan.mem != NULL:
             _plan_free(&plan)
     return out
 
@@ -664,7 +1111,7 @@ cdef inline str _dec_str(WireReader* r, const unsigned char* s, Py_ssize_t n, Py
 cdef inline str _dec_sender(WireReader* r, const unsigned char* s, Py_ssize_t n,
                             StrCache* cache, const char* field):
     cdef str res
-    if cache.obj != NULL and cache.n == n and _same_bytes(<const char*>cache.data, <const char*>s, n):
+    if cache.obj != NULL and cache.n == n and fg_same_bytes(cache.data, s, n):
         return <str><object>cache.obj
     res = _dec_str(r, s, n, r.pos - n, field)
     if n <= 48:
@@ -704,7 +1151,7 @@ cdef object _d_gossip(WireReader* r, StrCache* cache):
         _raise(r)
     if rd_str(r, "origin", &s, &n) < 0:
         _raise(r)
-    if n == sn and memcmp(s, ss, n) == 0:
+    if n == sn and fg_same_bytes(s, ss, n):
         origin = sender
     else:
         origin = _dec_str(r, s, n, r.pos - n, "origin")
@@ -807,7 +1254,7 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
         r.item_index = i
         if rd_str(r, "", &s, &n) < 0:
             _raise(r)
-        if n == sn and memcmp(s, ss, n) == 0:
+        if n == sn and fg_same_bytes(s, ss, n):
             o = sender
         else:
             o = _dec_str(r, s, n, r.pos - n, "")
