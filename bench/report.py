@@ -247,6 +247,7 @@ def make_plots(e2e: dict, out_dir: str) -> List[str]:
         fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=110)
         ax.bar([b[0] for b in bars], [b[1] / 1e6 for b in bars], color=["C0", "C1"][: len(bars)])
         ax.axhline(4, color="0.3", ls="--", label="target: 4 M entries/s (compiled)")
+        ax.set_ylim(0, max([4] + [b[1] / 1e6 for b in bars]) * 1.15)
         for i, (_, v) in enumerate(bars):
             ax.text(i, v / 1e6, f"{v / 1e6:.2f}", ha="center", va="bottom")
         keys = next(ing[i]["keys"] for i in ("cython", "python") if ing.get(i))
@@ -265,8 +266,15 @@ def make_plots(e2e: dict, out_dir: str) -> List[str]:
                    if r["idle_bytes_per_node_round"]]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                     ls="-" if impl == "cython" else "--", label=IMPL_LABEL[impl])
+        base = [r["idle_bytes_per_node_round"] for rows in traffic.values() for r in rows
+                if r["keys"] == min(x["keys"] for x in rows) and r["idle_bytes_per_node_round"]]
+        if base:
+            ax.axhline(2 * max(base), color="0.3", ls="--",
+                       label="target: at most 2x the smallest table's figure")
+        top = max([p for rows in traffic.values() for r in rows
+                   for p in [r["idle_bytes_per_node_round"] or 0]] + [2 * max(base or [0])])
         ax.set_xscale("log")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, top * 1.15)
         ax.set_xlabel("keys in the table")
         ax.set_ylabel("bytes sent per node per round")
         ax.set_title("Steady state with no writes")
