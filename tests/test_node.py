@@ -432,3 +432,21 @@ async def test_pushed_gossip_spreads_and_oversized_values_refused(implementation
         with pytest.raises(ValueError, match="does not fit one frame"):
             a.set("big", b"x" * 5000)
         assert a.get("big") is None
+
+
+async def test_outbound_connections_are_capped(implementation: str) -> None:
+    async with await ClusterNetwork.spawn(
+        6,
+        fanout=Fanout.bounded(2),
+        gossip_interval=0.01,
+        implementation=implementation,
+        max_connections=2,
+    ) as net:
+        for i in range(6):
+            net.set_on(i, f"k{i}", i)
+        assert (await net.wait_until(lambda: all(n.state_len() == 6 for n in net.nodes))).converged
+        start = [n.stats.rounds for n in net.nodes]
+        await wait_for(lambda: all(n.stats.rounds - s >= 20 for n, s in zip(net.nodes, start)))
+        for node in net.nodes:
+            assert sum(1 for link in node._links.values() if link.connected) <= 2
+        assert sum(n.stats.connections_evicted for n in net.nodes) > 0

@@ -37,6 +37,9 @@ class NodeConfig:
     """How a node runs. ``NodeConfig.localhost("a")`` is enough to start one.
 
     ``fanout=None`` picks ``Fanout.default_for(number of peers)`` each round.
+    ``max_connections`` caps this node's outbound connections (one per peer at
+    most): above it, the least recently used one is closed, and reopened when
+    that peer is picked again. None means no cap.
     ``implementation`` is "cython", "python" or None (the process default, see
     ``fastgossip.IMPLEMENTATION``).
     """
@@ -51,6 +54,7 @@ class NodeConfig:
     connect_timeout: float = 2.0
     reconnect_min: float = 0.05
     reconnect_max: float = 2.0
+    max_connections: Optional[int] = 256
     seed: Optional[int] = None
     implementation: Optional[str] = None
 
@@ -63,6 +67,8 @@ class NodeConfig:
             raise ValueError("gossip_interval must be > 0 seconds")
         if not 64 <= self.max_frame_size <= 0xFFFFFFFF:
             raise ValueError("max_frame_size must be between 64 and 2**32-1 bytes")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValueError("max_connections must be >= 1 or None (no cap)")
         if self.fanout is not None and not isinstance(self.fanout, Fanout):
             raise TypeError("fanout must be a Fanout (e.g. Fanout.bounded(3), Fanout.SQRT)")
 
@@ -90,6 +96,7 @@ class NodeStats:
     bad_frames: int = 0
     entries_merged: int = 0
     sends_dropped: int = 0
+    connections_evicted: int = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -105,6 +112,7 @@ class _PeerLink:
     backoff: float = 0.0
     next_attempt: float = 0.0
     pending: List[Any] = field(default_factory=list)
+    last_used: float = 0.0
 
     @property
     def connected(self) -> bool:
@@ -310,6 +318,7 @@ class GossipNode:
                 if digest is None:
                     digest = self._codec.encode(self._digest(reply=True))
                 link.proto.send_frames((digest,))  # type: ignore[union-attr]
+                link.last_used = self._loop.time()
             else:
                 self._connect(link)
         return len(chosen)
@@ -346,6 +355,8 @@ class GossipNode:
             return
         link.proto = proto
         link.backoff = 0.0
+        link.last_used = self._loop.time()
+        self._evict_idle(keep=link)
         proto.peer = link.addr
         self.stats.connections_opened += 1
         # a new connection starts with an exchange, so a fresh peer catches up now
@@ -353,6 +364,22 @@ class GossipNode:
         for msg in link.pending:
             proto.send(msg)
         link.pending.clear()
+
+    def _evict_idle(self, keep: _PeerLink) -> None:
+        """Close the least recently used outbound connections above the cap."""
+        cap = self.config.max_connections
+        if cap is None:
+            return
+        open_links = [lk for lk in self._links.values() if lk.connected and lk is not keep]
+        excess = len(open_links) + 1 - cap
+        if excess <= 0:
+            return
+        open_links.sort(key=lambda lk: lk.last_used)
+        for lk in open_links[:excess]:
+            proto, lk.proto = lk.proto, None
+            if proto is not None:
+                proto.close()
+            self.stats.connections_evicted += 1
 
     def _schedule_retry(self, link: _PeerLink) -> None:
         cfg = self.config
