@@ -67,6 +67,10 @@ class NodeConfig:
             raise ValueError("gossip_interval must be > 0 seconds")
         if not 64 <= self.max_frame_size <= 0xFFFFFFFF:
             raise ValueError("max_frame_size must be between 64 and 2**32-1 bytes")
+        if self.implementation not in (None, "cython", "python"):
+            raise ValueError(
+                f"implementation must be 'cython', 'python' or None, not {self.implementation!r}"
+            )
         if self.max_connections is not None and self.max_connections < 1:
             raise ValueError("max_connections must be >= 1 or None (no cap)")
         if self.fanout is not None and not isinstance(self.fanout, Fanout):
