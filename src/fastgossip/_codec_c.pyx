@@ -22,7 +22,6 @@ from cpython.long cimport (
     PyLong_AsLongLongAndOverflow,
     PyLong_Check,
     PyLong_CheckExact,
-    PyLong_FromUnsignedLongLong,
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject, PyTypeObject
@@ -45,6 +44,13 @@ cdef extern from *:
     #include "longintrepr.h"
     #endif
 
+    /* The helpers below are small and on the hot paths: always inlined. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FG_INLINE static inline __attribute__((always_inline))
+    #else
+    #define FG_INLINE static CYTHON_INLINE
+    #endif
+
     #if defined(__GNUC__) || defined(__clang__)
     #define FG_LIKELY(x) __builtin_expect(!!(x), 1)
     #define FG_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -55,7 +61,7 @@ cdef extern from *:
 
     /* Fast paths for the common cases, read straight from the object; 0 means
        "take the general path". */
-    static CYTHON_INLINE int fg_u64_fast(PyObject* v, uint64_t* out) {
+    FG_INLINE int fg_u64_fast(PyObject* v, uint64_t* out) {
     #if defined(PYPY_VERSION) || defined(Py_LIMITED_API)
         return 0;
     #elif PY_VERSION_HEX >= 0x030C0000
@@ -82,7 +88,7 @@ cdef extern from *:
 
     /* The bytes of an exact, compact-ASCII str that fits a str16 field
        (borrowed: valid while s lives), or NULL: take the general path. */
-    static CYTHON_INLINE const char* fg_str_fast(PyObject* s, Py_ssize_t* n) {
+    FG_INLINE const char* fg_str_fast(PyObject* s, Py_ssize_t* n) {
     #if defined(PYPY_VERSION) || defined(Py_LIMITED_API)
         return NULL;
     #else
@@ -105,7 +111,7 @@ cdef extern from *:
     #endif
 
     /* An exact int in [0, 2**64) read by fg_u64_fast, or 0. */
-    static CYTHON_INLINE int fg_int_fast(PyObject* v, uint64_t* out) {
+    FG_INLINE int fg_int_fast(PyObject* v, uint64_t* out) {
         return FG_LIKELY(PyLong_CheckExact(v) && fg_u64_fast(v, out));
     }
 
@@ -113,17 +119,17 @@ cdef extern from *:
        ASCII with a few overlapping word loads instead of a libc call or a
        byte loop; none of them reads or writes outside [p, p + n). The
        fingerprint (f0, f1) of n <= 16 bytes determines them, given n. */
-    static CYTHON_INLINE uint64_t fg_ld64(const unsigned char* p) {
+    FG_INLINE uint64_t fg_ld64(const unsigned char* p) {
         uint64_t w; memcpy(&w, p, 8); return w;
     }
-    static CYTHON_INLINE uint32_t fg_ld32(const unsigned char* p) {
+    FG_INLINE uint32_t fg_ld32(const unsigned char* p) {
         uint32_t w; memcpy(&w, p, 4); return w;
     }
 
     /* Big-endian stores as one byte swap and one store each (written byte by
        byte, adjacent ones can be merged by the vectoriser into much longer
        code). */
-    static CYTHON_INLINE void fg_wr16(unsigned char* p, uint16_t v) {
+    FG_INLINE void fg_wr16(unsigned char* p, uint16_t v) {
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
             && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         v = __builtin_bswap16(v); memcpy(p, &v, 2);
@@ -131,7 +137,7 @@ cdef extern from *:
         p[0] = (unsigned char)(v >> 8); p[1] = (unsigned char)v;
     #endif
     }
-    static CYTHON_INLINE void fg_wr32(unsigned char* p, uint32_t v) {
+    FG_INLINE void fg_wr32(unsigned char* p, uint32_t v) {
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
             && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         v = __builtin_bswap32(v); memcpy(p, &v, 4);
@@ -140,7 +146,7 @@ cdef extern from *:
         p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
     #endif
     }
-    static CYTHON_INLINE void fg_wr64(unsigned char* p, uint64_t v) {
+    FG_INLINE void fg_wr64(unsigned char* p, uint64_t v) {
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
             && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         v = __builtin_bswap64(v); memcpy(p, &v, 8);
@@ -149,7 +155,7 @@ cdef extern from *:
     #endif
     }
 
-    static CYTHON_INLINE void fg_fingerprint(const unsigned char* s, Py_ssize_t n,
+    FG_INLINE void fg_fingerprint(const unsigned char* s, Py_ssize_t n,
                                              uint64_t* f0, uint64_t* f1) {
         if (n >= 8) {
             *f0 = fg_ld64(s); *f1 = fg_ld64(s + n - 8);
@@ -161,7 +167,7 @@ cdef extern from *:
         }
     }
 
-    static CYTHON_INLINE int fg_same_bytes(const void* a, const void* b, Py_ssize_t n) {
+    FG_INLINE int fg_same_bytes(const void* a, const void* b, Py_ssize_t n) {
         const unsigned char* x = (const unsigned char*)a;
         const unsigned char* y = (const unsigned char*)b;
         uint64_t x0, x1, y0, y1;
@@ -171,7 +177,7 @@ cdef extern from *:
         return ((x0 ^ y0) | (x1 ^ y1)) == 0;
     }
 
-    static CYTHON_INLINE void fg_copy(void* dst, const void* src, Py_ssize_t n) {
+    FG_INLINE void fg_copy(void* dst, const void* src, Py_ssize_t n) {
         unsigned char* d = (unsigned char*)dst;
         const unsigned char* s = (const unsigned char*)src;
         if (n > 32) {
@@ -193,11 +199,14 @@ cdef extern from *:
         }
     }
 
-    static CYTHON_INLINE int fg_is_ascii(const unsigned char* s, Py_ssize_t n) {
+    FG_INLINE int fg_is_ascii(const unsigned char* s, Py_ssize_t n) {
         if (n >= 8) {
-            uint64_t acc = fg_ld64(s + n - 8);
-            Py_ssize_t i;
-            for (i = 0; i + 8 < n; i += 8) acc |= fg_ld64(s + i);
+            uint64_t acc = fg_ld64(s) | fg_ld64(s + n - 8);
+            if (n > 16) {
+                Py_ssize_t i;
+                acc |= fg_ld64(s + 8) | fg_ld64(s + n - 16);
+                for (i = 16; i < n - 16; i += 8) acc |= fg_ld64(s + i);
+            }
             return (acc & 0x8080808080808080ULL) == 0;
         }
         if (n >= 4) return ((fg_ld32(s) | fg_ld32(s + n - 4)) & 0x80808080U) == 0;
@@ -214,7 +223,7 @@ cdef extern from *:
         uint64_t f0, f1;     /* fg_fingerprint(s, n) */
     } fg_origin;
 
-    static CYTHON_INLINE int fg_slot_bits(Py_ssize_t cap) {
+    FG_INLINE int fg_slot_bits(Py_ssize_t cap) {
         int bits = 5;
         while (((Py_ssize_t)1 << bits) < 2 * cap) bits++;
         return bits;
@@ -223,7 +232,7 @@ cdef extern from *:
     /* The table index of origin s[:n] (fingerprint f0, f1), or -1 - slot:
        where to insert it. The slot comes from the top bits of a
        multiplicative hash (they depend on every bit of the fingerprint). */
-    static CYTHON_INLINE Py_ssize_t fg_find_origin(const fg_origin* t, const uint16_t* slots,
+    FG_INLINE Py_ssize_t fg_find_origin(const fg_origin* t, const uint16_t* slots,
                                                    int bits, const char* s,
                                                    Py_ssize_t n, uint64_t f0, uint64_t f1) {
         uint64_t h = ((f0 ^ (uint64_t)n) * 0x9E3779B97F4A7C15ULL + f1) * 0xBF58476D1CE4E5B9ULL;
@@ -239,17 +248,24 @@ cdef extern from *:
         }
     }
 
+    /* A str16 field: u16 length, then the bytes. Returns the end. */
+    FG_INLINE unsigned char* fg_wr_str(unsigned char* q, const char* s, Py_ssize_t n) {
+        fg_wr16(q, (uint16_t)n);
+        fg_copy(q + 2, s, n);
+        return q + 2 + n;
+    }
+
     /* A new str from n ASCII bytes (the caller checked them): what the UTF-8
        decoder would build, without its overhead. */
-    static CYTHON_INLINE PyObject* fg_ascii_str(const unsigned char* s, Py_ssize_t n) {
+    FG_INLINE PyObject* fg_ascii_str(const unsigned char* s, Py_ssize_t n) {
         PyObject* o = PyUnicode_New(n, 127);
-        if (o != NULL) fg_copy(PyUnicode_DATA(o), s, n);
+        if (o != NULL) fg_copy(((PyASCIIObject*)o) + 1, s, n);  /* compact ASCII data */
         return o;
     }
 
     /* A new int for v: PyLong_FromUnsignedLongLong, with the digits of the
        usual 1- and 2-digit values set directly on CPython < 3.12. */
-    static CYTHON_INLINE PyObject* fg_int(uint64_t v) {
+    FG_INLINE PyObject* fg_int(uint64_t v) {
     #if PY_VERSION_HEX < 0x030C0000 && !defined(PYPY_VERSION) && !defined(Py_LIMITED_API)
         if (v <= PyLong_MASK) return PyLong_FromLong((long)v);  /* small ints cached */
         if ((v >> (2 * PyLong_SHIFT)) == 0) {
@@ -272,12 +288,13 @@ cdef extern from *:
     void fg_wr16(unsigned char* p, uint16_t v) noexcept nogil
     void fg_wr32(unsigned char* p, uint32_t v) noexcept nogil
     void fg_wr64(unsigned char* p, uint64_t v) noexcept nogil
+    unsigned char* fg_wr_str(unsigned char* q, const char* s, Py_ssize_t n) noexcept nogil
     void fg_fingerprint(const unsigned char* s, Py_ssize_t n, uint64_t* f0,
                         uint64_t* f1) noexcept nogil
     bint fg_same_bytes(const void* a, const void* b, Py_ssize_t n) noexcept nogil
     void fg_copy(void* dst, const void* src, Py_ssize_t n) noexcept nogil
     bint fg_is_ascii(const unsigned char* s, Py_ssize_t n) noexcept nogil
-    object fg_ascii_str(const unsigned char* s, Py_ssize_t n)
+    str fg_ascii_str(const unsigned char* s, Py_ssize_t n)
     ctypedef struct OriginPlan "fg_origin":
         const char* s
         Py_ssize_t n
@@ -296,8 +313,6 @@ cdef extern from "Python.h":
     const char* _as_utf8 "PyUnicode_AsUTF8AndSize"(object s, Py_ssize_t* n)
     unsigned long long _as_ull "PyLong_AsUnsignedLongLong"(object v)
     bint PyBool_Check(object o)
-    str _unicode_new "PyUnicode_New"(Py_ssize_t size, Py_UCS4 maxchar)
-    void* PyUnicode_DATA(object o)
     PyTypeObject* _type_of "Py_TYPE"(PyObject* o) noexcept
     bint FG_LIKELY(bint x) noexcept nogil
 
@@ -647,19 +662,34 @@ cdef int _add_gap(Plan* p, Py_ssize_t at, const char* s, Py_ssize_t n) except -1
 
 cdef struct BatchState:
     # A batch being measured and written, entry by entry, into p.mem: the
-    # origin table and its index by UTF-8, then the entries block.
+    # origin table and its index by UTF-8, then the entries block. The frame
+    # is fixed + osize + elen + gap_bytes + skipped bytes long.
     OriginPlan* origins
     uint16_t* slots
     int bits
     Py_ssize_t cap           # room in origins
     Py_ssize_t n_origins
+    Py_ssize_t osize         # the origin table's bytes in the frame
     PyObject* last           # the last entry's origin (borrowed) and its index
     Py_ssize_t last_idx
     Py_ssize_t head          # offset of the entries block in p.mem
     unsigned char* block
     Py_ssize_t elen          # bytes in the block
     Py_ssize_t room          # and its capacity
-    Py_ssize_t size          # the frame so far (prefix included)
+    Py_ssize_t fixed         # header, sender_id and counts
+    Py_ssize_t gap_bytes     # long bytes values, copied by _write
+    Py_ssize_t skipped       # entries past the largest frame, only measured
+
+
+cdef inline Py_ssize_t _batch_size(BatchState* st) noexcept nogil:
+    return st.fixed + st.osize + st.elen + st.gap_bytes + st.skipped
+
+
+cdef inline Py_ssize_t _batch_room(BatchState* st) noexcept nogil:
+    """What the block can take now: its capacity, or what a u32 length
+    prefix leaves, whichever is less."""
+    cdef Py_ssize_t left = (<Py_ssize_t>_U32_MAX + PREFIX_SIZE - _batch_size(st))
+    return st.room - st.elen if st.room - st.elen < left else left
 
 
 cdef inline Py_ssize_t _origin_index(BatchState* st, PyObject* o, const char* s,
@@ -682,9 +712,7 @@ cdef inline Py_ssize_t _origin_index(BatchState* st, PyObject* o, const char* s,
         op.f0 = f0
         op.f1 = f1
         st.n_origins += 1
-        st.size += 2 + n
-    st.last = o
-    st.last_idx = idx
+        st.osize += 2 + n
     return idx
 
 
@@ -693,7 +721,7 @@ cdef inline unsigned char* _wr_entry(unsigned char* q, const char* key, Py_ssize
                                      uint64_t ival, const char* bval,
                                      Py_ssize_t blen) noexcept nogil:
     """Write one entry (a long bytes value without its bytes: see BatchGap)."""
-    q = _wr_str(q, key, klen)
+    q = fg_wr_str(q, key, klen)
     fg_wr16(q, <uint16_t>idx)
     fg_wr64(q + 2, version)
     fg_wr64(q + 10, stamp)
@@ -714,8 +742,8 @@ cdef Py_ssize_t _batch_fast(BatchState* st, PyObject** items, Py_ssize_t i,
                             Py_ssize_t n) noexcept:
     """Measure and write entries items[i:n] while every field is of the
     common kind (exact Entry, compact ASCII str, int below 2**60 or short
-    bytes, room in the block); returns the index of the first one that is
-    not (n when all were), for _batch_slow."""
+    bytes) and there is room; returns the index of the first one that is not
+    (n when all were), for _batch_slow."""
     cdef PyObject* o
     cdef PyObject* f
     cdef PyObject* v
@@ -724,11 +752,10 @@ cdef Py_ssize_t _batch_fast(BatchState* st, PyObject** items, Py_ssize_t i,
     cdef const char* bval
     cdef Py_ssize_t klen = 0, olen = 0, blen = 0, idx, esize
     cdef uint64_t version = 0, stamp = 0, ival = 0
-    cdef unsigned char* block = st.block
-    cdef Py_ssize_t elen = st.elen
-    cdef Py_ssize_t room = st.room
-    cdef Py_ssize_t size = st.size
-    cdef Py_ssize_t limit = <Py_ssize_t>_U32_MAX + PREFIX_SIZE
+    cdef unsigned char* q = st.block + st.elen     # where the next entry goes
+    cdef Py_ssize_t room = _batch_room(st)          # bytes it may take
+    cdef PyObject* last = st.last
+    cdef Py_ssize_t last_idx = st.last_idx
     cdef PyTypeObject* entry_type = <PyTypeObject*>Entry
     while i < n:
         o = items[i]
@@ -738,17 +765,18 @@ cdef Py_ssize_t _batch_fast(BatchState* st, PyObject** items, Py_ssize_t i,
         if key == NULL:
             break
         f = <PyObject*>(<Entry>o).origin
-        if f == st.last:
-            idx = st.last_idx
-        else:
+        if f != last:
             optr = fg_str_fast(f, &olen)
             if optr == NULL:
                 break
-            st.size = size
             idx = _origin_index(st, f, optr, olen)
-            size = st.size
             if idx < 0:
                 break
+            if idx == st.n_origins - 1:  # (maybe) new: the frame grew
+                st.elen = q - st.block
+                room = _batch_room(st)
+            last = f
+            last_idx = idx
         if not fg_int_fast(<PyObject*>(<Entry>o).version, &version):
             break
         if (<Entry>o).stamp is (<Entry>o).version:
@@ -765,26 +793,15 @@ cdef Py_ssize_t _batch_fast(BatchState* st, PyObject** items, Py_ssize_t i,
             esize = 2 + klen + 18 + 5 + blen
         else:
             break
-        if size + esize > limit or elen + esize > room:
+        if esize > room:
             break
-        size += esize
-        elen = _wr_entry(block + elen, key, klen, idx, version, stamp, ival, bval,
-                         blen) - block
+        room -= esize
+        q = _wr_entry(q, key, klen, last_idx, version, stamp, ival, bval, blen)
         i += 1
-    st.elen = elen
-    st.size = size
+    st.elen = q - st.block
+    st.last = last
+    st.last_idx = last_idx
     return i
-
-
-cdef int _batch_room(Plan* p, BatchState* st, Py_ssize_t esize) except -1:
-    """Make room for esize more bytes in the entries block."""
-    if st.elen + esize > st.room:
-        _plan_grow(p, st.head + st.elen + esize)
-        st.origins = <OriginPlan*>p.mem
-        st.slots = <uint16_t*>(st.origins + st.cap)
-        st.block = <unsigned char*>p.mem + st.head
-        st.room = <Py_ssize_t>p.mem_size - st.head
-    return 0
 
 
 cdef int _batch_slow(Plan* p, BatchState* st, object o, Py_ssize_t i) except -1:
@@ -793,7 +810,7 @@ cdef int _batch_slow(Plan* p, BatchState* st, object o, Py_ssize_t i) except -1:
     cdef const char* key = NULL
     cdef const char* optr = NULL
     cdef const char* bval = NULL
-    cdef Py_ssize_t klen = 0, olen = 0, blen = 0, idx, esize
+    cdef Py_ssize_t klen = 0, olen = 0, blen = 0, idx, esize, wsize
     cdef uint64_t version = 0, stamp = 0, ival = 0
     cdef unsigned char* q
     if not isinstance(o, Entry):
@@ -807,6 +824,8 @@ cdef int _batch_slow(Plan* p, BatchState* st, object o, Py_ssize_t i) except -1:
         idx = _origin_index(st, <PyObject*>e.origin, optr, olen)
         if idx < 0:
             _too_many_origins()
+        st.last = <PyObject*>e.origin
+        st.last_idx = idx
     _get_u64(e.version, &version, "GossipBatch", "entries", i, "version")
     if e.stamp is e.version:
         stamp = version
@@ -814,15 +833,21 @@ cdef int _batch_slow(Plan* p, BatchState* st, object o, Py_ssize_t i) except -1:
         _get_u64(e.stamp, &stamp, "GossipBatch", "entries", i, "stamp")
     _get_value(e.value, &ival, &bval, &blen, "GossipBatch", "entries", i, "value")
     esize = 2 + klen + 18 + _value_size(bval, blen)
-    st.size += esize
-    if st.size - PREFIX_SIZE > <Py_ssize_t>_U32_MAX:
-        return 0  # too long a frame (_measure says so): the rest is only validated
-    if bval != NULL and blen > INLINE_VALUE_MAX:
-        esize -= blen
-    _batch_room(p, st, esize)
+    if st.skipped or _batch_size(st) + esize - PREFIX_SIZE > <Py_ssize_t>_U32_MAX:
+        # too long a frame (_measure says so): the rest is only measured
+        st.skipped += esize
+        return 0
+    wsize = esize - blen if bval != NULL and blen > INLINE_VALUE_MAX else esize
+    if st.elen + wsize > st.room:
+        _plan_grow(p, st.head + st.elen + wsize)
+        st.origins = <OriginPlan*>p.mem
+        st.slots = <uint16_t*>(st.origins + st.cap)
+        st.block = <unsigned char*>p.mem + st.head
+        st.room = <Py_ssize_t>p.mem_size - st.head
     q = _wr_entry(st.block + st.elen, key, klen, idx, version, stamp, ival, bval, blen)
-    if bval != NULL and blen > INLINE_VALUE_MAX:
+    if wsize != esize:
         _add_gap(p, q - st.block, bval, blen)
+        st.gap_bytes += blen
     st.elen = q - st.block
     return 0
 
@@ -839,9 +864,10 @@ cdef Py_ssize_t _m_batch(GossipBatch m, Plan* p) except -1:
     n = PyTuple_GET_SIZE(entries)
     p.mtype = T_GOSSIP_BATCH
     p.count = n
-    st.size = HEADER_SIZE + 2 + p.n0 + 2 + 4
     if n == 0:
-        return st.size
+        return HEADER_SIZE + 2 + p.n0 + 2 + 4
+    memset(&st, 0, sizeof(st))
+    st.fixed = HEADER_SIZE + 2 + p.n0 + 2 + 4
     st.cap = n if n < MAX_ORIGINS else MAX_ORIGINS
     st.bits = fg_slot_bits(st.cap)
     st.head = (st.cap * sizeof(OriginPlan) + (sizeof(uint16_t) << st.bits) + 7) & ~7
@@ -849,11 +875,7 @@ cdef Py_ssize_t _m_batch(GossipBatch m, Plan* p) except -1:
     st.origins = <OriginPlan*>p.mem
     st.slots = <uint16_t*>(st.origins + st.cap)
     memset(st.slots, 0, sizeof(uint16_t) << st.bits)
-    st.n_origins = 0
-    st.last = NULL
-    st.last_idx = 0
     st.block = <unsigned char*>p.mem + st.head
-    st.elen = 0
     st.room = <Py_ssize_t>p.mem_size - st.head
     i = 0
     while True:
@@ -866,7 +888,7 @@ cdef Py_ssize_t _m_batch(GossipBatch m, Plan* p) except -1:
     p.n_origins = st.n_origins
     p.eoff = st.head
     p.elen = st.elen
-    return st.size
+    return _batch_size(&st)
 
 
 cdef Py_ssize_t _m_digest(Digest m, Plan* p) except -1:
@@ -943,13 +965,6 @@ cdef inline unsigned char* _wr_value(unsigned char* q, uint64_t ival, const char
     return wr_value_bytes(q, bval, blen)
 
 
-cdef inline unsigned char* _wr_str(unsigned char* q, const char* s, Py_ssize_t n) noexcept nogil:
-    """wr_str, copying short strings inline."""
-    fg_wr16(q, <uint16_t>n)
-    fg_copy(q + 2, s, n)
-    return q + 2 + n
-
-
 cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
     """Write the measured frame at q; returns its end."""
     cdef Py_ssize_t i, at
@@ -958,12 +973,12 @@ cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
     cdef const unsigned char* block
     cdef int t = p.mtype
     q = wr_header(q, p.size, <uint8_t>t)
-    q = _wr_str(q, p.s0, p.n0)
+    q = fg_wr_str(q, p.s0, p.n0)
     if t == T_GOSSIP:
-        q = _wr_str(q, p.s1, p.n1)
+        q = fg_wr_str(q, p.s1, p.n1)
         q = _wr_value(q, p.ival, p.bval, p.blen)
         wr64(q, p.u0)
-        q = _wr_str(q + 8, p.s2, p.n2)
+        q = fg_wr_str(q + 8, p.s2, p.n2)
     elif t == T_PING or t == T_PONG:
         wr64(q, p.u0)
         q += 8
@@ -971,7 +986,7 @@ cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
         wr16(q, <uint16_t>p.n_origins)
         q += 2
         for i in range(p.n_origins):
-            q = _wr_str(q, p.origins[i].s, p.origins[i].n)
+            q = fg_wr_str(q, p.origins[i].s, p.origins[i].n)
         wr32(q, <uint32_t>p.count)
         q += 4
         # the entries block, with the long bytes values put in their places
@@ -992,7 +1007,7 @@ cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
         q += 5
         for i in range(p.count):
             it = &p.items[i]
-            q = _wr_str(q, it.key, it.klen)
+            q = fg_wr_str(q, it.key, it.klen)
             wr64(q, it.version)
             q += 8
     elif t == T_REPLICATE:
@@ -1007,12 +1022,68 @@ cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
     return q
 
 
+cdef object _encode_gossip(Gossip m):
+    """The frame of m when every field is of the common kind (compact-ASCII
+    str, int below 2**60, bytes), written straight; else None (the general
+    path then encodes it or raises)."""
+    cdef const char* s0
+    cdef const char* s1
+    cdef const char* s2
+    cdef const char* bval = NULL
+    cdef Py_ssize_t n0 = 0, n1 = 0, n2 = 0, blen = 0, size
+    cdef uint64_t ival = 0, version = 0
+    cdef PyObject* v = <PyObject*>m.value
+    cdef unsigned char* q
+    cdef bytes out
+    s0 = fg_str_fast(<PyObject*>m.sender_id, &n0)
+    s1 = fg_str_fast(<PyObject*>m.key, &n1)
+    s2 = fg_str_fast(<PyObject*>m.origin, &n2)
+    if s0 == NULL or s1 == NULL or s2 == NULL:
+        return None
+    if not fg_int_fast(<PyObject*>m.version, &version):
+        return None
+    size = HEADER_SIZE + 6 + n0 + n1 + n2 + 8
+    if fg_int_fast(v, &ival):
+        size += 9
+    elif PyBytes_CheckExact(<object>v):
+        bval = PyBytes_AS_STRING(<object>v)
+        blen = PyBytes_GET_SIZE(<object>v)
+        size += 5 + blen
+        if size - PREFIX_SIZE > <Py_ssize_t>_U32_MAX:
+            return None
+    else:
+        return None
+    out = PyBytes_FromStringAndSize(NULL, size)
+    q = <unsigned char*>PyBytes_AS_STRING(out)
+    fg_wr32(q, <uint32_t>(size - PREFIX_SIZE))
+    q[4] = PROTOCOL_VERSION
+    q[5] = T_GOSSIP
+    q = fg_wr_str(q + HEADER_SIZE, s0, n0)
+    q = fg_wr_str(q, s1, n1)
+    if bval == NULL:
+        q[0] = V_INT
+        fg_wr64(q + 1, ival)
+        q += 9
+    else:
+        q[0] = V_BYTES
+        fg_wr32(q + 1, <uint32_t>blen)
+        memcpy(q + 5, bval, blen)
+        q += 5 + blen
+    fg_wr64(q, version)
+    fg_wr_str(q + 8, s2, n2)
+    return out
+
+
 @cython.binding(False)
 @cython.always_allow_keywords(False)
 def encode(msg) -> bytes:
     """Encode one message as a full frame (length prefix included)."""
     cdef Plan plan
     cdef bytes out
+    if type(msg) is Gossip:
+        out = _encode_gossip(<Gossip>msg)
+        if out is not None:
+            return out
     _plan_init(&plan)
     try:
         _measure(msg, &plan)
@@ -1075,30 +1146,10 @@ cdef int _raise(WireReader* r) except -1:
     raise FrameError(wire_error_message(r), r.err_offset)
 
 
-cdef inline bint _is_ascii(const unsigned char* s, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i = 0
-    cdef uint64_t acc = 0, w
-    while i + 8 <= n:
-        memcpy(&w, s + i, 8)
-        acc |= w
-        i += 8
-    while i < n:
-        acc |= s[i]
-        i += 1
-    return (acc & 0x8080808080808080ULL) == 0
-
-
-cdef inline str _dec_str(WireReader* r, const unsigned char* s, Py_ssize_t n, Py_ssize_t offset,
-                         const char* field):
+cdef str _dec_utf8(WireReader* r, const unsigned char* s, Py_ssize_t n, Py_ssize_t offset,
+               const char* field):
     cdef PyObject* o
     cdef str res
-    if n == 0:
-        return ""
-    if _is_ascii(s, n):
-        # what the UTF-8 decoder would build, without its overhead
-        res = _unicode_new(n, 127)
-        memcpy(PyUnicode_DATA(res), s, n)
-        return res
     o = _decode_utf8(<const char*>s, n, NULL)
     if o == NULL:
         wire_utf8_error(r, s, n, offset, field)
@@ -1106,6 +1157,16 @@ cdef inline str _dec_str(WireReader* r, const unsigned char* s, Py_ssize_t n, Py
     res = <str><object>o
     Py_DECREF(res)
     return res
+
+
+cdef inline str _dec_str(WireReader* r, const unsigned char* s, Py_ssize_t n, Py_ssize_t offset,
+                         const char* field):
+    """A str field s[:n] at frame offset `offset`. ASCII text (checked a word
+    at a time) is copied into a new str: what the UTF-8 decoder would build,
+    without its overhead."""
+    if FG_LIKELY(fg_is_ascii(s, n)):
+        return fg_ascii_str(s, n)
+    return _dec_utf8(r, s, n, offset, field)
 
 
 cdef inline str _dec_sender(WireReader* r, const unsigned char* s, Py_ssize_t n,
@@ -1126,7 +1187,7 @@ cdef inline str _dec_sender(WireReader* r, const unsigned char* s, Py_ssize_t n,
 cdef inline object _mk_value(uint8_t tag, uint64_t ival, const unsigned char* bval,
                              Py_ssize_t blen):
     if tag == V_INT:
-        return PyLong_FromUnsignedLongLong(ival)
+        return fg_int(ival)
     return PyBytes_FromStringAndSize(<const char*>bval, blen)
 
 
@@ -1161,7 +1222,7 @@ cdef object _d_gossip(WireReader* r, StrCache* cache):
     g.sender_id = sender
     g.key = key
     g.value = _mk_value(tag, ival, bval, blen)
-    g.version = PyLong_FromUnsignedLongLong(version)
+    g.version = fg_int(version)
     g.origin = origin
     return g
 
@@ -1182,11 +1243,11 @@ cdef object _d_ping(WireReader* r, StrCache* cache, bint pong):
     if pong:
         po = Pong.__new__(Pong)
         po.sender_id = sender
-        po.seq = PyLong_FromUnsignedLongLong(seq)
+        po.seq = fg_int(seq)
         return po
     pi = Ping.__new__(Ping)
     pi.sender_id = sender
-    pi.seq = PyLong_FromUnsignedLongLong(seq)
+    pi.seq = fg_int(seq)
     return pi
 
 
@@ -1204,9 +1265,9 @@ cdef object _d_replicate(WireReader* r, StrCache* cache):
         _raise(r)
     m = Replicate.__new__(Replicate)
     m.leader_id = leader
-    m.index = PyLong_FromUnsignedLongLong(index)
-    m.term = PyLong_FromUnsignedLongLong(term)
-    m.checksum = PyLong_FromUnsignedLongLong(checksum)
+    m.index = fg_int(index)
+    m.term = fg_int(term)
+    m.checksum = fg_int(checksum)
     m.payload = PyBytes_FromStringAndSize(<const char*>s, n)
     return m
 
@@ -1225,9 +1286,52 @@ cdef object _d_ack(WireReader* r, StrCache* cache):
         _raise(r)
     m = ReplicateAck.__new__(ReplicateAck)
     m.follower_id = follower
-    m.index = PyLong_FromUnsignedLongLong(index)
+    m.index = fg_int(index)
     m.success = success
     return m
+
+
+cdef inline bint _scan_entry(WireReader* r, uint16_t n_origins, EntryView* e) noexcept nogil:
+    """rd_entry for a regular entry: everything in bounds, the origin index in
+    range, a known value tag. Returns False, having read nothing, on anything
+    else (rd_entry then says what is wrong)."""
+    cdef const unsigned char* q = r.buf + r.pos
+    cdef Py_ssize_t left = r.end - r.pos
+    cdef Py_ssize_t klen
+    cdef uint32_t blen
+    if left < 2:
+        return False
+    klen = rd16(q)
+    left -= 2 + klen + 19             # key, origin index, version, stamp, tag
+    if left < 0:
+        return False
+    e.key = q + 2
+    e.key_len = klen
+    e.key_offset = r.pos + 2
+    q += 2 + klen
+    e.origin_index = rd16(q)
+    if e.origin_index >= n_origins:
+        return False
+    e.version = rd64(q + 2)
+    e.stamp = rd64(q + 10)
+    e.tag = q[18]
+    if e.tag == V_INT:
+        if left < 8:
+            return False
+        e.ival = rd64(q + 19)
+        r.pos = (q + 27) - r.buf
+        return True
+    if e.tag == V_BYTES:
+        if left < 4:
+            return False
+        blen = rd32(q + 19)
+        if <uint64_t>(left - 4) < blen:
+            return False
+        e.bval = q + 23
+        e.blen = blen
+        r.pos = (q + 23 + blen) - r.buf
+        return True
+    return False
 
 
 cdef object _d_batch(WireReader* r, StrCache* cache):
@@ -1267,21 +1371,28 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
         _raise(r)
     entries = PyTuple_New(n_entries)
     memset(&ev, 0, sizeof(ev))
-    r.item_group = "entries"
     for i in range(n_entries):
-        r.item_index = i
-        if rd_entry(r, n_origins, &ev) < 0:
-            _raise(r)
+        if not FG_LIKELY(_scan_entry(r, n_origins, &ev)):
+            r.item_group = "entries"
+            r.item_index = i
+            if rd_entry(r, n_origins, &ev) < 0:
+                _raise(r)
+            r.item_group = NULL
         e = Entry.__new__(Entry)
-        e.key = _dec_str(r, ev.key, ev.key_len, ev.key_offset, "key")
+        if FG_LIKELY(fg_is_ascii(ev.key, ev.key_len)):
+            e.key = fg_ascii_str(ev.key, ev.key_len)
+        else:
+            r.item_group = "entries"
+            r.item_index = i
+            e.key = _dec_utf8(r, ev.key, ev.key_len, ev.key_offset, "key")
+            r.item_group = NULL
         e.origin = <str><object>PyTuple_GET_ITEM(origins, ev.origin_index)
-        version = PyLong_FromUnsignedLongLong(ev.version)
+        version = fg_int(ev.version)
         e.version = version
-        e.stamp = version if ev.stamp == ev.version else PyLong_FromUnsignedLongLong(ev.stamp)
+        e.stamp = version if ev.stamp == ev.version else fg_int(ev.stamp)
         e.value = _mk_value(ev.tag, ev.ival, ev.bval, ev.blen)
         Py_INCREF(e)
         PyTuple_SET_ITEM(entries, i, e)
-    r.item_group = NULL
     if rd_end(r, "GossipBatch") < 0:
         _raise(r)
     b = GossipBatch.__new__(GossipBatch)
@@ -1316,7 +1427,7 @@ cdef object _d_digest(WireReader* r, StrCache* cache):
         origin = _dec_str(r, s, n, r.pos - n, "origin")
         if rd_u64(r, "stamp", &stamp) < 0:
             _raise(r)
-        pair = (origin, PyLong_FromUnsignedLongLong(stamp))
+        pair = (origin, fg_int(stamp))
         Py_INCREF(pair)
         PyTuple_SET_ITEM(wms, i, pair)
     r.item_group = NULL
@@ -1329,10 +1440,101 @@ cdef object _d_digest(WireReader* r, StrCache* cache):
     return d
 
 
+cdef object _decode_gossip(const unsigned char* b, Py_ssize_t n, StrCache* cache):
+    """A Gossip frame b[:n] (header and length prefix already checked) whose
+    fields are all in bounds and whose text is ASCII, decoded straight; None
+    for anything else (the exact reader, _d_gossip, then decodes it or says
+    what is wrong)."""
+    cdef Py_ssize_t pos = HEADER_SIZE, sn, kn, on, blen = 0
+    cdef const unsigned char* sp
+    cdef const unsigned char* kp
+    cdef const unsigned char* op
+    cdef const unsigned char* bval = NULL
+    cdef uint8_t tag
+    cdef uint64_t ival = 0, version
+    cdef str sender
+    cdef Gossip g
+    if n - pos < 2:
+        return None
+    sn = rd16(b + pos)
+    pos += 2
+    if n - pos < sn + 2:
+        return None
+    sp = b + pos
+    pos += sn
+    kn = rd16(b + pos)
+    pos += 2
+    if n - pos < kn + 1:
+        return None
+    kp = b + pos
+    pos += kn
+    tag = b[pos]
+    pos += 1
+    if tag == V_INT:
+        if n - pos < 8 + 10:
+            return None
+        ival = rd64(b + pos)
+        pos += 8
+    elif tag == V_BYTES:
+        if n - pos < 4 + 10:
+            return None
+        blen = rd32(b + pos)
+        pos += 4
+        if n - pos - 10 < blen:
+            return None
+        bval = b + pos
+        pos += blen
+    else:
+        return None
+    version = rd64(b + pos)
+    on = rd16(b + pos + 8)
+    pos += 10
+    if n - pos != on:
+        return None
+    op = b + pos
+    if not (fg_is_ascii(kp, kn) and fg_is_ascii(op, on)):
+        return None
+    if cache.obj != NULL and cache.n == sn and fg_same_bytes(cache.data, sp, sn):
+        sender = <str>cache.obj
+    elif fg_is_ascii(sp, sn):
+        sender = fg_ascii_str(sp, sn)
+        if sn <= 48:
+            Py_XDECREF(cache.obj)
+            Py_INCREF(sender)
+            cache.obj = <PyObject*>sender
+            cache.n = sn
+            memcpy(cache.data, sp, sn)
+    else:
+        return None
+    g = Gossip.__new__(Gossip)
+    g.sender_id = sender
+    g.key = fg_ascii_str(kp, kn) if kn else ""
+    if bval == NULL:
+        g.value = fg_int(ival)
+    else:
+        g.value = PyBytes_FromStringAndSize(<const char*>bval, blen)
+    g.version = fg_int(version)
+    if on == 0:
+        g.origin = ""
+    elif on == sn and fg_same_bytes(op, sp, sn):
+        g.origin = sender
+    else:
+        g.origin = fg_ascii_str(op, on)
+    return g
+
+
 cdef object _decode_frame(const unsigned char* buf, Py_ssize_t n, uint64_t max_frame_size,
                           StrCache* cache):
     cdef WireReader r
-    cdef int t = wire_open(&r, buf, n, max_frame_size)
+    cdef int t
+    cdef object o
+    if (n >= HEADER_SIZE and buf[5] == T_GOSSIP and buf[4] == PROTOCOL_VERSION
+            and <uint64_t>rd32(buf) + PREFIX_SIZE == <uint64_t>n
+            and <uint64_t>rd32(buf) <= max_frame_size):
+        o = _decode_gossip(buf, n, cache)
+        if o is not None:
+            return o
+    t = wire_open(&r, buf, n, max_frame_size)
     if t == T_GOSSIP:
         return _d_gossip(&r, cache)
     if t == T_GOSSIP_BATCH:
