@@ -93,7 +93,16 @@ cdef extern from *:
         return NULL;
     #else
         if (FG_UNLIKELY(!PyUnicode_CheckExact(s))) return NULL;
-        if (FG_UNLIKELY(!PyUnicode_IS_COMPACT_ASCII(s))) return NULL;
+        {   /* PyUnicode_IS_COMPACT_ASCII as one test of the state bits */
+            PyASCIIObject want;
+            unsigned int bits, mask;
+            memset(&want.state, 0, sizeof(want.state));
+            want.state.compact = 1;
+            want.state.ascii = 1;
+            memcpy(&mask, &want.state, sizeof(mask));
+            memcpy(&bits, &((PyASCIIObject*)s)->state, sizeof(bits));
+            if (FG_UNLIKELY((bits & mask) != mask)) return NULL;
+        }
         if (FG_UNLIKELY(PyUnicode_GET_LENGTH(s) > 65535)) return NULL;
         *n = PyUnicode_GET_LENGTH(s);
         return (const char*)(((PyASCIIObject*)s) + 1);  /* compact ASCII data */
@@ -510,6 +519,7 @@ cdef inline void _plan_init(Plan* p) noexcept nogil:
     p.origins = NULL
     p.count = 0
     p.n_origins = 0
+    p.eoff = 0
     p.elen = 0
     p.gaps = NULL
     p.ngaps = 0
@@ -990,17 +1000,18 @@ cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
         wr32(q, <uint32_t>p.count)
         q += 4
         # the entries block, with the long bytes values put in their places
-        at = 0
-        block = <const unsigned char*>p.mem + p.eoff
-        for i in range(p.ngaps):
-            g = &p.gaps[i]
-            memcpy(q, block + at, g.at - at)
-            q += g.at - at
-            memcpy(q, g.s, g.n)
-            q += g.n
-            at = g.at
-        memcpy(q, block + at, p.elen - at)
-        q += p.elen - at
+        if p.count:
+            at = 0
+            block = <const unsigned char*>p.mem + p.eoff
+            for i in range(p.ngaps):
+                g = &p.gaps[i]
+                memcpy(q, block + at, g.at - at)
+                q += g.at - at
+                memcpy(q, g.s, g.n)
+                q += g.n
+                at = g.at
+            memcpy(q, block + at, p.elen - at)
+            q += p.elen - at
     elif t == T_DIGEST:
         q[0] = 1 if p.flag else 0
         wr32(q + 1, <uint32_t>p.count)
@@ -1291,49 +1302,6 @@ cdef object _d_ack(WireReader* r, StrCache* cache):
     return m
 
 
-cdef inline bint _scan_entry(WireReader* r, uint16_t n_origins, EntryView* e) noexcept nogil:
-    """rd_entry for a regular entry: everything in bounds, the origin index in
-    range, a known value tag. Returns False, having read nothing, on anything
-    else (rd_entry then says what is wrong)."""
-    cdef const unsigned char* q = r.buf + r.pos
-    cdef Py_ssize_t left = r.end - r.pos
-    cdef Py_ssize_t klen
-    cdef uint32_t blen
-    if left < 2:
-        return False
-    klen = rd16(q)
-    left -= 2 + klen + 19             # key, origin index, version, stamp, tag
-    if left < 0:
-        return False
-    e.key = q + 2
-    e.key_len = klen
-    e.key_offset = r.pos + 2
-    q += 2 + klen
-    e.origin_index = rd16(q)
-    if e.origin_index >= n_origins:
-        return False
-    e.version = rd64(q + 2)
-    e.stamp = rd64(q + 10)
-    e.tag = q[18]
-    if e.tag == V_INT:
-        if left < 8:
-            return False
-        e.ival = rd64(q + 19)
-        r.pos = (q + 27) - r.buf
-        return True
-    if e.tag == V_BYTES:
-        if left < 4:
-            return False
-        blen = rd32(q + 19)
-        if <uint64_t>(left - 4) < blen:
-            return False
-        e.bval = q + 23
-        e.blen = blen
-        r.pos = (q + 23 + blen) - r.buf
-        return True
-    return False
-
-
 cdef object _d_batch(WireReader* r, StrCache* cache):
     cdef const unsigned char* ss = NULL
     cdef const unsigned char* s = NULL
@@ -1343,7 +1311,13 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
     cdef tuple origins, entries
     cdef EntryView ev
     cdef Entry e
-    cdef object version, o
+    cdef object o
+    cdef uint8_t tag
+    cdef const unsigned char* q
+    cdef const unsigned char* kp = NULL
+    cdef Py_ssize_t left, klen = 0
+    cdef uint16_t oi = 0
+    cdef uint64_t version = 0, stamp = 0, ival = 0
     cdef GossipBatch b
     if rd_str(r, "sender_id", &ss, &sn) < 0:
         _raise(r)
@@ -1372,25 +1346,47 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
     entries = PyTuple_New(n_entries)
     memset(&ev, 0, sizeof(ev))
     for i in range(n_entries):
-        if not FG_LIKELY(_scan_entry(r, n_origins, &ev)):
+        # an entry of the usual shape read inline, anything else by rd_entry
+        q = r.buf + r.pos
+        left = r.end - r.pos - 2 - 19 - 8     # key length, fixed fields, an int value
+        if left >= 0:
+            klen = rd16(q)
+            left -= klen
+            kp = q + 2
+            q += 2 + klen
+        if left >= 0 and rd16(q) < n_origins and q[18] == V_INT:
+            oi = rd16(q)
+            version = rd64(q + 2)
+            stamp = rd64(q + 10)
+            ival = rd64(q + 19)
+            r.pos = (q + 27) - r.buf
+            tag = V_INT
+        else:
             r.item_group = "entries"
             r.item_index = i
             if rd_entry(r, n_origins, &ev) < 0:
                 _raise(r)
             r.item_group = NULL
+            kp = ev.key
+            klen = ev.key_len
+            oi = ev.origin_index
+            version = ev.version
+            stamp = ev.stamp
+            tag = ev.tag
+            ival = ev.ival
         e = Entry.__new__(Entry)
-        if FG_LIKELY(fg_is_ascii(ev.key, ev.key_len)):
-            e.key = fg_ascii_str(ev.key, ev.key_len)
+        if FG_LIKELY(fg_is_ascii(kp, klen)):
+            e.key = fg_ascii_str(kp, klen)
         else:
             r.item_group = "entries"
             r.item_index = i
-            e.key = _dec_utf8(r, ev.key, ev.key_len, ev.key_offset, "key")
+            e.key = _dec_utf8(r, kp, klen, kp - r.buf, "key")
             r.item_group = NULL
-        e.origin = <str><object>PyTuple_GET_ITEM(origins, ev.origin_index)
-        version = fg_int(ev.version)
-        e.version = version
-        e.stamp = version if ev.stamp == ev.version else fg_int(ev.stamp)
-        e.value = _mk_value(ev.tag, ev.ival, ev.bval, ev.blen)
+        e.origin = <str><object>PyTuple_GET_ITEM(origins, oi)
+        e.version = fg_int(version)
+        e.stamp = e.version if stamp == version else fg_int(stamp)
+        e.value = fg_int(ival) if tag == V_INT else PyBytes_FromStringAndSize(
+            <const char*>ev.bval, ev.blen)
         Py_INCREF(e)
         PyTuple_SET_ITEM(entries, i, e)
     if rd_end(r, "GossipBatch") < 0:
