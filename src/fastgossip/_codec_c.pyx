@@ -70,8 +70,13 @@ cdef extern from *:
             if (x < 0) return 0;
             *out = (uint64_t)x;
             return 1;
+        } else {  /* larger: below 2**63 here, the rest by the general path */
+            int overflow;
+            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow != 0 || x < 0) return 0;  /* (an exact int: no error) */
+            *out = (uint64_t)x;
+            return 1;
         }
-        return 0;
     #else
         const digit* d = ((PyLongObject*)v)->ob_digit;
         Py_ssize_t size = Py_SIZE(v);
