@@ -3,8 +3,14 @@
 
 Encoding measures a message first (validating every field and computing the
 exact frame size), then writes it into one bytes object allocated at its final
-size. Decoding walks the frame with the bounds-checked readers of _wire.pxd and
-builds the message objects directly (no __init__ calls).
+size; a batch's entries are written into working memory as they are measured,
+and copied into the frame after its origin table. Decoding walks the frame
+with the bounds-checked readers of _wire.pxd and builds the message objects
+directly (no __init__ calls).
+
+The common cases (exact str of ASCII text, int below 2**60, in-bounds fields)
+take straight-line paths that hand anything else to the general code, so
+results and errors are the same either way, and the same as the twin's.
 """
 
 cimport cython
@@ -170,7 +176,7 @@ cdef extern from *:
     }
 
     FG_INLINE void fg_fingerprint(const unsigned char* s, Py_ssize_t n,
-                                             uint64_t* f0, uint64_t* f1) {
+                                  uint64_t* f0, uint64_t* f1) {
         if (n >= 8) {
             *f0 = fg_ld64(s); *f1 = fg_ld64(s + n - 8);
         } else if (n >= 4) {
@@ -247,8 +253,8 @@ cdef extern from *:
        where to insert it. The slot comes from the top bits of a
        multiplicative hash (they depend on every bit of the fingerprint). */
     FG_INLINE Py_ssize_t fg_find_origin(const fg_origin* t, const uint16_t* slots,
-                                                   int bits, const char* s,
-                                                   Py_ssize_t n, uint64_t f0, uint64_t f1) {
+                                        int bits, const char* s,
+                                        Py_ssize_t n, uint64_t f0, uint64_t f1) {
         uint64_t h = ((f0 ^ (uint64_t)n) * 0x9E3779B97F4A7C15ULL + f1) * 0xBF58476D1CE4E5B9ULL;
         size_t mask = ((size_t)1 << bits) - 1, i = (size_t)(h >> (64 - bits));
         for (;;) {
@@ -294,6 +300,7 @@ cdef extern from *:
         return PyLong_FromUnsignedLongLong(v);
     }
     """
+    bint FG_LIKELY(bint x) noexcept nogil
     int fg_u64_fast(object v, uint64_t* out) noexcept
     bint FG_SHARED_SCRATCH
     PyObject** fg_tuple_items(tuple t) noexcept
@@ -328,7 +335,6 @@ cdef extern from "Python.h":
     unsigned long long _as_ull "PyLong_AsUnsignedLongLong"(object v)
     bint PyBool_Check(object o)
     PyTypeObject* _type_of "Py_TYPE"(PyObject* o) noexcept
-    bint FG_LIKELY(bint x) noexcept nogil
 
 
 __all__ = [
@@ -468,7 +474,8 @@ cdef inline int _get_value(object v, uint64_t* ival, const char** bval, Py_ssize
 
 
 # ---------------------------------------------------------------------------
-# Encoding: measure (validate + exact size) then write.
+# Encoding: measure (validate + exact size) then write (batch entries: both
+# at once, see _m_batch).
 
 cdef struct ItemPlan:
     const char* key          # digest: watermark origin
