@@ -821,7 +821,8 @@ cdef class GossipState:
             r.blen = 0
         r.key_off = self._arena_len
         r.key_len = <uint16_t>e.klen
-        memcpy(self._arena + self._arena_len, e.key, e.klen)
+        if e.klen:  # an empty key may come with a NULL pointer
+            memcpy(self._arena + self._arena_len, e.key, e.klen)
         self._arena_len += e.klen
         self._index[pos] = (h >> 32 << 32) | (<uint64_t>slot + 1)
         self._n += 1
