@@ -126,6 +126,9 @@ class ClusterNetwork:
         return total
 
     async def shutdown_all(self) -> None:
+        # first stop every node's rounds and dials, so that no node connects to
+        # a listener that is closing (asyncio's accept path trips on that)
+        await asyncio.gather(*(node._stop_tasks() for node in self.nodes))
         await asyncio.gather(*(node.shutdown() for node in self.nodes))
 
     async def __aenter__(self) -> ClusterNetwork:

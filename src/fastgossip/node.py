@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import time
 from dataclasses import dataclass, field, fields, replace
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -27,6 +29,7 @@ from .replication import ReplicationLog
 log = logging.getLogger("fastgossip")
 
 Address = Tuple[str, int]
+MAX_NODE_ID_BYTES = 255
 Value = Union[int, bytes]
 
 __all__ = ["GossipNode", "NodeConfig", "NodeStats"]
@@ -37,6 +40,9 @@ class NodeConfig:
     """How a node runs. ``NodeConfig.localhost("a")`` is enough to start one.
 
     ``fanout=None`` picks ``Fanout.default_for(number of peers)`` each round.
+    ``max_clock_skew`` (seconds): a received version further than this ahead of
+    the local wall clock is stored but not observed by the clock, so one bad
+    version cannot drag every node's clock into the future.
     ``max_connections`` caps this node's outbound connections (one per peer at
     most): above it, the least recently used one is closed, and reopened when
     that peer is picked again. None means no cap.
@@ -55,16 +61,28 @@ class NodeConfig:
     reconnect_min: float = 0.05
     reconnect_max: float = 2.0
     max_connections: Optional[int] = 256
+    max_clock_skew: float = 60.0
     seed: Optional[int] = None
     implementation: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.node_id, str) or not self.node_id:
             raise ValueError("node_id must be a non-empty str")
-        if len(self.node_id.encode("utf-8")) > 65535:
-            raise ValueError("node_id is longer than 65535 UTF-8 bytes")
-        if self.gossip_interval <= 0:
-            raise ValueError("gossip_interval must be > 0 seconds")
+        if len(self.node_id.encode("utf-8")) > MAX_NODE_ID_BYTES:
+            raise ValueError(f"node_id is longer than {MAX_NODE_ID_BYTES} UTF-8 bytes")
+        for name in (
+            "gossip_interval",
+            "connect_timeout",
+            "reconnect_min",
+            "reconnect_max",
+            "max_clock_skew",
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in ("max_delta_bytes", "write_buffer_high"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be an int > 0, got {getattr(self, name)!r}")
         if not 64 <= self.max_frame_size <= 0xFFFFFFFF:
             raise ValueError("max_frame_size must be between 64 and 2**32-1 bytes")
         if self.implementation not in (None, "cython", "python"):
@@ -145,6 +163,7 @@ class GossipNode:
         self._round_task: Optional[asyncio.Task] = None
         self._addr: Address = config.bind
         self._closed = False
+        self._shut_down = False
         self._pongs: Dict[int, asyncio.Future[float]] = {}
         self._ping_seq = 0
 
@@ -175,26 +194,37 @@ class GossipNode:
 
     async def shutdown(self) -> None:
         """Stop rounds, close the listener and every connection, free the port."""
-        if self._closed:
+        if self._shut_down:
             return
-        self._closed = True
-        tasks = [t for t in [self._round_task] if t is not None]
-        tasks += [link.connecting for link in self._links.values() if link.connecting]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._shut_down = True
+        await self._stop_tasks()
         if self._server is not None:
             self._server.close()
         conns = list(self._conns)
         for proto in conns:
             proto.close()
         if conns:
-            await asyncio.wait([asyncio.ensure_future(p.wait_closed()) for p in conns], timeout=5)
+            waits = [asyncio.ensure_future(p.wait_closed()) for p in conns]
+            await asyncio.wait(waits, timeout=1.0)
+            for proto in conns:  # a peer that stops reading would hold close() forever
+                if not proto.closed:
+                    proto.abort()
+            await asyncio.gather(*waits)
         if self._server is not None:
             await self._server.wait_closed()
         for fut in self._pongs.values():
             if not fut.done():
-                fut.cancel()
+                fut.set_exception(NodeError(f"node {self.node_id!r} shut down"))
+                fut.exception()  # retrieved: nobody may be waiting any more
+
+    async def _stop_tasks(self) -> None:
+        """Stop rounds and connection attempts (the first half of shutdown)."""
+        self._closed = True
+        tasks = [t for t in [self._round_task] if t is not None]
+        tasks += [link.connecting for link in self._links.values() if link.connecting]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     @property
     def closed(self) -> bool:
@@ -237,14 +267,17 @@ class GossipNode:
 
     # -- the table -----------------------------------------------------------
     def _check_size(self, key: str, value: Value) -> None:
-        # an entry must fit one frame, or no peer could ever be sent it
-        if isinstance(value, (bytes, bytearray)) and isinstance(key, str):
-            room = self.config.max_frame_size - 64 - 2 * len(self.node_id.encode()) - len(key)
-            if len(value) > room:
-                raise ValueError(
-                    f"value of {len(value)} bytes does not fit one frame "
-                    f"(max_frame_size {self.config.max_frame_size}); at most {room} bytes"
-                )
+        """Refuse an entry that no frame could carry (relayed by any node)."""
+        if not isinstance(key, str):
+            return  # the table raises the TypeError
+        # a one-entry GossipBatch: 37 fixed bytes + sender + origin + key + value
+        size = 37 + 2 * MAX_NODE_ID_BYTES + len(key.encode("utf-8", "surrogatepass"))
+        size += 4 + len(value) if isinstance(value, (bytes, bytearray)) else 8
+        if size > self.config.max_frame_size:
+            raise ValueError(
+                f"entry of {size} bytes (key and value) does not fit one frame "
+                f"(max_frame_size {self.config.max_frame_size})"
+            )
 
     def set(self, key: str, value: Value) -> int:
         """Write ``key`` locally, versioned by this node's hybrid clock.
@@ -263,7 +296,7 @@ class GossipNode:
         self._check_size(key, value)
         stamp = self._clock.now()
         changed = self._state.set(key, value, version, self.node_id, stamp)
-        self._clock.observe(version)
+        self._observe(version)
         return bool(changed)
 
     def get(self, key: str) -> Optional[Value]:
@@ -289,8 +322,14 @@ class GossipNode:
     def watermarks(self) -> Dict[str, int]:
         return self._state.watermarks()
 
+    def _observe(self, version: int) -> None:
+        """Move the clock past ``version`` unless it is implausibly far ahead."""
+        limit = (int(time.time() * 1000) + int(self.config.max_clock_skew * 1000)) << 16
+        if version <= limit:
+            self._clock.observe(version)
+
     def _observe_merged(self) -> None:
-        self._clock.observe(self._state.max_version)
+        self._observe(self._state.max_version)
 
     # -- rounds --------------------------------------------------------------
     async def _round_loop(self) -> None:
@@ -315,7 +354,10 @@ class GossipNode:
         if not links:
             return 0
         fanout = self.config.fanout or Fanout.default_for(len(links) + 1)
-        chosen = self._rng.sample(links, fanout.resolve(len(links)))
+        k = fanout.resolve(len(links))
+        if self.config.max_connections is not None:
+            k = min(k, self.config.max_connections)  # don't evict this round's own links
+        chosen = self._rng.sample(links, k)
         digest = None
         for link in chosen:
             if link.connected:
@@ -347,7 +389,9 @@ class GossipNode:
                 ),
                 self.config.connect_timeout,
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # OSError, timeout, a bad address...
             self.stats.connect_failures += 1
             self._schedule_retry(link)
             log.debug("%s: connect to %s:%s failed: %s", self.node_id, host, port, exc)
@@ -415,12 +459,24 @@ class GossipNode:
             if proto.paused:  # the peer is not reading: don't even build the reply
                 self.stats.sends_dropped += 1
                 return
-            frames = self._state.delta_frames(
-                self.node_id,
-                dict(msg.watermarks),
-                self.config.max_frame_size,
-                self.config.max_delta_bytes,
-            )
+            watermarks = dict(msg.watermarks)
+            # after a restart, peers may hold stamps of ours above our clock
+            own = watermarks.get(self.node_id)
+            if isinstance(own, int):
+                self._observe(own)
+            transport = proto.transport
+            buffered = transport.get_write_buffer_size() if transport is not None else 0
+            budget = self.config.max_delta_bytes - buffered
+            if budget <= 0:
+                self.stats.sends_dropped += 1
+                return
+            try:
+                frames = self._state.delta_frames(
+                    self.node_id, watermarks, self.config.max_frame_size, budget
+                )
+            except ValueError as exc:  # our own entry that no frame holds: not the peer's fault
+                log.error("%s: cannot build a delta: %s", self.node_id, exc)
+                frames = []
             if msg.reply:
                 frames.append(codec.encode(self._digest(reply=False)))
             proto.send_frames(frames)

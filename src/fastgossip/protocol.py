@@ -56,6 +56,7 @@ class GossipProtocol(asyncio.Protocol):
         node = self.node
         stats = node.stats
         stats.bytes_received += len(data)
+        merged = 0
         try:
             frames = self._decoder.feed_frames(data)
             if not frames:
@@ -64,15 +65,11 @@ class GossipProtocol(asyncio.Protocol):
             batch_type = self._batch_type
             merge_frame = node._state.merge_frame
             max_frame_size = node.config.max_frame_size
-            merged = 0
             for frame in frames:
                 if frame[5] == batch_type:
                     merged += merge_frame(frame, max_frame_size)
                 else:
                     node._handle(node._codec.decode(frame), self)
-            if merged:
-                stats.entries_merged += merged
-                node._observe_merged()
         except (ValueError, TypeError) as exc:  # FrameError is a ValueError
             # a malformed frame, or a well-formed one carrying unusable values
             stats.bad_frames += 1
@@ -80,6 +77,15 @@ class GossipProtocol(asyncio.Protocol):
                 "%s: closing connection from %s: bad frame: %s", node.node_id, self.peer, exc
             )
             self.abort()
+        except Exception:  # a bug of ours: lose this connection, never the node
+            stats.bad_frames += 1
+            log.exception("%s: error handling data from %s", node.node_id, self.peer)
+            self.abort()
+        finally:
+            # entries merged before an error still count and move the clock
+            if merged:
+                stats.entries_merged += merged
+                node._observe_merged()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -97,18 +103,22 @@ class GossipProtocol(asyncio.Protocol):
     def send_frames(self, frames: Iterable[bytes]) -> bool:
         """Write already-encoded frames; False (and nothing written) when the
         peer is not reading fast enough or the connection is gone."""
-        if self.closed or self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
             return False
-        if self.paused:
+        # The buffer size is checked as well as the pause flag: writelines()
+        # does not call pause_writing() on some CPython releases (gh-127655).
+        if self.paused or transport.get_write_buffer_size() >= self.node.config.write_buffer_high:
             self.node.stats.sends_dropped += 1
             return False
         frames = list(frames)
         if not frames:
             return True
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
         stats = self.node.stats
         stats.frames_sent += len(frames)
-        stats.bytes_sent += sum(map(len, frames))
-        self.transport.writelines(frames)
+        stats.bytes_sent += len(data)
+        transport.write(data)
         return True
 
     def send(self, msg: Any) -> bool:
