@@ -36,7 +36,10 @@ def _git_commit() -> Optional[str]:
     try:
         out = subprocess.run(
             ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -48,7 +51,10 @@ def _dirty_sources() -> Optional[list]:
     try:
         out = subprocess.run(
             ["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -152,8 +152,9 @@ async def measure_ingest(impl: str, keys: int, repeats: int, timeout: float) -> 
         progress(f"ingest {impl}: wrote {keys:,} keys on A in {time.perf_counter() - t_fill:.2f} s")
         for r in range(repeats):
             b = await GossipNode.start(
-                NodeConfig.localhost(f"ingest-b{r}", implementation=impl,
-                                     gossip_interval=LONG_INTERVAL)
+                NodeConfig.localhost(
+                    f"ingest-b{r}", implementation=impl, gossip_interval=LONG_INTERVAL
+                )
             )
             try:
                 b.add_peer(a.addr)
@@ -212,9 +213,7 @@ def _summarise_trials(trials: List[Dict[str, Any]], n: int) -> Dict[str, Any]:
         "rounds_median": statistics.median(rounds) if rounds else None,
         "rounds_max": max(rounds) if rounds else None,
         "time_ms_median": statistics.median(t["time_ms"] for t in ok) if ok else None,
-        "bytes_per_node_median": statistics.median(t["bytes_per_node"] for t in ok)
-        if ok
-        else None,
+        "bytes_per_node_median": statistics.median(t["bytes_per_node"] for t in ok) if ok else None,
         "bound": bound_rounds(n),
         "within_bound": (statistics.median(rounds) <= bound_rounds(n)) if rounds else False,
     }
@@ -237,8 +236,10 @@ async def measure_convergence(
         # also pay for opening the first connections
         cluster.set_on(0, "warm-up", 1)
         warm = await cluster.wait_converged("warm-up", 1, timeout)
-        progress(f"{label}: spawned in {spawn_s:.1f} s, warm-up "
-                 f"{warm.rounds_to_converge} rounds / {warm.total_time_ms:.0f} ms")
+        progress(
+            f"{label}: spawned in {spawn_s:.1f} s, warm-up "
+            f"{warm.rounds_to_converge} rounds / {warm.total_time_ms:.0f} ms"
+        )
         for t in range(trials):
             writer = (t * 7919) % n
             key, value = f"fresh-{t}", 1000 + t
@@ -285,8 +286,14 @@ class _Worker:
     def __init__(self, args: List[str], env: Dict[str, str]) -> None:
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            text=True, cwd=ROOT, env=env, bufsize=1,
+            args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            bufsize=1,
         )
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -357,9 +364,22 @@ def _fleet_trial(
     env = _worker_env()
     workers = [
         _Worker(
-            [sys.executable, "-m", "bench.e2e", "--worker", "--index", str(i),
-             "--nodes", str(size), "--impl", impl, "--fanout", fanout_text,
-             "--interval", str(interval)],
+            [
+                sys.executable,
+                "-m",
+                "bench.e2e",
+                "--worker",
+                "--index",
+                str(i),
+                "--nodes",
+                str(size),
+                "--impl",
+                impl,
+                "--fanout",
+                fanout_text,
+                "--interval",
+                str(interval),
+            ],
             env,
         )
         for i, size in enumerate(sizes)
@@ -407,7 +427,12 @@ def _fleet_trial(
 
 
 def measure_convergence_multiproc(
-    impl: str, n: int, procs: int, fanout_text: str, interval: float, trials: int,
+    impl: str,
+    n: int,
+    procs: int,
+    fanout_text: str,
+    interval: float,
+    trials: int,
     timeout: float,
 ) -> Dict[str, Any]:
     label = f"convergence {impl} N={n} over {procs} processes fanout={fanout_text}"
@@ -418,8 +443,15 @@ def measure_convergence_multiproc(
             trial = _fleet_trial(impl, n, procs, fanout_text, interval, timeout, t)
         except (TimeoutError, RuntimeError) as exc:
             progress(f"{label}: trial {t + 1}/{trials} failed: {exc}")
-            results.append({"converged": False, "rounds": 0, "time_ms": 0.0,
-                            "bytes_per_node": 0.0, "error": str(exc)})
+            results.append(
+                {
+                    "converged": False,
+                    "rounds": 0,
+                    "time_ms": 0.0,
+                    "bytes_per_node": 0.0,
+                    "error": str(exc),
+                }
+            )
             continue
         results.append(trial)
         progress(
@@ -450,8 +482,7 @@ def _open_fds() -> int:
         return -1
 
 
-async def worker_main(index: int, count: int, impl: str, fanout_text: str,
-                      interval: float) -> None:
+async def worker_main(index: int, count: int, impl: str, fanout_text: str, interval: float) -> None:
     """A worker process: ``count`` nodes on its own event loop, driven by stdin commands."""
     raise_fd_limit()
     loop = asyncio.get_running_loop()
@@ -460,8 +491,13 @@ async def worker_main(index: int, count: int, impl: str, fanout_text: str,
     for j in range(count):
         nodes.append(
             await GossipNode.start(
-                NodeConfig(f"p{index}-{j}", bind=("127.0.0.1", 0), fanout=fanout,
-                           gossip_interval=interval, implementation=impl)
+                NodeConfig(
+                    f"p{index}-{j}",
+                    bind=("127.0.0.1", 0),
+                    fanout=fanout,
+                    gossip_interval=interval,
+                    implementation=impl,
+                )
             )
         )
     cluster = ClusterNetwork(nodes)
@@ -515,10 +551,15 @@ async def worker_main(index: int, count: int, impl: str, fanout_text: str,
                 upto = [h for h in history if h[0] <= cmd["t"] + 0.002] or history[:1]
                 last = upto[-1] if upto else (0.0, 0, 0)
                 totals = cluster.total_stats()
-                emit({"rounds": last[1], "bytes_sent": last[2],
-                      "connect_failures": totals["connect_failures"],
-                      "connections_opened": totals["connections_opened"],
-                      "open_fds": _open_fds()})
+                emit(
+                    {
+                        "rounds": last[1],
+                        "bytes_sent": last[2],
+                        "connect_failures": totals["connect_failures"],
+                        "connections_opened": totals["connections_opened"],
+                        "open_fds": _open_fds(),
+                    }
+                )
             elif kind == "exit":
                 break
     finally:
@@ -535,8 +576,9 @@ def _sum_stat(cluster: ClusterNetwork, name: str) -> int:
     return sum(getattr(node.stats, name) for node in cluster.nodes)
 
 
-async def _settle(cluster: ClusterNetwork, interval: float, timeout: float,
-                  window: int = 5) -> bool:
+async def _settle(
+    cluster: ClusterNetwork, interval: float, timeout: float, window: int = 5
+) -> bool:
     """Wait until the cluster is idle: two windows of ``window`` rounds in which
     every node kept pace with its interval and sent the same bytes per round.
 
@@ -561,12 +603,21 @@ async def _settle(cluster: ClusterNetwork, interval: float, timeout: float,
 
 
 async def measure_traffic(
-    impl: str, nodes: int, keys: int, interval: float, window_rounds: int,
-    writes_per_round: int, write_rounds: int, timeout: float,
+    impl: str,
+    nodes: int,
+    keys: int,
+    interval: float,
+    window_rounds: int,
+    writes_per_round: int,
+    write_rounds: int,
+    timeout: float,
 ) -> Dict[str, Any]:
     """Idle bytes per node per round with ``keys`` keys; then bytes per delivered update."""
     cluster = await ClusterNetwork.spawn(
-        nodes, fanout=Fanout.bounded(3), gossip_interval=interval, implementation=impl,
+        nodes,
+        fanout=Fanout.bounded(3),
+        gossip_interval=interval,
+        implementation=impl,
         prefix="traffic",  # one node-id length for every table size: digests carry them
     )
     label = f"traffic {impl} {keys:,} keys on {nodes} nodes"
@@ -577,8 +628,10 @@ async def measure_traffic(
         filled = await cluster.wait_until(
             lambda: all(node.state_len() == keys for node in cluster.nodes), timeout * 3
         )
-        progress(f"{label}: loaded and converged in {time.perf_counter() - t0:.1f} s "
-                 f"({'ok' if filled.converged else 'NOT converged'})")
+        progress(
+            f"{label}: loaded and converged in {time.perf_counter() - t0:.1f} s "
+            f"({'ok' if filled.converged else 'NOT converged'})"
+        )
         t_settle = time.perf_counter()
         settled = await _settle(cluster, interval, timeout)
         settle_s = time.perf_counter() - t_settle
@@ -611,8 +664,9 @@ async def measure_traffic(
                     u += 1
                 await asyncio.sleep(interval)
             done = await cluster.wait_until(
-                lambda: all(node.get(k) == v for node in cluster.nodes
-                            for k, v in expected.items()),
+                lambda: all(
+                    node.get(k) == v for node in cluster.nodes for k, v in expected.items()
+                ),
                 timeout,
             )
             db, dr = _sum_stat(cluster, "bytes_sent") - b0, _sum_stat(cluster, "rounds") - r0
@@ -625,8 +679,10 @@ async def measure_traffic(
                 bytes_per_delivered_update=db / deliveries,
                 bytes_per_delivered_update_net_of_idle=net / deliveries,
             )
-            progress(f"{label}: writing {len(expected)} updates: {db / deliveries:,.1f} B per "
-                     f"delivered update ({net / deliveries:,.1f} B net of idle digests)")
+            progress(
+                f"{label}: writing {len(expected)} updates: {db / deliveries:,.1f} B per "
+                f"delivered update ({net / deliveries:,.1f} B net of idle digests)"
+            )
         return result
     finally:
         await cluster.shutdown_all()
@@ -643,16 +699,22 @@ def evaluate_targets(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     targets: List[Dict[str, Any]] = []
 
     def add(what: str, goal: str, measured: Optional[float], unit: str, ok: Optional[bool]) -> None:
-        targets.append({"what": what, "target": goal, "measured": measured, "unit": unit,
-                        "pass": ok})
+        targets.append(
+            {"what": what, "target": goal, "measured": measured, "unit": unit, "pass": ok}
+        )
 
     ing = result.get("ingest", {})
     c, p = ing.get("cython", {}), ing.get("python", {})
     if c:
         rate = c.get("entries_per_s")
         m = None if rate is None else rate / 1e6
-        add(f"ingest of {c['keys']:,} keys, compiled", "≥ 4 M entries/s", m, "M entries/s",
-            None if m is None else m >= 4)
+        add(
+            f"ingest of {c['keys']:,} keys, compiled",
+            "≥ 4 M entries/s",
+            m,
+            "M entries/s",
+            None if m is None else m >= 4,
+        )
     if c and p:
         r = _ratio(c.get("entries_per_s"), p.get("entries_per_s"))
         add("ingest, compiled over twin", "≥ 3x", r, "x", None if r is None else r >= 3)
@@ -693,8 +755,18 @@ def validate(result: Dict[str, Any]) -> None:
         assert impl in IMPLS and row["keys"] > 0 and isinstance(row["runs"], list)
         assert row["entries_per_s"] is None or row["entries_per_s"] > 0
     for row in result["convergence"]:
-        for name in ("implementation", "n", "fanout", "interval", "processes", "trials",
-                     "rounds_median", "bound", "converged_all", "bytes_per_node_median"):
+        for name in (
+            "implementation",
+            "n",
+            "fanout",
+            "interval",
+            "processes",
+            "trials",
+            "rounds_median",
+            "bound",
+            "converged_all",
+            "bytes_per_node_median",
+        ):
             assert name in row, name
         assert row["bound"] == bound_rounds(row["n"])
     for impl, rows in result["traffic"].items():
@@ -711,8 +783,12 @@ async def run(plan: Plan, impls: Sequence[str], mode: str) -> Dict[str, Any]:
     progress(f"mode {mode}, implementations {', '.join(impls)}, open-file limit {fd_limit}")
     result: Dict[str, Any] = {
         "meta": machine(),
-        "settings": {"mode": mode, "implementations": list(impls), "fd_limit": fd_limit,
-                     "plan": {k: v for k, v in vars(plan).items() if k != "notes"}},
+        "settings": {
+            "mode": mode,
+            "implementations": list(impls),
+            "fd_limit": fd_limit,
+            "plan": {k: v for k, v in vars(plan).items() if k != "notes"},
+        },
         "ingest": {},
         "convergence": [],
         "traffic": {},
@@ -730,15 +806,23 @@ async def run(plan: Plan, impls: Sequence[str], mode: str) -> Dict[str, Any]:
         for n in plan.sizes:
             for fanout in plan.fanouts:
                 result["convergence"].append(
-                    await measure_convergence(impl, n, fanout, plan.interval, plan.trials,
-                                              plan.timeout)
+                    await measure_convergence(
+                        impl, n, fanout, plan.interval, plan.trials, plan.timeout
+                    )
                 )
     for impl in impls:
         for n, procs, fanout, interval in plan.multi:
             result["convergence"].append(
                 await asyncio.get_running_loop().run_in_executor(
-                    None, measure_convergence_multiproc, impl, n, procs, fanout, interval,
-                    plan.multi_trials, plan.timeout,
+                    None,
+                    measure_convergence_multiproc,
+                    impl,
+                    n,
+                    procs,
+                    fanout,
+                    interval,
+                    plan.multi_trials,
+                    plan.timeout,
                 )
             )
     for impl in impls:
@@ -746,8 +830,14 @@ async def run(plan: Plan, impls: Sequence[str], mode: str) -> Dict[str, Any]:
         for j, keys in enumerate(plan.traffic_keys):
             rows.append(
                 await measure_traffic(
-                    impl, plan.traffic_nodes, keys, plan.interval, plan.traffic_window_rounds,
-                    plan.writes_per_round if j == 0 else 0, plan.write_rounds, plan.timeout,
+                    impl,
+                    plan.traffic_nodes,
+                    keys,
+                    plan.interval,
+                    plan.traffic_window_rounds,
+                    plan.writes_per_round if j == 0 else 0,
+                    plan.write_rounds,
+                    plan.timeout,
                 )
             )
         result["traffic"][impl] = rows
@@ -771,8 +861,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     parser.add_argument("--impl", choices=["cython", "python", "both"], default="both")
-    parser.add_argument("--out", default=None,
-                        help="JSON file (default bench/results/e2e.json; e2e-quick.json in quick)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="JSON file (default bench/results/e2e.json; e2e-quick.json in quick)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--nodes", type=int, default=0, help=argparse.SUPPRESS)

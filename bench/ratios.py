@@ -153,15 +153,17 @@ def measure_memory(n: int, kinds: Tuple[str, ...], log: Callable[[str], None]) -
 
     src = os.path.dirname(os.path.dirname(os.path.abspath(fastgossip.__file__)))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (src, ROOT, env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, ROOT, env.get("PYTHONPATH", "")) if p)
     out = []
     for kind in kinds:
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "bench.memory", "--impl", kind, "--n", str(n)],
-                capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                env=env,
+                timeout=600,
             )
         except subprocess.TimeoutExpired:
             out.append({"kind": kind, "entries": n, "error": "timed out after 600 s"})
@@ -225,33 +227,78 @@ def evaluate_targets(groups: Dict[str, Dict[str, Any]], memory: List[dict]) -> L
 
     out = []
     r = ratio(w.G_RT, "msgpack", C_ROW)
-    out.append(_target("codec", "Gossip encode+decode, speed-up over msgpack", "≥ 6x", r, "x",
-                       at_least(r, 6)))
+    out.append(
+        _target(
+            "codec", "Gossip encode+decode, speed-up over msgpack", "≥ 6x", r, "x", at_least(r, 6)
+        )
+    )
     r = ratio(w.G_RT, "json (reference frames)", C_ROW)
-    out.append(_target("codec", "Gossip encode+decode, speed-up over the reference's JSON frames",
-                       "≥ 25x", r, "x", at_least(r, 25)))
+    out.append(
+        _target(
+            "codec",
+            "Gossip encode+decode, speed-up over the reference's JSON frames",
+            "≥ 25x",
+            r,
+            "x",
+            at_least(r, 25),
+        )
+    )
     x = _per_unit(groups, w.B_ENC, C_ROW)
-    out.append(_target("codec", "64-entry batch encode, per entry", "≤ 10 ns", x, "ns",
-                       at_most(x, 10)))
+    out.append(
+        _target("codec", "64-entry batch encode, per entry", "≤ 10 ns", x, "ns", at_most(x, 10))
+    )
     x = _per_unit(groups, w.B_DEC, C_ROW)
-    out.append(_target("codec", "64-entry batch decode, per entry", "≤ 45 ns", x, "ns",
-                       at_most(x, 45)))
+    out.append(
+        _target("codec", "64-entry batch decode, per entry", "≤ 45 ns", x, "ns", at_most(x, 45))
+    )
     x = _per_unit(groups, w.STREAM, STREAM_C)
     rate = None if x is None else 1e3 / x  # frames per microsecond = M frames/s
-    out.append(_target("stream", "FrameDecoder.feed to messages, 4 KiB chunks",
-                       "≥ 12 M frames/s", rate, "M frames/s", at_least(rate, 12)))
+    out.append(
+        _target(
+            "stream",
+            "FrameDecoder.feed to messages, 4 KiB chunks",
+            "≥ 12 M frames/s",
+            rate,
+            "M frames/s",
+            at_least(rate, 12),
+        )
+    )
     r = ratio(w.decode_merge_group(10_000), DECODE_MERGE_PY, DECODE_MERGE_C)
-    out.append(_target("table", "decode+merge into a 10k-key table, speed-up over the twin",
-                       "≥ 10x", r, "x", at_least(r, 10)))
+    out.append(
+        _target(
+            "table",
+            "decode+merge into a 10k-key table, speed-up over the twin",
+            "≥ 10x",
+            r,
+            "x",
+            at_least(r, 10),
+        )
+    )
     for k, goal in ((3, 15), (31, 30)):
         r = ratio(w.sample_group(k), "random.sample", SAMPLE_C)
-        out.append(_target("sampler", f"sample {k} of 1000, speed-up over random.sample",
-                           f"≥ {goal}x", r, "x", at_least(r, goal)))
+        out.append(
+            _target(
+                "sampler",
+                f"sample {k} of 1000, speed-up over random.sample",
+                f"≥ {goal}x",
+                r,
+                "x",
+                at_least(r, goal),
+            )
+        )
     mem = next((m for m in memory if m.get("kind") == "cython" and "rss_growth_mb" in m), None)
     mb = None if mem is None else mem["rss_growth_mb"]
     entries = memory[0]["entries"] if memory else 1_000_000
-    out.append(_target("table", f"RSS for {entries:,} entries (16-byte keys, int values)",
-                       "≤ 150 MB", mb, "MB", at_most(mb, 150)))
+    out.append(
+        _target(
+            "table",
+            f"RSS for {entries:,} entries (16-byte keys, int values)",
+            "≤ 150 MB",
+            mb,
+            "MB",
+            at_most(mb, 150),
+        )
+    )
     return out
 
 
@@ -283,8 +330,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     started = time.perf_counter()
     meta = machine()
-    log(f"fastgossip {meta['fastgossip']} on {meta['cpu']} ({meta['cores']} cores), "
-        f"Python {meta['python']}; best of {args.repeats} x ~{args.target_ms:.0f} ms")
+    log(
+        f"fastgossip {meta['fastgossip']} on {meta['cpu']} ({meta['cores']} cores), "
+        f"Python {meta['python']}; best of {args.repeats} x ~{args.target_ms:.0f} ms"
+    )
     groups: Dict[str, Dict[str, Any]] = {}
     for group in w.GROUPS:
         if args.only and args.only not in group:

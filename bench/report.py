@@ -51,29 +51,52 @@ def machine_section(meta: Dict[str, Any], label: str) -> List[str]:
     rows = [
         ["machine", f"{meta.get('cpu')}, {meta.get('cores')} cores ({meta.get('platform')})"],
         ["Python", f"{meta.get('python')} ({meta.get('python_impl')})"],
-        ["fastgossip", f"{meta.get('fastgossip')} (commit {meta.get('git_commit') or '?'}"
-         + (f", with uncommitted changes to {', '.join(meta['uncommitted_sources'])}"
-            if meta.get("uncommitted_sources") else "") + ")"],
-        ["Cython / msgpack / orjson",
-         f"{meta.get('cython')} / {meta.get('msgpack')} / {meta.get('orjson')}"],
+        [
+            "fastgossip",
+            f"{meta.get('fastgossip')} (commit {meta.get('git_commit') or '?'}"
+            + (
+                f", with uncommitted changes to {', '.join(meta['uncommitted_sources'])}"
+                if meta.get("uncommitted_sources")
+                else ""
+            )
+            + ")",
+        ],
+        [
+            "Cython / msgpack / orjson",
+            f"{meta.get('cython')} / {meta.get('msgpack')} / {meta.get('orjson')}",
+        ],
         ["date", str(meta.get("date"))],
     ]
     if meta.get("load_average_1_5_15"):
-        rows.append(["load average at start (1/5/15 min)",
-                     " / ".join(str(x) for x in meta["load_average_1_5_15"])])
+        rows.append(
+            [
+                "load average at start (1/5/15 min)",
+                " / ".join(str(x) for x in meta["load_average_1_5_15"]),
+            ]
+        )
     return [f"**{label}**", ""] + _table(["", ""], rows, "ll")
 
 
 def targets_section(ratios: Optional[dict], e2e: Optional[dict]) -> List[str]:
     rows = []
     for t in (ratios or {}).get("targets", []):
-        rows.append([t["hot_path"] + ": " + t["what"], t["target"],
-                     "n/a" if t["measured"] is None else f"{_num(t['measured'], 2)} {t['unit']}",
-                     MARK[t["pass"]]])
+        rows.append(
+            [
+                t["hot_path"] + ": " + t["what"],
+                t["target"],
+                "n/a" if t["measured"] is None else f"{_num(t['measured'], 2)} {t['unit']}",
+                MARK[t["pass"]],
+            ]
+        )
     for t in (e2e or {}).get("targets", []):
-        rows.append(["end to end: " + t["what"], t["target"],
-                     "n/a" if t["measured"] is None else f"{_num(t['measured'], 2)} {t['unit']}",
-                     MARK[t["pass"]]])
+        rows.append(
+            [
+                "end to end: " + t["what"],
+                t["target"],
+                "n/a" if t["measured"] is None else f"{_num(t['measured'], 2)} {t['unit']}",
+                MARK[t["pass"]],
+            ]
+        )
     if not rows:
         return ["No results yet.", ""]
     passed = sum(1 for r in rows if r[3] == MARK[True])
@@ -104,13 +127,21 @@ def hot_path_section(ratios: dict) -> List[str]:
                 continue
             unit = r["unit"]
             units = PLURAL.get(unit, unit + "s")
-            per = (f"{_num(r['ns_per_unit'])} ns/{unit}" if r["units"] > 1 else "")
+            per = f"{_num(r['ns_per_unit'])} ns/{unit}" if r["units"] > 1 else ""
             rate = r["units_per_second"]
-            rate_text = (f"{rate / 1e6:,.2f} M {units}/s" if rate >= 1e5
-                         else f"{rate:,.0f} {units}/s")
+            rate_text = (
+                f"{rate / 1e6:,.2f} M {units}/s" if rate >= 1e5 else f"{rate:,.0f} {units}/s"
+            )
             vs = r["vs_compiled"]
-            rows.append([r["variant"], f"{_num(r['ns_per_call'])} ns", per, rate_text,
-                         "" if vs is None else f"{vs:,.2f}x"])
+            rows.append(
+                [
+                    r["variant"],
+                    f"{_num(r['ns_per_call'])} ns",
+                    per,
+                    rate_text,
+                    "" if vs is None else f"{vs:,.2f}x",
+                ]
+            )
         out += _table(["implementation", "per call", "per unit", "rate", "x compiled"], rows)
     mem = ratios.get("memory") or []
     if mem:
@@ -121,13 +152,25 @@ def hot_path_section(ratios: dict) -> List[str]:
             if "error" in m:
                 rows.append([m["kind"], f"{m['entries']:,}", "failed", m["error"], ""])
                 continue
-            label = {"cython": "GossipState, compiled", "python": "GossipState, twin",
-                     "dict": "dict of tuples (baseline)"}.get(m["kind"], m["kind"])
-            rows.append([label, f"{m['entries']:,}", f"{m['rss_growth_mb']:,.1f} MB",
-                         f"{m['bytes_per_entry']:,.0f} B", f"{m['fill_seconds']:.2f} s"])
+            label = {
+                "cython": "GossipState, compiled",
+                "python": "GossipState, twin",
+                "dict": "dict of tuples (baseline)",
+            }.get(m["kind"], m["kind"])
+            rows.append(
+                [
+                    label,
+                    f"{m['entries']:,}",
+                    f"{m['rss_growth_mb']:,.1f} MB",
+                    f"{m['bytes_per_entry']:,.0f} B",
+                    f"{m['fill_seconds']:.2f} s",
+                ]
+            )
         out += _table(["table", "entries", "RSS growth", "per entry", "fill time"], rows)
-        out.append("Each in a fresh subprocess (`python -m bench.memory`): RSS before and after "
-                   "`set()` of every entry, key strings included. MB = 10^6 bytes.")
+        out.append(
+            "Each in a fresh subprocess (`python -m bench.memory`): RSS before and after "
+            "`set()` of every entry, key strings included. MB = 10^6 bytes."
+        )
         out.append("")
     return out
 
@@ -140,12 +183,27 @@ def ingest_section(e2e: dict) -> List[str]:
         if not r:
             continue
         runs = ", ".join(f"{x['entries_per_s'] / 1e6:.2f}" for x in r["runs"])
-        rows.append([IMPL_LABEL[impl], f"{r['keys']:,}",
-                     _num(r["seconds"] and r["seconds"] * 1000) + " ms",
-                     f"{(r['entries_per_s'] or 0) / 1e6:,.2f} M/s", runs,
-                     _num(r.get("wire_bytes_per_entry"))])
-    out = _table(["implementation", "keys", "best time", "best entries/s",
-                  "every run (M/s)", "wire B/entry"], rows)
+        rows.append(
+            [
+                IMPL_LABEL[impl],
+                f"{r['keys']:,}",
+                _num(r["seconds"] and r["seconds"] * 1000) + " ms",
+                f"{(r['entries_per_s'] or 0) / 1e6:,.2f} M/s",
+                runs,
+                _num(r.get("wire_bytes_per_entry")),
+            ]
+        )
+    out = _table(
+        [
+            "implementation",
+            "keys",
+            "best time",
+            "best entries/s",
+            "every run (M/s)",
+            "wire B/entry",
+        ],
+        rows,
+    )
     if ing.get("ratio"):
         out.append(f"Compiled over twin: **{ing['ratio']:.1f}x**.")
         out.append("")
@@ -158,14 +216,37 @@ def convergence_section(e2e: dict) -> List[str]:
         trial_rounds = ", ".join(str(t["rounds"]) if t["converged"] else "✗" for t in r["trials"])
         where = "1" if r["processes"] == 1 else f"{r['processes']}"
         ok = r["within_bound"] if r["converged_all"] else False
-        rows.append([IMPL_LABEL[r["implementation"]], str(r["n"]), r["fanout"], where,
-                     f"{r['interval']:g} s", _num(r["rounds_median"], 1), trial_rounds,
-                     f"≤ {r['bound']} {MARK[ok]}", _num(r["time_ms_median"], 0) + " ms",
-                     _num(r.get("ms_per_round_median"), 0) + " ms",
-                     _num(r["bytes_per_node_median"], 0) + " B"])
-    return _table(["implementation", "N", "fanout", "processes", "interval", "median rounds",
-                   "rounds per trial", "target", "median time", "time per round",
-                   "sent per node"], rows)
+        rows.append(
+            [
+                IMPL_LABEL[r["implementation"]],
+                str(r["n"]),
+                r["fanout"],
+                where,
+                f"{r['interval']:g} s",
+                _num(r["rounds_median"], 1),
+                trial_rounds,
+                f"≤ {r['bound']} {MARK[ok]}",
+                _num(r["time_ms_median"], 0) + " ms",
+                _num(r.get("ms_per_round_median"), 0) + " ms",
+                _num(r["bytes_per_node_median"], 0) + " B",
+            ]
+        )
+    return _table(
+        [
+            "implementation",
+            "N",
+            "fanout",
+            "processes",
+            "interval",
+            "median rounds",
+            "rounds per trial",
+            "target",
+            "median time",
+            "time per round",
+            "sent per node",
+        ],
+        rows,
+    )
 
 
 def traffic_section(e2e: dict) -> List[str]:
@@ -174,24 +255,50 @@ def traffic_section(e2e: dict) -> List[str]:
     for impl, impl_rows in e2e.get("traffic", {}).items():
         for r in impl_rows:
             settled = r.get("settled", True)
-            rows.append([IMPL_LABEL[impl], f"{r['keys']:,}", str(r["nodes"]),
-                         _num(r["idle_bytes_per_node_round"], 0) + " B",
-                         ("yes" if r["loaded"] else "NO")
-                         + ("" if "settle_s" not in r
-                            else f", idle after {r['settle_s']:.1f} s" if settled
-                            else ", NOT idle: still draining")])
+            rows.append(
+                [
+                    IMPL_LABEL[impl],
+                    f"{r['keys']:,}",
+                    str(r["nodes"]),
+                    _num(r["idle_bytes_per_node_round"], 0) + " B",
+                    ("yes" if r["loaded"] else "NO")
+                    + (
+                        ""
+                        if "settle_s" not in r
+                        else f", idle after {r['settle_s']:.1f} s"
+                        if settled
+                        else ", NOT idle: still draining"
+                    ),
+                ]
+            )
             if "bytes_per_delivered_update" in r:
-                writes.append([IMPL_LABEL[impl], f"{r['keys']:,}", str(r["updates"]),
-                               f"{r['deliveries']:,}",
-                               _num(r["bytes_per_delivered_update"], 1) + " B",
-                               _num(r["bytes_per_delivered_update_net_of_idle"], 1) + " B",
-                               "yes" if r["writes_converged"] else "NO"])
+                writes.append(
+                    [
+                        IMPL_LABEL[impl],
+                        f"{r['keys']:,}",
+                        str(r["updates"]),
+                        f"{r['deliveries']:,}",
+                        _num(r["bytes_per_delivered_update"], 1) + " B",
+                        _num(r["bytes_per_delivered_update_net_of_idle"], 1) + " B",
+                        "yes" if r["writes_converged"] else "NO",
+                    ]
+                )
     out = ["With no writes (converged cluster, fanout 3):", ""]
     out += _table(["implementation", "keys", "nodes", "sent per node per round", "loaded"], rows)
     if writes:
         out += ["While writing (fresh keys on every node, then until all have all):", ""]
-        out += _table(["implementation", "keys before", "updates", "deliveries",
-                       "bytes per delivered update", "net of idle digests", "converged"], writes)
+        out += _table(
+            [
+                "implementation",
+                "keys before",
+                "updates",
+                "deliveries",
+                "bytes per delivered update",
+                "net of idle digests",
+                "converged",
+            ],
+            writes,
+        )
     return out
 
 
@@ -214,8 +321,13 @@ def make_plots(e2e: dict, out_dir: str) -> List[str]:
         ns = sorted({r["n"] for r in conv})
         xs = [2 + i * (max(ns) - 2) / 200 for i in range(201)]
         ax.plot(xs, [math.log2(x) for x in xs], color="0.6", ls=":", label="log2 N")
-        ax.plot(xs, [math.ceil(math.log2(x)) + 3 for x in xs], color="0.3", ls="--",
-                label="target ceil(log2 N) + 3")
+        ax.plot(
+            xs,
+            [math.ceil(math.log2(x)) + 3 for x in xs],
+            color="0.3",
+            ls="--",
+            label="target ceil(log2 N) + 3",
+        )
         series: Dict[tuple, List[tuple]] = {}
         for r in conv:
             series.setdefault((r["fanout"], r["interval"], r["implementation"]), []).append(
@@ -226,10 +338,15 @@ def make_plots(e2e: dict, out_dir: str) -> List[str]:
         for (fanout, interval, impl), pts in sorted(series.items()):
             pts.sort()
             colour = colours.setdefault((fanout, interval), f"C{len(colours)}")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers.get(impl, "^"),
-                    ls="-" if impl == "cython" else "--", color=colour,
-                    mfc=colour if impl == "cython" else "none",
-                    label=f"fanout {fanout}, every {interval:g} s, {IMPL_LABEL[impl]}")
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker=markers.get(impl, "^"),
+                ls="-" if impl == "cython" else "--",
+                color=colour,
+                mfc=colour if impl == "cython" else "none",
+                label=f"fanout {fanout}, every {interval:g} s, {IMPL_LABEL[impl]}",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("nodes N")
         ax.set_ylabel("rounds until every node has a fresh key")
@@ -241,8 +358,11 @@ def make_plots(e2e: dict, out_dir: str) -> List[str]:
         plt.close(fig)
         names.append("bench_convergence.png")
     ing = e2e.get("ingest", {})
-    bars = [(IMPL_LABEL[i], ing[i]["entries_per_s"]) for i in ("cython", "python")
-            if ing.get(i) and ing[i].get("entries_per_s")]
+    bars = [
+        (IMPL_LABEL[i], ing[i]["entries_per_s"])
+        for i in ("cython", "python")
+        if ing.get(i) and ing[i].get("entries_per_s")
+    ]
     if bars:
         fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=110)
         ax.bar([b[0] for b in bars], [b[1] / 1e6 for b in bars], color=["C0", "C1"][: len(bars)])
@@ -262,17 +382,40 @@ def make_plots(e2e: dict, out_dir: str) -> List[str]:
     if traffic:
         fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=110)
         for impl, rows in traffic.items():
-            pts = [(r["keys"], r["idle_bytes_per_node_round"]) for r in rows
-                   if r["idle_bytes_per_node_round"]]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
-                    ls="-" if impl == "cython" else "--", label=IMPL_LABEL[impl])
-        base = [r["idle_bytes_per_node_round"] for rows in traffic.values() for r in rows
-                if r["keys"] == min(x["keys"] for x in rows) and r["idle_bytes_per_node_round"]]
+            pts = [
+                (r["keys"], r["idle_bytes_per_node_round"])
+                for r in rows
+                if r["idle_bytes_per_node_round"]
+            ]
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                ls="-" if impl == "cython" else "--",
+                label=IMPL_LABEL[impl],
+            )
+        base = [
+            r["idle_bytes_per_node_round"]
+            for rows in traffic.values()
+            for r in rows
+            if r["keys"] == min(x["keys"] for x in rows) and r["idle_bytes_per_node_round"]
+        ]
         if base:
-            ax.axhline(2 * max(base), color="0.3", ls="--",
-                       label="target: at most 2x the smallest table's figure")
-        top = max([p for rows in traffic.values() for r in rows
-                   for p in [r["idle_bytes_per_node_round"] or 0]] + [2 * max(base or [0])])
+            ax.axhline(
+                2 * max(base),
+                color="0.3",
+                ls="--",
+                label="target: at most 2x the smallest table's figure",
+            )
+        top = max(
+            [
+                p
+                for rows in traffic.values()
+                for r in rows
+                for p in [r["idle_bytes_per_node_round"] or 0]
+            ]
+            + [2 * max(base or [0])]
+        )
         ax.set_xscale("log")
         ax.set_ylim(0, top * 1.15)
         ax.set_xlabel("keys in the table")
@@ -347,12 +490,17 @@ METHOD = """\
 """
 
 
-def render(ratios: Optional[dict], e2e: Optional[dict], plots: List[str],
-           notes: Optional[str]) -> str:
+def render(
+    ratios: Optional[dict], e2e: Optional[dict], plots: List[str], notes: Optional[str]
+) -> str:
     minutes = 10
     if ratios and e2e:
-        minutes = math.ceil((ratios["settings"].get("elapsed_s", 0)
-                             + e2e["settings"].get("elapsed_s", 0)) / 60) + 1
+        minutes = (
+            math.ceil(
+                (ratios["settings"].get("elapsed_s", 0) + e2e["settings"].get("elapsed_s", 0)) / 60
+            )
+            + 1
+        )
     out = [HEADER.format(minutes=minutes), "## Targets", ""]
     out += targets_section(ratios, e2e)
     if notes:
@@ -374,13 +522,14 @@ def render(ratios: Optional[dict], e2e: Optional[dict], plots: List[str],
         out += ["### Convergence of a fresh key", ""]
         out += convergence_section(e2e)
         if "bench_convergence.png" in plots:
-            out += ["![convergence rounds against N and the log curve](bench_convergence.png)",
-                    ""]
+            out += ["![convergence rounds against N and the log curve](bench_convergence.png)", ""]
         out += ["### Traffic", ""]
         out += traffic_section(e2e)
         if "bench_traffic.png" in plots:
-            out += ["![steady-state bytes per round against the number of keys]"
-                    "(bench_traffic.png)", ""]
+            out += [
+                "![steady-state bytes per round against the number of keys](bench_traffic.png)",
+                "",
+            ]
         if e2e.get("notes"):
             out += [f"* {n}" for n in e2e["notes"]] + [""]
     elif not plots:
@@ -398,8 +547,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     ratios, e2e = _load(args.ratios), _load(args.e2e)
     if ratios is None and e2e is None:
-        print("no results: run python -m bench.ratios and python -m bench.e2e first",
-              file=sys.stderr)
+        print(
+            "no results: run python -m bench.ratios and python -m bench.e2e first", file=sys.stderr
+        )
         return 1
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)

@@ -542,8 +542,15 @@ def _register_codec_variant(
 
         units = 1 if single else BATCH_SIZE
         return Case(
-            "", "", round_trip, _eq(msg), arg=msg, units=units, unit="msg" if single else "entry",
-            expr="dec(enc(arg))", names={"dec": dec, "enc": enc},
+            "",
+            "",
+            round_trip,
+            _eq(msg),
+            arg=msg,
+            units=units,
+            unit="msg" if single else "entry",
+            expr="dec(enc(arg))",
+            names={"dec": dec, "enc": enc},
         )
 
     for group, maker, single in (
@@ -596,8 +603,9 @@ def _register_stream() -> None:
                     out += decoder.feed(part)
                 return out
 
-            return Case("", "", feed, _stream_check(msgs), arg=chunks, units=len(msgs),
-                        unit="frame")
+            return Case(
+                "", "", feed, _stream_check(msgs), arg=chunks, units=len(msgs), unit="frame"
+            )
 
         def feed_frames_case(impl: str = impl) -> Case:
             mod = fg("codec", impl)
@@ -613,8 +621,15 @@ def _register_stream() -> None:
                     out += decoder.feed_frames(part)
                 return out
 
-            return Case("", "", feed_frames, _stream_check(frames), arg=chunks,
-                        units=len(msgs), unit="frame")
+            return Case(
+                "",
+                "",
+                feed_frames,
+                _stream_check(frames),
+                arg=chunks,
+                units=len(msgs),
+                unit="frame",
+            )
 
         _register(STREAM, f"{name} feed (messages)", requires)(feed_case)
         _register(STREAM, f"{name} feed_frames (bytes)", requires)(feed_frames_case)
@@ -650,8 +665,7 @@ def _register_stream() -> None:
                 out += splitter.feed(part)
             return out
 
-        return Case("", "", split, _stream_check(frames), arg=chunks, units=len(msgs),
-                    unit="frame")
+        return Case("", "", split, _stream_check(frames), arg=chunks, units=len(msgs), unit="frame")
 
     _register(STREAM, "msgpack Unpacker.feed (messages)", _MSGPACK)(msgpack_case)
     _register(STREAM, "struct splitter (bytes)", ())(struct_case)
@@ -782,8 +796,15 @@ def _register_tables() -> None:
                     assert t.store.get(first.key) == (first.value, first.version)
                     assert t.store.get(last.key)[1] == V0
 
-                return Case("", "", t.store.merge, check, make_arg=t.next_entries,
-                            units=MERGE_BATCH, unit="entry")
+                return Case(
+                    "",
+                    "",
+                    t.store.merge,
+                    check,
+                    make_arg=t.next_entries,
+                    units=MERGE_BATCH,
+                    unit="entry",
+                )
 
             def decode_merge_case(impl: str = impl, n: int = n) -> Case:
                 t = _fastgossip_table(impl, n)
@@ -797,8 +818,15 @@ def _register_tables() -> None:
                     _changed_half(result, _frame)
                     assert t.store.get(first_key) == (t.round, V0 + t.round)
 
-                return Case("", "", t.store.merge_frame, check, make_arg=make_frame,
-                            units=MERGE_BATCH, unit="entry")
+                return Case(
+                    "",
+                    "",
+                    t.store.merge_frame,
+                    check,
+                    make_arg=make_frame,
+                    units=MERGE_BATCH,
+                    unit="entry",
+                )
 
             _register(merge_group(n), name, requires)(merge_case)
             _register(decode_merge_group(n), f"{name} merge_frame", requires)(decode_merge_case)
@@ -810,8 +838,15 @@ def _register_tables() -> None:
             def merge(entries: Any) -> int:
                 return dict_merge(d, entries)
 
-            return Case("", "", merge, _changed_half, make_arg=t.next_entries,
-                        units=MERGE_BATCH, unit="entry")
+            return Case(
+                "",
+                "",
+                merge,
+                _changed_half,
+                make_arg=t.next_entries,
+                units=MERGE_BATCH,
+                unit="entry",
+            )
 
         def dict_decode_case(n: int = n) -> Case:
             t = _dict_table(n, "decode")
@@ -822,9 +857,15 @@ def _register_tables() -> None:
             def decode_merge(frame: bytes) -> int:
                 return dict_merge(d, decode(frame).entries)
 
-            return Case("", "", decode_merge, _changed_half,
-                        make_arg=lambda: encode(batch(SENDER, t.next_entries())),
-                        units=MERGE_BATCH, unit="entry")
+            return Case(
+                "",
+                "",
+                decode_merge,
+                _changed_half,
+                make_arg=lambda: encode(batch(SENDER, t.next_entries())),
+                units=MERGE_BATCH,
+                unit="entry",
+            )
 
         def dict_msgpack_case(n: int = n) -> Case:
             msgpack = _import("msgpack")
@@ -834,15 +875,24 @@ def _register_tables() -> None:
 
             def make_frame() -> bytes:
                 return packb(
-                    [SENDER, [[e.key, e.value, e.version, e.origin, e.stamp]
-                              for e in t.next_entries()]]
+                    [
+                        SENDER,
+                        [[e.key, e.value, e.version, e.origin, e.stamp] for e in t.next_entries()],
+                    ]
                 )
 
             def decode_merge(frame: bytes) -> int:
                 return dict_merge_tuples(d, unpackb(frame, use_list=False)[1])
 
-            return Case("", "", decode_merge, _changed_half, make_arg=make_frame,
-                        units=MERGE_BATCH, unit="entry")
+            return Case(
+                "",
+                "",
+                decode_merge,
+                _changed_half,
+                make_arg=make_frame,
+                units=MERGE_BATCH,
+                unit="entry",
+            )
 
         _register(merge_group(n), "dict of tuples", ())(dict_case)
         _register(decode_merge_group(n), "dict of tuples + fastgossip-c decode", _CODEC_C)(
@@ -888,8 +938,15 @@ def _register_sampler() -> None:
                 def run(seq: List[Any]) -> Any:
                     return sample(seq, k)
 
-                return Case("", "", run, _sample_check(population, k), arg=population,
-                            expr="sample(arg, k)", names={"sample": sample, "k": k})
+                return Case(
+                    "",
+                    "",
+                    run,
+                    _sample_check(population, k),
+                    arg=population,
+                    expr="sample(arg, k)",
+                    names={"sample": sample, "k": k},
+                )
 
             requires = (f"fastgossip._sampler_{impl}",)
             _register(sample_group(k), f"{name} XorShift64.sample", requires)(xorshift_case)
@@ -901,8 +958,15 @@ def _register_sampler() -> None:
             def run(seq: List[Any]) -> Any:
                 return sample(seq, k)
 
-            return Case("", "", run, _sample_check(population, k), arg=population,
-                        expr="sample(arg, k)", names={"sample": sample, "k": k})
+            return Case(
+                "",
+                "",
+                run,
+                _sample_check(population, k),
+                arg=population,
+                expr="sample(arg, k)",
+                names={"sample": sample, "k": k},
+            )
 
         _register(sample_group(k), "random.sample", ())(random_case)
 

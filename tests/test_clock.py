@@ -112,8 +112,14 @@ def test_observe_past_version_changes_nothing() -> None:
 
 @pytest.mark.parametrize(
     "bad, exc",
-    [(-1, ValueError), (MAX_VERSION + 1, ValueError), (1.5, TypeError), ("1", TypeError),
-     (None, TypeError), (True, TypeError)],
+    [
+        (-1, ValueError),
+        (MAX_VERSION + 1, ValueError),
+        (1.5, TypeError),
+        ("1", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+    ],
 )
 def test_observe_validation(bad, exc) -> None:
     clock = HybridClock(FakeTime(1000))

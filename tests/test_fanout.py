@@ -34,8 +34,9 @@ def test_resolve_table(n: int, one: int, three: int, sqrt: int, unbounded: int) 
     assert Fanout.UNBOUNDED.resolve(n) == unbounded
 
 
-@pytest.mark.parametrize("policy", [Fanout.bounded(1), Fanout.bounded(7), Fanout.SQRT,
-                                    Fanout.UNBOUNDED])
+@pytest.mark.parametrize(
+    "policy", [Fanout.bounded(1), Fanout.bounded(7), Fanout.SQRT, Fanout.UNBOUNDED]
+)
 def test_resolve_within_bounds(policy: Fanout) -> None:
     for n in range(0, 300):
         count = policy.resolve(n)
@@ -80,8 +81,9 @@ def test_parse_returns_the_constants() -> None:
     assert Fanout.parse("all") is Fanout.UNBOUNDED
 
 
-@pytest.mark.parametrize("text", ["", " ", "0", "-1", "+3", "3.0", "1e3", "three", "sqr",
-                                  "٣", "3 4", "none"])
+@pytest.mark.parametrize(
+    "text", ["", " ", "0", "-1", "+3", "3.0", "1e3", "three", "sqr", "٣", "3 4", "none"]
+)
 def test_parse_bad(text: str) -> None:
     with pytest.raises(ValueError) as info:
         Fanout.parse(text)
@@ -98,8 +100,17 @@ def test_parse_requires_text() -> None:
         Fanout.parse(3)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("k, exc", [(0, ValueError), (-3, ValueError), (2.0, TypeError),
-                                    ("3", TypeError), (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "k, exc",
+    [
+        (0, ValueError),
+        (-3, ValueError),
+        (2.0, TypeError),
+        ("3", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
 def test_bounded_rejects(k, exc) -> None:
     with pytest.raises(exc):
         Fanout.bounded(k)
@@ -114,8 +125,18 @@ def test_equality_and_hash() -> None:
     assert Fanout.SQRT == Fanout.SQRT
     assert Fanout.bounded(3) != 3
     assert Fanout.SQRT != "sqrt"
-    assert len({Fanout.bounded(3), Fanout.bounded(3), Fanout.SQRT, Fanout.UNBOUNDED,
-                Fanout.parse("sqrt")}) == 3
+    assert (
+        len(
+            {
+                Fanout.bounded(3),
+                Fanout.bounded(3),
+                Fanout.SQRT,
+                Fanout.UNBOUNDED,
+                Fanout.parse("sqrt"),
+            }
+        )
+        == 3
+    )
 
 
 def test_repr_and_str() -> None:

@@ -300,8 +300,19 @@ def test_buffer_restored_between_calls(sampler: ModuleType) -> None:
     """Varying n and k on one generator (the compiled one reuses a permutation
     buffer, growing it) gives what the reference gives, call after call."""
     g, ref = sampler.XorShift64(2**40 + 3), RefRng(2**40 + 3)
-    shapes = [(10, 3), (1000, 31), (7, 7), (1000, 1000), (3, 1), (5000, 64), (65, 65),
-              (2, 5), (1000, 3), (4096, 4000), (10, 9)]
+    shapes = [
+        (10, 3),
+        (1000, 31),
+        (7, 7),
+        (1000, 1000),
+        (3, 1),
+        (5000, 64),
+        (65, 65),
+        (2, 5),
+        (1000, 3),
+        (4096, 4000),
+        (10, 9),
+    ]
     for n, k in shapes * 3:
         population = list(range(n))
         assert g.sample(population, k) == ref.sample(population, k), (n, k)
@@ -312,10 +323,10 @@ def test_buffer_restored_between_calls(sampler: ModuleType) -> None:
 @pytest.mark.parametrize(
     "n, k",
     [
-        (65_536, 40),       # largest population on the persistent buffer
-        (65_537, 31),       # beyond it, few draws: hash of touched slots
-        (70_000, 9_000),    # beyond it, many draws: temporary buffer
-        (10**12, 5),        # never materialised
+        (65_536, 40),  # largest population on the persistent buffer
+        (65_537, 31),  # beyond it, few draws: hash of touched slots
+        (70_000, 9_000),  # beyond it, many draws: temporary buffer
+        (10**12, 5),  # never materialised
         (2**62, 100),
     ],
 )

@@ -18,6 +18,7 @@ U64_MAX = (1 << 64) - 1
 
 # -- frames by hand, per docs/PROTOCOL.md ------------------------------------------------
 
+
 def _str16(s: str) -> bytes:
     b = s.encode("utf-8")
     return struct.pack(">H", len(b)) + b
@@ -44,14 +45,17 @@ def batch_frame(sender: str, entries: Iterable[Tuple[str, Any, int, str, int]]) 
     payload += b"".join(_str16(o) for o in origins)
     payload += struct.pack(">I", len(entries))
     for key, value, version, origin, stamp in entries:
-        payload += (_str16(key) + struct.pack(">HQQ", origins.index(origin), version, stamp)
-                    + _value(value))
+        payload += (
+            _str16(key) + struct.pack(">HQQ", origins.index(origin), version, stamp) + _value(value)
+        )
     return _frame(6, payload)
 
 
 def gossip_frame(sender: str, key: str, value: Any, version: int, origin: str = "") -> bytes:
-    return _frame(1, _str16(sender) + _str16(key) + _value(value) + struct.pack(">Q", version)
-                  + _str16(origin))
+    return _frame(
+        1,
+        _str16(sender) + _str16(key) + _value(value) + struct.pack(">Q", version) + _str16(origin),
+    )
 
 
 def snapshot(state: Any) -> Tuple[list, dict, int]:
@@ -64,6 +68,7 @@ def both() -> Tuple[ModuleType, ModuleType]:
 
 
 # -- basics --------------------------------------------------------------------------
+
 
 def test_empty(table: ModuleType) -> None:
     s = table.GossipState()
@@ -116,8 +121,7 @@ def test_iteration_order_is_first_insertion(table: ModuleType) -> None:
         s.set(k, 1, 1)
     s.set("a", 2, 2)  # an update does not move a key
     assert s.keys() == ["c", "a", "b"]
-    assert [e.astuple() for e in s] == [("c", 1, 1, "", 1), ("a", 2, 2, "", 2),
-                                       ("b", 1, 1, "", 1)]
+    assert [e.astuple() for e in s] == [("c", 1, 1, "", 1), ("a", 2, 2, "", 2), ("b", 1, 1, "", 1)]
 
 
 def test_iteration_sees_keys_added_meanwhile(table: ModuleType) -> None:
@@ -163,32 +167,58 @@ BAD_SETS = [
     (("k", bytearray(b"x"), 1), {}, TypeError, "value must be int or bytes, not bytearray"),
     (("k", None, 1), {}, TypeError, "value must be int or bytes, not NoneType"),
     (("k", -1, 1), {}, ValueError, "value must be in range [0, 2**64), got -1"),
-    (("k", 2**64, 1), {}, ValueError,
-     "value must be in range [0, 2**64), got 18446744073709551616"),
+    (
+        ("k", 2**64, 1),
+        {},
+        ValueError,
+        "value must be in range [0, 2**64), got 18446744073709551616",
+    ),
     (("k", 1, "1"), {}, TypeError, "version must be int, not str"),
     (("k", 1, 1.0), {}, TypeError, "version must be int, not float"),
     (("k", 1, True), {}, TypeError, "version must be int, not bool"),
     (("k", 1, -1), {}, ValueError, "version must be in range [0, 2**64), got -1"),
-    (("k", 1, 2**200), {}, ValueError, "version must be in range [0, 2**64), got an int "
-                                      "of 201 bits"),
+    (
+        ("k", 1, 2**200),
+        {},
+        ValueError,
+        "version must be in range [0, 2**64), got an int of 201 bits",
+    ),
     (("k", 1, 1, 7), {}, TypeError, "origin must be str, not int"),
     (("k", 1, 1, None), {}, TypeError, "origin must be str, not NoneType"),
     (("k", 1, 1), {"stamp": "x"}, TypeError, "stamp must be int, not str"),
     (("k", 1, 1), {"stamp": -5}, ValueError, "stamp must be in range [0, 2**64), got -5"),
-    (("x" * 65536, 1, 1), {}, ValueError,
-     "key is 65536 bytes in UTF-8, more than the 65535 a str field holds"),
-    (("é" * 32768, 1, 1), {}, ValueError,
-     "key is 65536 bytes in UTF-8, more than the 65535 a str field holds"),
-    (("k", 1, 1, "o" * 70000), {}, ValueError,
-     "origin is 70000 bytes in UTF-8, more than the 65535 a str field holds"),
-    (("\ud800", 1, 1), {}, ValueError, "key cannot be encoded as UTF-8: 'utf-8' codec can't "
-     "encode character '\\ud800' in position 0: surrogates not allowed"),
+    (
+        ("x" * 65536, 1, 1),
+        {},
+        ValueError,
+        "key is 65536 bytes in UTF-8, more than the 65535 a str field holds",
+    ),
+    (
+        ("é" * 32768, 1, 1),
+        {},
+        ValueError,
+        "key is 65536 bytes in UTF-8, more than the 65535 a str field holds",
+    ),
+    (
+        ("k", 1, 1, "o" * 70000),
+        {},
+        ValueError,
+        "origin is 70000 bytes in UTF-8, more than the 65535 a str field holds",
+    ),
+    (
+        ("\ud800", 1, 1),
+        {},
+        ValueError,
+        "key cannot be encoded as UTF-8: 'utf-8' codec can't "
+        "encode character '\\ud800' in position 0: surrogates not allowed",
+    ),
 ]
 
 
 @pytest.mark.parametrize("args, kwargs, exc, message", BAD_SETS)
-def test_set_validation(table: ModuleType, args: tuple, kwargs: dict, exc: type,
-                        message: str) -> None:
+def test_set_validation(
+    table: ModuleType, args: tuple, kwargs: dict, exc: type, message: str
+) -> None:
     s = table.GossipState()
     with pytest.raises(exc) as info:
         s.set(*args, **kwargs)
@@ -230,8 +260,15 @@ def test_surrogates(table: ModuleType) -> None:
 def test_validation_words_are_the_encoders(table: ModuleType) -> None:
     """set() refuses what encoding a Gossip refuses, in the same words."""
     codec = load("codec", "cython" if table.__name__.endswith("_c") else "python")
-    bad = [("k", -1, 1, ""), ("k", 1.5, 1, ""), ("k", 1, True, ""), ("k", 1, 2**64, ""),
-           ("k", b"v", -3, ""), ("k", 1, 1, "x" * 65536), ("\udcff", 1, 1, "")]
+    bad = [
+        ("k", -1, 1, ""),
+        ("k", 1.5, 1, ""),
+        ("k", 1, True, ""),
+        ("k", 1, 2**64, ""),
+        ("k", b"v", -3, ""),
+        ("k", 1, 1, "x" * 65536),
+        ("\udcff", 1, 1, ""),
+    ]
     for key, value, version, origin in bad:
         with pytest.raises((TypeError, ValueError)) as mine:
             table.GossipState().set(key, value, version, origin)
@@ -250,6 +287,7 @@ def test_get_validates_the_key(table: ModuleType) -> None:
 
 
 # -- LWW ------------------------------------------------------------------------------
+
 
 def test_higher_version_wins(table: ModuleType) -> None:
     s = table.GossipState()
@@ -309,14 +347,18 @@ def test_watermarks_and_max_version_count_losers(table: ModuleType) -> None:
 
 # -- merge ----------------------------------------------------------------------------
 
+
 def test_merge_returns_the_changes_in_input_order(table: ModuleType) -> None:
     E = table.Entry
     s = table.GossipState()
     s.set("b", 1, 5, "o")
     batch = [E("a", 1, 1, "o"), E("b", 1, 4, "o"), E("c", b"x", 2, "p", 9), E("a", 2, 1, "o")]
     changed = s.merge(batch)
-    assert [e.astuple() for e in changed] == [("a", 1, 1, "o", 1), ("c", b"x", 2, "p", 9),
-                                             ("a", 2, 1, "o", 1)]
+    assert [e.astuple() for e in changed] == [
+        ("a", 1, 1, "o", 1),
+        ("c", b"x", 2, "p", 9),
+        ("a", 2, 1, "o", 1),
+    ]
     assert changed[0] is batch[0]
     assert s.merge(batch) == []
     assert s.merge([]) == []
@@ -368,8 +410,19 @@ ENTRIES = [
 def test_batch_frame_test_vector() -> None:
     # GossipBatch("a", [Entry("k", 1, 2, "o", 3)]), byte by byte from PROTOCOL.md
     expected = bytes.fromhex(
-        "0000002c" "0106" "000161" "0001" "00016f" "00000001"
-        "00016b" "0000" "0000000000000002" "0000000000000003" "00" "0000000000000001")
+        "0000002c"
+        "0106"
+        "000161"
+        "0001"
+        "00016f"
+        "00000001"
+        "00016b"
+        "0000"
+        "0000000000000002"
+        "0000000000000003"
+        "00"
+        "0000000000000001"
+    )
     assert batch_frame("a", [("k", 1, 2, "o", 3)]) == expected
     for mod in both():
         s = mod.GossipState()
@@ -508,32 +561,58 @@ def test_bad_tag() -> None:
     frame, at = _entry_offsets()
     tag_at = at + 3 + 2 + 16
     assert frame[tag_at] == 0
-    err = _both_fail_alike(frame[:tag_at] + b"\x02" + frame[tag_at + 1:])
+    err = _both_fail_alike(frame[:tag_at] + b"\x02" + frame[tag_at + 1 :])
     assert err.offset == tag_at
     g = gossip_frame("s", "k", 1, 1)
     tag_at = 6 + 3 + 3
-    _both_fail_alike(g[:tag_at] + b"\x07" + g[tag_at + 1:])
+    _both_fail_alike(g[:tag_at] + b"\x07" + g[tag_at + 1 :])
 
 
 def test_bad_origin_index() -> None:
     frame, at = _entry_offsets()
     idx_at = at + 3
-    err = _both_fail_alike(frame[:idx_at] + b"\x00\x01" + frame[idx_at + 2:])
+    err = _both_fail_alike(frame[:idx_at] + b"\x00\x01" + frame[idx_at + 2 :])
     assert err.offset == idx_at
-    _both_fail_alike(frame[:idx_at] + b"\xff\xff" + frame[idx_at + 2:])
+    _both_fail_alike(frame[:idx_at] + b"\xff\xff" + frame[idx_at + 2 :])
 
 
-@pytest.mark.parametrize("bad", [b"\xff", b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
-                                 b"a\x80", b"\xe2\x82", b"abcdefgh\xf0\x9f\x98"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\xff",
+        b"\xc0\x80",
+        b"\xed\xa0\x80",
+        b"\xf4\x90\x80\x80",
+        b"a\x80",
+        b"\xe2\x82",
+        b"abcdefgh\xf0\x9f\x98",
+    ],
+)
 def test_bad_utf8(bad: bytes) -> None:
     n = len(bad)
     # in the key
-    payload = (_str16("s") + struct.pack(">H", 1) + _str16("o") + struct.pack(">I", 1)
-               + struct.pack(">H", n) + bad + struct.pack(">HQQ", 0, 1, 1) + _value(1))
+    payload = (
+        _str16("s")
+        + struct.pack(">H", 1)
+        + _str16("o")
+        + struct.pack(">I", 1)
+        + struct.pack(">H", n)
+        + bad
+        + struct.pack(">HQQ", 0, 1, 1)
+        + _value(1)
+    )
     _both_fail_alike(_frame(6, payload))
     # in an origin
-    payload = (_str16("s") + struct.pack(">H", 1) + struct.pack(">H", n) + bad
-               + struct.pack(">I", 1) + _str16("k") + struct.pack(">HQQ", 0, 1, 1) + _value(1))
+    payload = (
+        _str16("s")
+        + struct.pack(">H", 1)
+        + struct.pack(">H", n)
+        + bad
+        + struct.pack(">I", 1)
+        + _str16("k")
+        + struct.pack(">HQQ", 0, 1, 1)
+        + _value(1)
+    )
     _both_fail_alike(_frame(6, payload))
     # in the sender
     payload = struct.pack(">H", n) + bad + struct.pack(">HI", 0, 0)
@@ -545,8 +624,19 @@ def test_bad_utf8(bad: bytes) -> None:
 
 
 def test_valid_utf8_edges_are_accepted(table: ModuleType) -> None:
-    keys = ["\x7f", "\x80", "\u07ff", "\u0800", "\ud7ff", "\ue000", "\uffff", "\U00010000",
-            "\U0010ffff", "plain ascii longer than eight bytes", "mixed ascii and é at end é"]
+    keys = [
+        "\x7f",
+        "\x80",
+        "\u07ff",
+        "\u0800",
+        "\ud7ff",
+        "\ue000",
+        "\uffff",
+        "\U00010000",
+        "\U0010ffff",
+        "plain ascii longer than eight bytes",
+        "mixed ascii and é at end é",
+    ]
     s = table.GossipState()
     assert s.merge_frame(batch_frame("s", [(k, 1, 1, k, 1) for k in keys])) == len(keys)
     assert s.keys() == keys
@@ -582,8 +672,11 @@ def test_max_frame_size_argument(table: ModuleType) -> None:
     with pytest.raises(TypeError, match="max_frame_size must be int, not bool"):
         s.merge_frame(b"", max_frame_size=True)
     for bad in (-1, 1, 2**32):
-        with pytest.raises(ValueError, match=r"max_frame_size must be in \[2, 4294967295\], "
-                                             f"got {bad}"):
+        with pytest.raises(
+            ValueError,
+            match=r"max_frame_size must be in \[2, 4294967295\], "
+            f"got {bad}",
+        ):
             s.merge_frame(b"", max_frame_size=bad)
     frame = batch_frame("s", ENTRIES)
     assert s.merge_frame(frame, max_frame_size=2**32 - 1) == 4
@@ -608,7 +701,7 @@ def test_frame_errors_are_the_codecs() -> None:
                 cases.append(_with_length(frame[4:cut]))
         for pos in range(4, len(frame)):
             for byte in (0x00, 0x02, 0x80, 0xFF):
-                cases.append(frame[:pos] + bytes([byte]) + frame[pos + 1:])
+                cases.append(frame[:pos] + bytes([byte]) + frame[pos + 1 :])
     for impl in ("cython", "python"):
         codec, table = load("codec", impl), load("table", impl)
         for frame in cases:
@@ -625,10 +718,13 @@ def test_frame_errors_are_the_codecs() -> None:
 
 # -- watermarks and delta ----------------------------------------------------------------
 
+
 def brute_delta(state: Any, watermarks: dict, limit: Optional[int] = None) -> List[tuple]:
     """The delta by definition: a full scan, sorted, cut at a group boundary."""
-    due = sorted((e for e in state if e.stamp > watermarks.get(e.origin, -1)),
-                 key=lambda e: (e.stamp, e.origin, e.key))
+    due = sorted(
+        (e for e in state if e.stamp > watermarks.get(e.origin, -1)),
+        key=lambda e: (e.stamp, e.origin, e.key),
+    )
     due = [e.astuple() for e in due]
     if limit is None or len(due) <= limit:
         return due
@@ -653,7 +749,11 @@ def test_delta_returns_newer_entries_in_stamp_order(table: ModuleType) -> None:
     s.set("e", 2, 2, "x", 4)
     s.set("b", 3, 6, "z", 4)
     assert [e.astuple() for e in s.delta(wm)] == [
-        ("e", 2, 2, "x", 4), ("d", 2, 2, "y", 4), ("b", 3, 6, "z", 4), ("a", 2, 5, "y", 5)]
+        ("e", 2, 2, "x", 4),
+        ("d", 2, 2, "y", 4),
+        ("b", 3, 6, "z", 4),
+        ("a", 2, 5, "y", 5),
+    ]
     assert [e.key for e in s.delta({})] == ["c", "e", "d", "b", "a"]
     assert [e.key for e in s.delta({"x": 3, "y": 4, "z": -1})] == ["e", "b", "a"]
     assert [e.key for e in s.delta({"x": 2**64, "y": 2**70, "z": 4})] == []
@@ -666,7 +766,12 @@ def test_delta_orders_ties_by_origin_then_key(table: ModuleType) -> None:
     for key, origin in [("b", "o2"), ("a", "o2"), ("z", "o1"), ("é", "o1"), ("c", "o1")]:
         s.set(key, 1, 1, origin, 7)
     assert [(e.origin, e.key) for e in s.delta({})] == [
-        ("o1", "c"), ("o1", "z"), ("o1", "é"), ("o2", "a"), ("o2", "b")]
+        ("o1", "c"),
+        ("o1", "z"),
+        ("o1", "é"),
+        ("o2", "a"),
+        ("o2", "b"),
+    ]
 
 
 def test_delta_limit_and_group_back_off(table: ModuleType) -> None:
@@ -767,8 +872,9 @@ def test_repeated_limited_pulls_converge(table: ModuleType) -> None:
     for step in range(300):
         i = rnd.randrange(4)
         clocks[i] += 1
-        nodes[i].set(f"k{rnd.randrange(40)}", rnd.randrange(5), rnd.randrange(1, 20),
-                     f"n{i}", clocks[i])
+        nodes[i].set(
+            f"k{rnd.randrange(40)}", rnd.randrange(5), rnd.randrange(1, 20), f"n{i}", clocks[i]
+        )
         if step % 3 == 0:
             src, dst = rnd.sample(range(4), 2)
             nodes[dst].merge(nodes[src].delta(nodes[dst].watermarks(), limit=3))
@@ -777,10 +883,12 @@ def test_repeated_limited_pulls_converge(table: ModuleType) -> None:
         for src in range(4):
             for dst in range(4):
                 if src != dst:
-                    moved += len(nodes[dst].merge(
-                        nodes[src].delta(nodes[dst].watermarks(), limit=2)))
-        if not moved and all(not nodes[s].delta(nodes[d].watermarks())
-                             for s in range(4) for d in range(4)):
+                    moved += len(
+                        nodes[dst].merge(nodes[src].delta(nodes[dst].watermarks(), limit=2))
+                    )
+        if not moved and all(
+            not nodes[s].delta(nodes[d].watermarks()) for s in range(4) for d in range(4)
+        ):
             break
     final = [{e.key: e.astuple()[:4] for e in n} for n in nodes]
     assert all(f == final[0] for f in final)
@@ -807,6 +915,7 @@ def test_compaction_keeps_deltas_right(table: ModuleType) -> None:
 
 # -- delta_frames --------------------------------------------------------------------
 
+
 def _decode_batch(frame: bytes) -> Tuple[str, List[tuple]]:
     """A minimal GossipBatch reader for checking delta_frames' layout."""
     (length,) = struct.unpack_from(">I", frame)
@@ -817,7 +926,7 @@ def _decode_batch(frame: bytes) -> Tuple[str, List[tuple]]:
         nonlocal pos
         (n,) = struct.unpack_from(">H", frame, pos)
         pos += 2 + n
-        return frame[pos - n:pos].decode("utf-8")
+        return frame[pos - n : pos].decode("utf-8")
 
     sender = rd_str()
     (n_origins,) = struct.unpack_from(">H", frame, pos)
@@ -835,7 +944,7 @@ def _decode_batch(frame: bytes) -> Tuple[str, List[tuple]]:
             pos += 8
         else:
             (n,) = struct.unpack_from(">I", frame, pos)
-            value = frame[pos + 4:pos + 4 + n]
+            value = frame[pos + 4 : pos + 4 + n]
             pos += 4 + n
         out.append((key, value, version, origins[idx], stamp))
     assert pos == len(frame)
@@ -888,8 +997,7 @@ def test_codec_frames_round_trip(table: ModuleType) -> None:
         frames = s.delta_frames("me", wm, max_frame_size=700)
         msgs = [codec.decode(f) for f in frames]
         assert all(type(m) is codec.GossipBatch and m.sender_id == "me" for m in msgs)
-        assert [e.astuple() for m in msgs for e in m.entries] == [
-            e.astuple() for e in s.delta(wm)]
+        assert [e.astuple() for m in msgs for e in m.entries] == [e.astuple() for e in s.delta(wm)]
         assert all(codec.encode(m) == f for m, f in zip(msgs, frames))
 
 
@@ -909,7 +1017,7 @@ def test_delta_frames_max_bytes(table: ModuleType) -> None:
         assert len(entries) >= 1  # at least one entry, whatever the budget
         if len(entries) > 1:
             assert total <= max_bytes
-        assert entries == [e.astuple() for e in full[:len(entries)]]
+        assert entries == [e.astuple() for e in full[: len(entries)]]
         # the next entry would not have fitted the budget (no group cut here: stamps unique)
         if len(entries) < len(full):
             more = s.delta_frames("me", {}, max_frame_size=400, max_bytes=total)
@@ -935,8 +1043,10 @@ def test_delta_frames_oversized_entry(table: ModuleType) -> None:
     frames = s.delta_frames("me", {}, max_frame_size=200)
     assert [e[0] for f in frames for e in _decode_batch(f)[1]] == ["small"]
     # ...and it raises once it is the first due
-    with pytest.raises(ValueError, match="entry for key 'big' needs a 1046-byte frame, "
-                                         "more than max_frame_size 200"):
+    with pytest.raises(
+        ValueError,
+        match="entry for key 'big' needs a 1046-byte frame, more than max_frame_size 200",
+    ):
         s.delta_frames("me", {"": 1}, max_frame_size=200)
     assert len(s.delta_frames("me", {}, max_frame_size=1046)) == 3
     assert len(s.delta_frames("me", {}, max_frame_size=1045)) == 1
@@ -956,12 +1066,17 @@ def test_delta_frames_arguments(table: ModuleType) -> None:
 def test_delta_frames_identical_across_implementations() -> None:
     c, p = both()
     tables = [_filled(mod, 300) for mod in (c, p)]
-    for args in [("me", {}), ("me", {"origin-0": 1100}, 600), ("é", {}, 700, 3000),
-                 ("x", {"origin-3": -1}, 10**9, 1)]:
+    for args in [
+        ("me", {}),
+        ("me", {"origin-0": 1100}, 600),
+        ("é", {}, 700, 3000),
+        ("x", {"origin-3": -1}, 10**9, 1),
+    ]:
         assert tables[0].delta_frames(*args) == tables[1].delta_frames(*args)
 
 
 # -- memory --------------------------------------------------------------------------
+
 
 def _rss() -> int:
     with open("/proc/self/statm") as f:

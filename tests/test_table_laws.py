@@ -16,13 +16,15 @@ from fastgossip._impl import load
 from fastgossip.errors import FrameError
 from tests.test_table import batch_frame, brute_delta
 
-LAWS = settings(max_examples=75, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+LAWS = settings(
+    max_examples=75, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 keys = st.sampled_from(["a", "b", "c", "é", "", "a longer key, past eight bytes", "\U0001f600"])
 origins = st.sampled_from(["", "n1", "n2", "é", "n10"])
-values = st.one_of(st.integers(0, 3), st.just(2**64 - 1),
-                   st.sampled_from([b"", b"a", b"b", b"a\x00", b"\xff" * 9]))
+values = st.one_of(
+    st.integers(0, 3), st.just(2**64 - 1), st.sampled_from([b"", b"a", b"b", b"a\x00", b"\xff" * 9])
+)
 versions = st.integers(0, 4)
 stamps = st.one_of(st.none(), st.integers(0, 6))
 EntryTuple = Tuple[str, Any, int, str, Optional[int]]
@@ -54,8 +56,7 @@ def test_merge_is_commutative(table: ModuleType, items: List[EntryTuple], rnd: A
 
 @LAWS
 @given(st.lists(entries, max_size=25), st.lists(st.integers(0, 25), max_size=4))
-def test_merge_is_associative(table: ModuleType, items: List[EntryTuple],
-                              cuts: List[int]) -> None:
+def test_merge_is_associative(table: ModuleType, items: List[EntryTuple], cuts: List[int]) -> None:
     bounds = [0] + sorted(c % (len(items) + 1) for c in cuts) + [len(items)]
     parts = [items[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
     whole = merged(table, items)
@@ -81,19 +82,23 @@ def test_merge_is_idempotent(table: ModuleType, items: List[EntryTuple]) -> None
 def test_merge_frame_is_merge(table: ModuleType, items: List[EntryTuple]) -> None:
     a = merged(table, items)
     b = table.GossipState()
-    frame = batch_frame("s", [(k, v, ver, o, ver if st_ is None else st_)
-                              for k, v, ver, o, st_ in items])
-    assert b.merge_frame(frame) == len(table.GossipState().merge(
-        [table.Entry(*e) for e in items]))
+    frame = batch_frame(
+        "s", [(k, v, ver, o, ver if st_ is None else st_) for k, v, ver, o, st_ in items]
+    )
+    assert b.merge_frame(frame) == len(table.GossipState().merge([table.Entry(*e) for e in items]))
     assert [e.astuple() for e in a] == [e.astuple() for e in b]
     assert a.watermarks() == b.watermarks() and a.max_version == b.max_version
 
 
 @LAWS
-@given(st.lists(entries, max_size=30), st.dictionaries(origins, st.integers(-1, 7)),
-       st.one_of(st.none(), st.integers(0, 8)))
-def test_delta_matches_its_definition(table: ModuleType, items: List[EntryTuple],
-                                      wm: Dict[str, int], limit: Optional[int]) -> None:
+@given(
+    st.lists(entries, max_size=30),
+    st.dictionaries(origins, st.integers(-1, 7)),
+    st.one_of(st.none(), st.integers(0, 8)),
+)
+def test_delta_matches_its_definition(
+    table: ModuleType, items: List[EntryTuple], wm: Dict[str, int], limit: Optional[int]
+) -> None:
     s = merged(table, items)
     assert [e.astuple() for e in s.delta(wm, limit)] == brute_delta(s, wm, limit)
 
@@ -104,11 +109,19 @@ writes = st.lists(st.tuples(st.integers(0, 2), keys, values, versions), max_size
 
 
 @LAWS
-@given(writes, st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), max_size=30),
-       st.integers(1, 4), st.booleans())
-def test_limited_pulls_converge(table: ModuleType, script: List[tuple],
-                                early: List[Tuple[int, int]], limit: int,
-                                as_frames: bool) -> None:
+@given(
+    writes,
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), max_size=30),
+    st.integers(1, 4),
+    st.booleans(),
+)
+def test_limited_pulls_converge(
+    table: ModuleType,
+    script: List[tuple],
+    early: List[Tuple[int, int]],
+    limit: int,
+    as_frames: bool,
+) -> None:
     """Replicas write with their own increasing stamps (as the node's clock does),
     pull limited deltas in between, then pull until quiet: all end equal to the
     join of everything written."""
@@ -118,8 +131,9 @@ def test_limited_pulls_converge(table: ModuleType, script: List[tuple],
 
     def pull(src: int, dst: int) -> int:
         if as_frames:
-            frames = nodes[src].delta_frames(f"n{src}", nodes[dst].watermarks(),
-                                             max_frame_size=200, max_bytes=limit * 60)
+            frames = nodes[src].delta_frames(
+                f"n{src}", nodes[dst].watermarks(), max_frame_size=200, max_bytes=limit * 60
+            )
             return sum(nodes[dst].merge_frame(f) for f in frames)
         return len(nodes[dst].merge(nodes[src].delta(nodes[dst].watermarks(), limit)))
 
@@ -133,8 +147,9 @@ def test_limited_pulls_converge(table: ModuleType, script: List[tuple],
                 pull(src, dst)
     for _ in range(100):
         moved = sum(pull(src, dst) for src in range(3) for dst in range(3) if src != dst)
-        if not moved and all(not nodes[s].delta(nodes[d].watermarks())
-                             for s in range(3) for d in range(3)):
+        if not moved and all(
+            not nodes[s].delta(nodes[d].watermarks()) for s in range(3) for d in range(3)
+        ):
             break
     everything = merged(table, written)
     for n in nodes:
@@ -148,11 +163,19 @@ ops = st.one_of(
     st.tuples(st.just("set"), entries),
     st.tuples(st.just("merge"), st.lists(entries, max_size=6)),
     st.tuples(st.just("merge_frame"), st.lists(entries, max_size=6)),
-    st.tuples(st.just("bad_frame"), st.lists(entries, min_size=1, max_size=4),
-              st.integers(0, 10**6), st.integers(0, 255)),
+    st.tuples(
+        st.just("bad_frame"),
+        st.lists(entries, min_size=1, max_size=4),
+        st.integers(0, 10**6),
+        st.integers(0, 255),
+    ),
     st.tuples(st.just("delta"), wm_strategy, st.one_of(st.none(), st.integers(0, 5))),
-    st.tuples(st.just("delta_frames"), wm_strategy, st.integers(30, 300),
-              st.one_of(st.none(), st.integers(0, 400))),
+    st.tuples(
+        st.just("delta_frames"),
+        wm_strategy,
+        st.integers(30, 300),
+        st.one_of(st.none(), st.integers(0, 400)),
+    ),
 )
 
 
@@ -172,7 +195,7 @@ def _run(mod: ModuleType, state: Any, op: tuple) -> Any:
             if op[3] % 2:
                 frame[pos] = op[3]  # flip a byte
                 return state.merge_frame(bytes(frame))
-            body = bytes(frame[4:max(pos, 6)])  # cut short, with a consistent prefix
+            body = bytes(frame[4 : max(pos, 6)])  # cut short, with a consistent prefix
             return state.merge_frame(struct.pack(">I", len(body)) + body)
         if kind == "delta":
             return [e.astuple() for e in state.delta(op[1], op[2])]
@@ -184,8 +207,7 @@ def _run(mod: ModuleType, state: Any, op: tuple) -> Any:
 
 
 def _frame_of(items: List[EntryTuple]) -> bytes:
-    return batch_frame("s", [(k, v, ver, o, ver if s is None else s)
-                             for k, v, ver, o, s in items])
+    return batch_frame("s", [(k, v, ver, o, ver if s is None else s) for k, v, ver, o, s in items])
 
 
 @settings(max_examples=150, deadline=None)
@@ -210,14 +232,22 @@ def test_compiled_and_python_tables_agree(script: List[tuple]) -> None:
 @given(st.binary(max_size=80), st.integers(0, 100))
 def test_random_bytes_fail_alike(junk: bytes, max_frame_size: int) -> None:
     c, p = load("table", "cython"), load("table", "python")
-    for frame in (junk, struct.pack(">I", len(junk) + 2) + b"\x01\x06" + junk,
-                  struct.pack(">I", len(junk) + 2) + b"\x01\x01" + junk):
+    for frame in (
+        junk,
+        struct.pack(">I", len(junk) + 2) + b"\x01\x06" + junk,
+        struct.pack(">I", len(junk) + 2) + b"\x01\x01" + junk,
+    ):
         results = []
         for mod in (c, p):
             s = mod.GossipState()
             try:
-                results.append(("ok", s.merge_frame(frame, max_frame_size=max_frame_size + 30),
-                                [e.astuple() for e in s]))
+                results.append(
+                    (
+                        "ok",
+                        s.merge_frame(frame, max_frame_size=max_frame_size + 30),
+                        [e.astuple() for e in s],
+                    )
+                )
             except FrameError as exc:
                 results.append(("error", str(exc), exc.offset))
                 assert len(s) == 0 and s.watermarks() == {}
@@ -231,10 +261,28 @@ def test_utf8_validation_agrees_with_python(n: int) -> None:
 
     rnd = random.Random(n)
     c = load("table", "cython")
-    pieces = [b"a", b"\x7f", b"\x80", b"\xc2\x80", b"\xdf\xbf", b"\xe0\xa0\x80", b"\xe0\x9f\xbf",
-              b"\xed\x9f\xbf", b"\xed\xa0\x80", b"\xef\xbf\xbf", b"\xf0\x90\x80\x80",
-              b"\xf0\x8f\xbf\xbf", b"\xf4\x8f\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80",
-              b"\xc0\xaf", b"\xc1\xbf", b"\xe2\x82", b"\xff", b"abcdefgh"]
+    pieces = [
+        b"a",
+        b"\x7f",
+        b"\x80",
+        b"\xc2\x80",
+        b"\xdf\xbf",
+        b"\xe0\xa0\x80",
+        b"\xe0\x9f\xbf",
+        b"\xed\x9f\xbf",
+        b"\xed\xa0\x80",
+        b"\xef\xbf\xbf",
+        b"\xf0\x90\x80\x80",
+        b"\xf0\x8f\xbf\xbf",
+        b"\xf4\x8f\xbf\xbf",
+        b"\xf4\x90\x80\x80",
+        b"\xf5\x80\x80\x80",
+        b"\xc0\xaf",
+        b"\xc1\xbf",
+        b"\xe2\x82",
+        b"\xff",
+        b"abcdefgh",
+    ]
     for _ in range(400):
         raw = b"".join(rnd.choice(pieces) for _ in range(rnd.randrange(n + 1)))
         try:
@@ -242,9 +290,18 @@ def test_utf8_validation_agrees_with_python(n: int) -> None:
             valid = True
         except UnicodeDecodeError:
             valid = False
-        payload = (struct.pack(">H", 1) + b"s" + struct.pack(">H", 1) + b"\x00\x01o"
-                   + struct.pack(">I", 1) + struct.pack(">H", len(raw)) + raw
-                   + struct.pack(">HQQ", 0, 1, 1) + b"\x00" + bytes(8))
+        payload = (
+            struct.pack(">H", 1)
+            + b"s"
+            + struct.pack(">H", 1)
+            + b"\x00\x01o"
+            + struct.pack(">I", 1)
+            + struct.pack(">H", len(raw))
+            + raw
+            + struct.pack(">HQQ", 0, 1, 1)
+            + b"\x00"
+            + bytes(8)
+        )
         frame = struct.pack(">I", len(payload) + 2) + b"\x01\x06" + payload
         s = c.GossipState()
         try:

@@ -47,8 +47,9 @@ class Message:
 
 def _check_str(name: str, value: object) -> str:
     if type(value) is not str and not isinstance(value, str):
-        raise TypeError(f"Argument '{name}' has incorrect type (expected str, got "
-                        f"{type(value).__name__})")
+        raise TypeError(
+            f"Argument '{name}' has incorrect type (expected str, got {type(value).__name__})"
+        )
     return value  # type: ignore[return-value]
 
 
@@ -67,10 +68,16 @@ class Entry(Message):
     origin: str
     stamp: int
 
-    def __init__(self, key: str, value: Value, version: int, origin: str = "",
-                 stamp: int | None = None) -> None:
-        self._init(_check_str("key", key), value, version, _check_str("origin", origin),
-                   version if stamp is None else stamp)
+    def __init__(
+        self, key: str, value: Value, version: int, origin: str = "", stamp: int | None = None
+    ) -> None:
+        self._init(
+            _check_str("key", key),
+            value,
+            version,
+            _check_str("origin", origin),
+            version if stamp is None else stamp,
+        )
 
 
 class Gossip(Message):
@@ -84,10 +91,16 @@ class Gossip(Message):
     version: int
     origin: str
 
-    def __init__(self, sender_id: str, key: str, value: Value, version: int,
-                 origin: str = "") -> None:
-        self._init(_check_str("sender_id", sender_id), _check_str("key", key), value,
-                   version, _check_str("origin", origin))
+    def __init__(
+        self, sender_id: str, key: str, value: Value, version: int, origin: str = ""
+    ) -> None:
+        self._init(
+            _check_str("sender_id", sender_id),
+            _check_str("key", key),
+            value,
+            version,
+            _check_str("origin", origin),
+        )
 
 
 class Ping(Message):
@@ -125,11 +138,14 @@ class Replicate(Message):
     checksum: int
     payload: bytes
 
-    def __init__(self, leader_id: str, index: int, term: int, checksum: int,
-                 payload: bytes = b"") -> None:
+    def __init__(
+        self, leader_id: str, index: int, term: int, checksum: int, payload: bytes = b""
+    ) -> None:
         if type(payload) is not bytes:
-            raise TypeError(f"Argument 'payload' has incorrect type (expected bytes, got "
-                            f"{type(payload).__name__})")
+            raise TypeError(
+                f"Argument 'payload' has incorrect type (expected bytes, got "
+                f"{type(payload).__name__})"
+            )
         self._init(_check_str("leader_id", leader_id), index, term, checksum, payload)
 
 
@@ -174,5 +190,6 @@ class Digest(Message):
     def __init__(self, sender_id: str, watermarks: Any = (), reply: bool = False) -> None:
         if isinstance(watermarks, dict):
             watermarks = watermarks.items()
-        self._init(_check_str("sender_id", sender_id),
-                   tuple(tuple(p) for p in watermarks), bool(reply))
+        self._init(
+            _check_str("sender_id", sender_id), tuple(tuple(p) for p in watermarks), bool(reply)
+        )

@@ -110,8 +110,10 @@ class XorShift64:
         """
         k = _count_arg(k)
         cls = type(population)
-        if cls is not list and cls is not tuple and (
-            isinstance(population, dict) or not hasattr(cls, "__getitem__")
+        if (
+            cls is not list
+            and cls is not tuple
+            and (isinstance(population, dict) or not hasattr(cls, "__getitem__"))
         ):
             raise TypeError(f"population must be a sequence, not {cls.__name__}")
         n = len(population)

@@ -43,6 +43,7 @@ _VALUE, _VERSION, _ORIGIN, _STAMP = range(4)
 
 # -- validation: the codec encoder's rules and words (_table_c.pyx alike) -------------
 
+
 def _check_str(name: str, s: object) -> str:
     if not isinstance(s, str):
         raise TypeError(f"{name} must be str, not {type(s).__name__}")
@@ -79,8 +80,9 @@ def _check_value(v: object) -> Value:
         return v
     if isinstance(v, bytes):
         if len(v) > _MAX_BYTES:
-            raise ValueError(f"value is {len(v)} bytes long, more than the 4294967295 a "
-                             "bytes32 field holds")
+            raise ValueError(
+                f"value is {len(v)} bytes long, more than the 4294967295 a bytes32 field holds"
+            )
         return v if type(v) is bytes else bytes(v)
     raise TypeError(f"value must be int or bytes, not {type(v).__name__}")
 
@@ -116,8 +118,7 @@ def _entry_size(key: str, value: Value) -> int:
 class GossipState:
     """Last-writer-wins key/value table with per-origin watermarks and deltas."""
 
-    __slots__ = ("_entries", "_keys", "_watermarks", "_logs", "_live", "_sorted",
-                 "_max_version")
+    __slots__ = ("_entries", "_keys", "_watermarks", "_logs", "_live", "_sorted", "_max_version")
 
     def __init__(self) -> None:
         self._entries: Dict[str, list] = {}
@@ -130,8 +131,9 @@ class GossipState:
 
     # -- writing -------------------------------------------------------------------
 
-    def set(self, key: str, value: Value, version: int, origin: str = "",
-            stamp: Optional[int] = None) -> bool:
+    def set(
+        self, key: str, value: Value, version: int, origin: str = "", stamp: Optional[int] = None
+    ) -> bool:
         """Write one entry; True when the table changed (the entry won)."""
         key = _check_str("key", key)
         value = _check_value(value)
@@ -156,9 +158,14 @@ class GossipState:
         changed = []
         for e, key, value, version, origin, stamp in checked:
             if self._apply(key, value, version, origin, stamp):
-                if (type(e) is Entry and type(e.key) is str and type(e.origin) is str
-                        and type(e.version) is int and type(e.stamp) is int
-                        and type(e.value) in (int, bytes)):
+                if (
+                    type(e) is Entry
+                    and type(e.key) is str
+                    and type(e.origin) is str
+                    and type(e.version) is int
+                    and type(e.stamp) is int
+                    and type(e.value) in (int, bytes)
+                ):
                     changed.append(e)
                 else:
                     changed.append(Entry(key, value, version, origin, stamp))
@@ -178,8 +185,9 @@ class GossipState:
             try:
                 frame = memoryview(frame).tobytes()
             except TypeError:
-                raise TypeError("merge_frame() needs a bytes-like object, not "
-                                f"{type(frame).__name__}") from None
+                raise TypeError(
+                    f"merge_frame() needs a bytes-like object, not {type(frame).__name__}"
+                ) from None
         msg = decode(frame, max_frame_size)
         if type(msg) is GossipBatch:
             items = [(e.key, e.value, e.version, e.origin, e.stamp) for e in msg.entries]
@@ -187,8 +195,9 @@ class GossipState:
             items = [(msg.key, msg.value, msg.version, msg.origin, msg.version)]
         else:
             mtype = frame[5]
-            raise FrameError(f"cannot merge a {type(msg).__name__} frame (type {mtype}) "
-                             "at offset 5", 5)
+            raise FrameError(
+                f"cannot merge a {type(msg).__name__} frame (type {mtype}) at offset 5", 5
+            )
         changed = 0
         for key, value, version, origin, stamp in items:
             changed += self._apply(key, value, version, origin, stamp)
@@ -264,8 +273,9 @@ class GossipState:
             if theirs is None:
                 theirs = -1
             elif not isinstance(theirs, int):
-                raise TypeError(f"watermark for origin {origin!r} must be int, "
-                                f"not {type(theirs).__name__}")
+                raise TypeError(
+                    f"watermark for origin {origin!r} must be int, not {type(theirs).__name__}"
+                )
             if own <= theirs or not self._live.get(origin):
                 continue
             streams.append(self._origin_due(origin, theirs))
@@ -349,14 +359,18 @@ class GossipState:
         out: List[Tuple[int, str, str]] = []
         for rec in due:
             if limit is not None and len(out) == limit:
-                out = out[:_back_off(out, rec)]
+                out = out[: _back_off(out, rec)]
                 break
             out.append(rec)
         return [self._entry(key) for _, _, key in out]
 
-    def delta_frames(self, sender_id: str, watermarks: Mapping[str, int],
-                     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-                     max_bytes: Optional[int] = None) -> List[bytes]:
+    def delta_frames(
+        self,
+        sender_id: str,
+        watermarks: Mapping[str, int],
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_bytes: Optional[int] = None,
+    ) -> List[bytes]:
         """The delta, encoded as GossipBatch frames of at most ``max_frame_size``
         bytes each (length prefix included), stopping before the frames' total
         would pass ``max_bytes`` (yet with at least one entry when any is due).
@@ -379,11 +393,11 @@ class GossipState:
             size = _entry_size(key, self._entries[key][_VALUE])
             if picked and not packer.fits(origin, size):
                 # stop before an entry no frame holds; it raises once it comes first
-                picked = picked[:_back_off(picked, rec)]
+                picked = picked[: _back_off(picked, rec)]
                 break
             grow = packer.add(origin, size, key)
             if max_bytes is not None and picked and total + grow > max_bytes:
-                picked = picked[:_back_off(picked, rec)]
+                picked = picked[: _back_off(picked, rec)]
                 break
             total += grow
             picked.append(rec)
@@ -408,14 +422,23 @@ class GossipState:
             value, version, origin, stamp = self._entries[key]
             index = origins.setdefault(origin, len(origins))
             k = key.encode("utf-8")
-            body.append(len(k).to_bytes(2, "big") + k + index.to_bytes(2, "big")
-                        + version.to_bytes(8, "big") + stamp.to_bytes(8, "big"))
+            body.append(
+                len(k).to_bytes(2, "big")
+                + k
+                + index.to_bytes(2, "big")
+                + version.to_bytes(8, "big")
+                + stamp.to_bytes(8, "big")
+            )
             if type(value) is bytes:
                 body.append(b"\x01" + len(value).to_bytes(4, "big") + value)
             else:
                 body.append(b"\x00" + value.to_bytes(8, "big"))
-        head = [b"\x01\x06", len(sender).to_bytes(2, "big"), sender,
-                len(origins).to_bytes(2, "big")]
+        head = [
+            b"\x01\x06",
+            len(sender).to_bytes(2, "big"),
+            sender,
+            len(origins).to_bytes(2, "big"),
+        ]
         for origin in origins:
             o = origin.encode("utf-8")
             head.append(len(o).to_bytes(2, "big") + o)
@@ -456,11 +479,16 @@ class _Packer:
         olen = 2 + len(origin.encode("utf-8"))
         alone = self.base + olen + entry_size
         if alone > self.max_frame_size:
-            raise ValueError(f"entry for key {key!r} needs a {alone}-byte frame, more than "
-                             f"max_frame_size {self.max_frame_size}")
+            raise ValueError(
+                f"entry for key {key!r} needs a {alone}-byte frame, more than "
+                f"max_frame_size {self.max_frame_size}"
+            )
         grow = entry_size + (0 if origin in self.origins else olen)
-        if self.size and self.size + grow <= self.max_frame_size and (
-                origin in self.origins or len(self.origins) < _MAX_STR):
+        if (
+            self.size
+            and self.size + grow <= self.max_frame_size
+            and (origin in self.origins or len(self.origins) < _MAX_STR)
+        ):
             self.size += grow
             self.new_frame = False
         else:

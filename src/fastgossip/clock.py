@@ -92,9 +92,7 @@ class HybridClock:
 
     def observe(self, version: int) -> None:
         """Move the clock past ``version`` (a u64 seen from a peer)."""
-        if type(version) is not int and (
-            not isinstance(version, int) or isinstance(version, bool)
-        ):
+        if type(version) is not int and (not isinstance(version, int) or isinstance(version, bool)):
             raise TypeError(f"version must be an int, not {type(version).__name__}")
         if version > self._last:
             if version > MAX_VERSION:
@@ -105,7 +103,4 @@ class HybridClock:
 
     def __repr__(self) -> str:
         last = self._last
-        return (
-            f"<HybridClock last={version_ms(last)}ms+{version_logical(last)}"
-            f" ({last:#x})>"
-        )
+        return f"<HybridClock last={version_ms(last)}ms+{version_logical(last)} ({last:#x})>"
