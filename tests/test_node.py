@@ -528,3 +528,22 @@ def test_config_refuses_unusable_values() -> None:
             NodeConfig("n", **bad)
     with pytest.raises(ValueError, match="longer than 255"):
         NodeConfig("x" * 256)
+
+
+async def test_causal_write_wins_even_with_a_clock_behind(implementation: str) -> None:
+    """a's clock runs 10 s ahead. b writes after seeing a's write: b's write
+    must win, which only the hybrid clock's observe() makes true."""
+    import time as _time
+
+    from fastgossip.clock import HybridClock
+
+    a, b = await pair(implementation)
+    async with a, b:
+        a._clock = HybridClock(now_ms=lambda: int(_time.time() * 1000) + 10_000)
+        a.set("k", b"from-a")
+        await wait_for(lambda: b.get("k") == b"from-a")
+        b.set("k", b"from-b")
+        await wait_for(lambda: a.get("k") == b"from-b")
+        assert b.get("k") == b"from-b"
+        with pytest.raises(NodeError):
+            await a.ping(a.addr)

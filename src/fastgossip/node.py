@@ -504,8 +504,11 @@ class GossipNode:
     async def ping(self, addr: Address, timeout: float = 2.0) -> float:
         """Round-trip time in seconds to the node at ``addr`` over its link."""
         self._check_open()
-        self.add_peer(addr)
-        link = self._links[(str(addr[0]), int(addr[1]))]
+        key = (str(addr[0]), int(addr[1]))
+        if key == self._addr:
+            raise NodeError("a node cannot ping itself")
+        self.add_peer(key)
+        link = self._links[key]
         self._ping_seq += 1
         seq = self._ping_seq
         fut: asyncio.Future[float] = self._loop.create_future()
