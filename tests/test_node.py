@@ -547,3 +547,39 @@ async def test_causal_write_wins_even_with_a_clock_behind(implementation: str) -
         assert b.get("k") == b"from-b"
         with pytest.raises(NodeError):
             await a.ping(a.addr)
+
+
+async def test_no_new_exchange_while_a_reply_is_outstanding(implementation: str) -> None:
+    """A peer that never answers is asked once, not every round."""
+    from fastgossip import FrameDecoder
+
+    received: list = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = FrameDecoder()
+        while data := await reader.read(65536):
+            received.extend(decoder.feed(data))
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    node = await GossipNode.start(config("n", implementation, gossip_interval=0.01))
+    async with node:
+        node.add_peer(server.sockets[0].getsockname()[:2])
+        await wait_for(lambda: node.stats.rounds >= 30)
+        assert len(received) == 1 and received[0].reply
+        assert node.stats.exchanges_skipped >= 20
+    server.close()
+    await server.wait_closed()
+
+
+async def test_inbound_connections_are_capped(implementation: str) -> None:
+    node = await GossipNode.start(config("n", implementation, max_inbound=2))
+    async with node:
+        conns = [await asyncio.open_connection(*node.addr) for _ in range(3)]
+        assert await asyncio.wait_for(conns[2][0].read(), 5) == b""  # closed at once
+        assert node.stats.connections_refused == 1
+        for i, (reader, writer) in enumerate(conns[:2]):
+            await write_message(writer, Ping("c", i))
+            assert await asyncio.wait_for(read_message(reader), 5) == Pong("n", i)
+        for _, writer in conns:
+            writer.close()

@@ -45,7 +45,8 @@ class NodeConfig:
     version cannot drag every node's clock into the future.
     ``max_connections`` caps this node's outbound connections (one per peer at
     most): above it, the least recently used one is closed, and reopened when
-    that peer is picked again. None means no cap.
+    that peer is picked again. None means no cap. ``max_inbound`` caps the
+    connections accepted at once; one more is closed as soon as it opens.
     ``implementation`` is "cython", "python" or None (the process default, see
     ``fastgossip.IMPLEMENTATION``).
     """
@@ -61,6 +62,7 @@ class NodeConfig:
     reconnect_min: float = 0.05
     reconnect_max: float = 2.0
     max_connections: Optional[int] = 256
+    max_inbound: Optional[int] = 1024
     max_clock_skew: float = 60.0
     seed: Optional[int] = None
     implementation: Optional[str] = None
@@ -89,8 +91,9 @@ class NodeConfig:
             raise ValueError(
                 f"implementation must be 'cython', 'python' or None, not {self.implementation!r}"
             )
-        if self.max_connections is not None and self.max_connections < 1:
-            raise ValueError("max_connections must be >= 1 or None (no cap)")
+        for name in ("max_connections", "max_inbound"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None (no cap)")
         if self.fanout is not None and not isinstance(self.fanout, Fanout):
             raise TypeError("fanout must be a Fanout (e.g. Fanout.bounded(3), Fanout.SQRT)")
 
@@ -119,6 +122,8 @@ class NodeStats:
     entries_merged: int = 0
     sends_dropped: int = 0
     connections_evicted: int = 0
+    connections_refused: int = 0
+    exchanges_skipped: int = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -359,12 +364,21 @@ class GossipNode:
             k = min(k, self.config.max_connections)  # don't evict this round's own links
         chosen = self._rng.sample(links, k)
         digest = None
+        now = self._loop.time()
+        patience = max(1.0, 4 * self.config.gossip_interval)
         for link in chosen:
-            if link.connected:
+            proto = link.proto
+            if proto is not None and not proto.closed:
+                if proto.awaiting_since and now - proto.awaiting_since < patience:
+                    # the last exchange's reply is still arriving: asking again
+                    # would make the peer resend the same entries
+                    self.stats.exchanges_skipped += 1
+                    continue
                 if digest is None:
                     digest = self._codec.encode(self._digest(reply=True))
-                link.proto.send_frames((digest,))  # type: ignore[union-attr]
-                link.last_used = self._loop.time()
+                if proto.send_frames((digest,)):
+                    proto.awaiting_since = now
+                link.last_used = now
             else:
                 self._connect(link)
         return len(chosen)
@@ -408,7 +422,8 @@ class GossipNode:
         proto.peer = link.addr
         self.stats.connections_opened += 1
         # a new connection starts with an exchange, so a fresh peer catches up now
-        proto.send(self._digest(reply=True))
+        if proto.send(self._digest(reply=True)):
+            proto.awaiting_since = self._loop.time()
         for msg in link.pending:
             proto.send(msg)
         link.pending.clear()
@@ -439,8 +454,13 @@ class GossipNode:
         self._conns.add(proto)
         if not proto.outbound:
             self.stats.connections_accepted += 1
+            cap = self.config.max_inbound
+            inbound = sum(1 for p in self._conns if not p.outbound)
             if self._closed:
                 proto.close()
+            elif cap is not None and inbound > cap:
+                self.stats.connections_refused += 1
+                proto.abort()
 
     def _connection_lost(self, proto: GossipProtocol, exc: Optional[Exception]) -> None:
         self._conns.discard(proto)
@@ -456,6 +476,8 @@ class GossipNode:
         codec = self._codec
         kind = type(msg)
         if kind is codec.Digest:
+            if not msg.reply:
+                proto.awaiting_since = 0.0  # our exchange on this connection is answered
             if proto.paused:  # the peer is not reading: don't even build the reply
                 self.stats.sends_dropped += 1
                 return

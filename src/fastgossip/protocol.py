@@ -31,6 +31,7 @@ class GossipProtocol(asyncio.Protocol):
         "_decoder",
         "_batch_type",
         "_closed_fut",
+        "awaiting_since",
     )
 
     def __init__(self, node: GossipNode, outbound: bool) -> None:
@@ -43,6 +44,8 @@ class GossipProtocol(asyncio.Protocol):
         self._decoder = node._codec.FrameDecoder(node.config.max_frame_size)
         self._batch_type = node._codec.T_GOSSIP_BATCH
         self._closed_fut: asyncio.Future[None] = node._loop.create_future()
+        # loop time our last Digest(reply=True) went out unanswered, or 0.0
+        self.awaiting_since = 0.0
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
