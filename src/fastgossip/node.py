@@ -367,8 +367,9 @@ class GossipNode:
         now = self._loop.time()
         patience = max(1.0, 4 * self.config.gossip_interval)
         for link in chosen:
-            proto = link.proto
-            if proto is not None and not proto.closed:
+            if link.connected:
+                proto = link.proto
+                assert proto is not None
                 if proto.awaiting_since and now - proto.awaiting_since < patience:
                     # the last exchange's reply is still arriving: asking again
                     # would make the peer resend the same entries
@@ -376,8 +377,7 @@ class GossipNode:
                     continue
                 if digest is None:
                     digest = self._codec.encode(self._digest(reply=True))
-                if proto.send_frames((digest,)):
-                    proto.awaiting_since = now
+                proto.ask(digest)
                 link.last_used = now
             else:
                 self._connect(link)
@@ -422,8 +422,7 @@ class GossipNode:
         proto.peer = link.addr
         self.stats.connections_opened += 1
         # a new connection starts with an exchange, so a fresh peer catches up now
-        if proto.send(self._digest(reply=True)):
-            proto.awaiting_since = self._loop.time()
+        proto.ask(self._codec.encode(self._digest(reply=True)))
         for msg in link.pending:
             proto.send(msg)
         link.pending.clear()

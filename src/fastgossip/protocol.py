@@ -124,6 +124,12 @@ class GossipProtocol(asyncio.Protocol):
         transport.write(data)
         return True
 
+    def ask(self, digest_frame: bytes) -> None:
+        """Send an encoded ``Digest(reply=True)`` and note the exchange as
+        outstanding until the peer's ``Digest(reply=False)`` arrives."""
+        if self.send_frames((digest_frame,)):
+            self.awaiting_since = self.node._loop.time()
+
     def send(self, msg: Any) -> bool:
         return self.send_frames((self.node._codec.encode(msg),))
 
