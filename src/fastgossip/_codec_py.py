@@ -508,24 +508,24 @@ def _d_gossip(buf: bytes, base: int, pos: int, end: int) -> Gossip:
     return g
 
 
-def _d_ping(buf: bytes, base: int, pos: int, end: int) -> Ping:
-    sender, _, pos = _sender_at(buf, base, pos, end, "sender_id")
-    seq = _u64_at(buf, base, pos, end, "seq")
-    _end_check(pos + 8, end, base, "Ping")
-    m = _new(Ping)
-    _set_ping_sender(m, sender)
-    _set_ping_seq(m, seq)
-    return m
+def _d_sender_seq(cls: type, set_sender: Any, set_seq: Any) -> Any:
+    """The exact reader for the (sender_id, seq) messages: Ping and Pong."""
+    name = cls.__name__
+
+    def read(buf: bytes, base: int, pos: int, end: int) -> Any:
+        sender, _, pos = _sender_at(buf, base, pos, end, "sender_id")
+        seq = _u64_at(buf, base, pos, end, "seq")
+        _end_check(pos + 8, end, base, name)
+        m = _new(cls)
+        set_sender(m, sender)
+        set_seq(m, seq)
+        return m
+
+    return read
 
 
-def _d_pong(buf: bytes, base: int, pos: int, end: int) -> Pong:
-    sender, _, pos = _sender_at(buf, base, pos, end, "sender_id")
-    seq = _u64_at(buf, base, pos, end, "seq")
-    _end_check(pos + 8, end, base, "Pong")
-    m = _new(Pong)
-    _set_pong_sender(m, sender)
-    _set_pong_seq(m, seq)
-    return m
+_d_ping = _d_sender_seq(Ping, _set_ping_sender, _set_ping_seq)
+_d_pong = _d_sender_seq(Pong, _set_pong_sender, _set_pong_seq)
 
 
 def _d_replicate(buf: bytes, base: int, pos: int, end: int) -> Replicate:
