@@ -8,7 +8,7 @@ import os
 import platform
 import subprocess
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
@@ -93,3 +93,17 @@ def write_json(path: str, data: Dict[str, Any]) -> None:
         json.dump(data, f, indent=1, sort_keys=False)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def format_targets(targets: List[Dict[str, Any]]) -> str:
+    """Each target as a console line: pass mark, what, target, measured.
+
+    A target with a ``hot_path`` (from ``bench.ratios``) is prefixed by it.
+    """
+    lines = ["targets"]
+    for t in targets:
+        mark = {True: "✅", False: "❌", None: "–"}[t["pass"]]
+        got = "n/a" if t["measured"] is None else f"{t['measured']:.2f} {t['unit']}"
+        what = f"{t['hot_path']:8} {t['what']}" if "hot_path" in t else t["what"]
+        lines.append(f"  {mark} {what:75} {t['target']:>16}  {got}")
+    return "\n".join(lines)

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from bench._meta import RESULTS, ROOT, machine, write_json
+from bench._meta import RESULTS, ROOT, format_targets, machine, write_json
 from fastgossip.fanout import Fanout
 from fastgossip.network import ClusterNetwork
 from fastgossip.node import GossipNode, NodeConfig
@@ -846,15 +846,6 @@ async def run(plan: Plan, impls: Sequence[str], mode: str) -> Dict[str, Any]:
     result["targets"] = evaluate_targets(result)
     result["notes"] = plan.notes
     return result
-
-
-def format_targets(targets: List[Dict[str, Any]]) -> str:
-    lines = ["targets"]
-    for t in targets:
-        mark = {True: "✅", False: "❌", None: "–"}[t["pass"]]
-        got = "n/a" if t["measured"] is None else f"{t['measured']:.2f} {t['unit']}"
-        lines.append(f"  {mark} {t['what']:72} {t['target']:>16}  {got}")
-    return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -27,7 +27,7 @@ import timeit
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bench import workloads as w
-from bench._meta import RESULTS, ROOT, machine, write_json
+from bench._meta import RESULTS, ROOT, format_targets, machine, write_json
 
 C_ROW = w.C_NAME
 PY_ROW = w.PY_NAME
@@ -302,15 +302,6 @@ def evaluate_targets(groups: Dict[str, Dict[str, Any]], memory: List[dict]) -> L
     return out
 
 
-def format_targets(targets: List[dict]) -> str:
-    lines = ["\ntargets"]
-    for t in targets:
-        mark = {True: "✅", False: "❌", None: "–"}[t["pass"]]
-        got = "n/a" if t["measured"] is None else f"{t['measured']:.2f} {t['unit']}"
-        lines.append(f"  {mark} {t['hot_path']:8} {t['what']:66} {t['target']:>16}  {got}")
-    return "\n".join(lines)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9, help="measurements per row (best kept)")
@@ -344,7 +335,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         log("")
         memory = measure_memory(args.memory_entries, ("cython", "python", "dict"), log)
     targets = evaluate_targets(groups, memory)
-    log(format_targets(targets))
+    log("\n" + format_targets(targets))
     result = {
         "meta": meta,
         "settings": {
