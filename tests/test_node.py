@@ -37,6 +37,19 @@ def config(node_id: str, implementation: str, **kw) -> NodeConfig:
     return NodeConfig(node_id, implementation=implementation, **kw)
 
 
+async def non_reading_client(addr) -> socket.socket:
+    """A connected socket with a tiny receive buffer that the test never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def pair(implementation: str, **kw):
     a = await GossipNode.start(config("a", implementation, **kw))
     b = await GossipNode.start(config("b", implementation, **kw))
@@ -399,11 +412,8 @@ async def test_peer_that_stops_reading_is_not_buffered_without_bound(
     async with node:
         for i in range(5000):
             node.set(f"a-fairly-long-key-{i:06d}", b"x" * 16)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
+        sock = await non_reading_client(node.addr)
         loop = asyncio.get_running_loop()
-        await loop.sock_connect(sock, node.addr)
         ask = encode(Digest("greedy", {}, reply=True))
         try:
             for _ in range(400):
@@ -485,12 +495,9 @@ async def test_shutdown_with_a_peer_that_stops_reading(implementation: str) -> N
     node = await GossipNode.start(config("n", implementation))
     for i in range(20000):
         node.set(f"key-{i:08d}", b"v" * 32)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
+    sock = await non_reading_client(node.addr)
     loop = asyncio.get_running_loop()
     try:
-        await loop.sock_connect(sock, node.addr)
         await loop.sock_sendall(sock, encode(Digest("stuck", {}, reply=True)))
         await wait_for(lambda: node.stats.frames_sent > 0)
         started = loop.time()
