@@ -139,42 +139,6 @@ cdef extern from *:
        ASCII with a few overlapping word loads instead of a libc call or a
        byte loop; none of them reads or writes outside [p, p + n). The
        fingerprint (f0, f1) of n <= 16 bytes determines them, given n. */
-    FG_INLINE uint64_t fg_ld64(const unsigned char* p) {
-        uint64_t w; memcpy(&w, p, 8); return w;
-    }
-    FG_INLINE uint32_t fg_ld32(const unsigned char* p) {
-        uint32_t w; memcpy(&w, p, 4); return w;
-    }
-
-    /* Big-endian stores as one byte swap and one store each (written byte by
-       byte, adjacent ones can be merged by the vectoriser into much longer
-       code). */
-    FG_INLINE void fg_wr16(unsigned char* p, uint16_t v) {
-    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
-            && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        v = __builtin_bswap16(v); memcpy(p, &v, 2);
-    #else
-        p[0] = (unsigned char)(v >> 8); p[1] = (unsigned char)v;
-    #endif
-    }
-    FG_INLINE void fg_wr32(unsigned char* p, uint32_t v) {
-    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
-            && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        v = __builtin_bswap32(v); memcpy(p, &v, 4);
-    #else
-        p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
-        p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
-    #endif
-    }
-    FG_INLINE void fg_wr64(unsigned char* p, uint64_t v) {
-    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
-            && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        v = __builtin_bswap64(v); memcpy(p, &v, 8);
-    #else
-        fg_wr32(p, (uint32_t)(v >> 32)); fg_wr32(p + 4, (uint32_t)v);
-    #endif
-    }
-
     FG_INLINE void fg_fingerprint(const unsigned char* s, Py_ssize_t n,
                                   uint64_t* f0, uint64_t* f1) {
         if (n >= 8) {
@@ -219,20 +183,6 @@ cdef extern from *:
         }
     }
 
-    FG_INLINE int fg_is_ascii(const unsigned char* s, Py_ssize_t n) {
-        if (n >= 8) {
-            uint64_t acc = fg_ld64(s) | fg_ld64(s + n - 8);
-            if (n > 16) {
-                Py_ssize_t i;
-                acc |= fg_ld64(s + 8) | fg_ld64(s + n - 16);
-                for (i = 16; i < n - 16; i += 8) acc |= fg_ld64(s + i);
-            }
-            return (acc & 0x8080808080808080ULL) == 0;
-        }
-        if (n >= 4) return ((fg_ld32(s) | fg_ld32(s + n - 4)) & 0x80808080U) == 0;
-        if (n > 0) return ((s[0] | s[n >> 1] | s[n - 1]) & 0x80) == 0;
-        return 1;
-    }
 
     /* A batch's origin table while it is measured, with an open-addressing
        index by UTF-8: slots[] holds table index + 1 (0: free), at most
@@ -306,15 +256,11 @@ cdef extern from *:
     PyObject** fg_tuple_items(tuple t) noexcept
     const char* fg_str_fast(PyObject* s, Py_ssize_t* n) noexcept
     bint fg_int_fast(PyObject* v, uint64_t* out) noexcept
-    void fg_wr16(unsigned char* p, uint16_t v) noexcept nogil
-    void fg_wr32(unsigned char* p, uint32_t v) noexcept nogil
-    void fg_wr64(unsigned char* p, uint64_t v) noexcept nogil
     unsigned char* fg_wr_str(unsigned char* q, const char* s, Py_ssize_t n) noexcept nogil
     void fg_fingerprint(const unsigned char* s, Py_ssize_t n, uint64_t* f0,
                         uint64_t* f1) noexcept nogil
     bint fg_same_bytes(const void* a, const void* b, Py_ssize_t n) noexcept nogil
     void fg_copy(void* dst, const void* src, Py_ssize_t n) noexcept nogil
-    bint fg_is_ascii(const unsigned char* s, Py_ssize_t n) noexcept nogil
     str fg_ascii_str(const unsigned char* s, Py_ssize_t n)
     ctypedef struct OriginPlan "fg_origin":
         const char* s
@@ -744,16 +690,16 @@ cdef inline unsigned char* _wr_entry(unsigned char* q, const char* key, Py_ssize
                                      Py_ssize_t blen) noexcept nogil:
     """Write one entry (a long bytes value without its bytes: see BatchGap)."""
     q = fg_wr_str(q, key, klen)
-    fg_wr16(q, <uint16_t>idx)
-    fg_wr64(q + 2, version)
-    fg_wr64(q + 10, stamp)
+    wr16(q, <uint16_t>idx)
+    wr64(q + 2, version)
+    wr64(q + 10, stamp)
     q += 18
     if bval == NULL:
         q[0] = V_INT
-        fg_wr64(q + 1, ival)
+        wr64(q + 1, ival)
         return q + 9
     q[0] = V_BYTES
-    fg_wr32(q + 1, <uint32_t>blen)
+    wr32(q + 1, <uint32_t>blen)
     if blen > INLINE_VALUE_MAX:
         return q + 5
     fg_copy(q + 5, bval, blen)
@@ -1078,21 +1024,21 @@ cdef object _encode_gossip(Gossip m):
         return None
     out = PyBytes_FromStringAndSize(NULL, size)
     q = <unsigned char*>PyBytes_AS_STRING(out)
-    fg_wr32(q, <uint32_t>(size - PREFIX_SIZE))
+    wr32(q, <uint32_t>(size - PREFIX_SIZE))
     q[4] = PROTOCOL_VERSION
     q[5] = T_GOSSIP
     q = fg_wr_str(q + HEADER_SIZE, s0, n0)
     q = fg_wr_str(q, s1, n1)
     if bval == NULL:
         q[0] = V_INT
-        fg_wr64(q + 1, ival)
+        wr64(q + 1, ival)
         q += 9
     else:
         q[0] = V_BYTES
-        fg_wr32(q + 1, <uint32_t>blen)
+        wr32(q + 1, <uint32_t>blen)
         memcpy(q + 5, bval, blen)
         q += 5 + blen
-    fg_wr64(q, version)
+    wr64(q, version)
     fg_wr_str(q + 8, s2, n2)
     return out
 
@@ -1187,7 +1133,7 @@ cdef inline str _dec_str(WireReader* r, const unsigned char* s, Py_ssize_t n, Py
     """A str field s[:n] at frame offset `offset`. ASCII text (checked a word
     at a time) is copied into a new str: what the UTF-8 decoder would build,
     without its overhead."""
-    if FG_LIKELY(fg_is_ascii(s, n)):
+    if FG_LIKELY(is_ascii(s, n)):
         return fg_ascii_str(s, n)
     return _dec_utf8(r, s, n, offset, field)
 
@@ -1387,7 +1333,7 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
             tag = ev.tag
             ival = ev.ival
         e = Entry.__new__(Entry)
-        if FG_LIKELY(fg_is_ascii(kp, klen)):
+        if FG_LIKELY(is_ascii(kp, klen)):
             e.key = fg_ascii_str(kp, klen)
         else:
             r.item_group = "entries"
@@ -1500,11 +1446,11 @@ cdef object _decode_gossip(const unsigned char* b, Py_ssize_t n, StrCache* cache
     if n - pos != on:
         return None
     op = b + pos
-    if not (fg_is_ascii(kp, kn) and fg_is_ascii(op, on)):
+    if not (is_ascii(kp, kn) and is_ascii(op, on)):
         return None
     if cache.obj != NULL and cache.n == sn and fg_same_bytes(cache.data, sp, sn):
         sender = <str>cache.obj
-    elif fg_is_ascii(sp, sn):
+    elif is_ascii(sp, sn):
         sender = fg_ascii_str(sp, sn)
         if sn <= 48:
             Py_XDECREF(cache.obj)

@@ -50,6 +50,9 @@ from fastgossip._wire cimport (
     rd16,
     rd32,
     rd64,
+    is_ascii,
+    ld32,
+    ld64,
     wr16,
     wr32,
     wr64,
@@ -108,26 +111,14 @@ cdef uint64_t _seed = int.from_bytes(os.urandom(8), "little")
 
 # -- hashing and UTF-8 ---------------------------------------------------------------
 
-cdef inline uint64_t _ld64(const unsigned char* p) noexcept nogil:
-    cdef uint64_t v
-    memcpy(&v, p, 8)
-    return v
-
-
 cdef inline uint64_t _rotl(uint64_t x, int r) noexcept nogil:
     return (x << r) | (x >> (64 - r))
-
-
-cdef inline uint32_t _ld32(const unsigned char* p) noexcept nogil:
-    cdef uint32_t v
-    memcpy(&v, p, 4)
-    return v
 
 
 cdef inline uint64_t _ld_short(const unsigned char* p, Py_ssize_t n) noexcept nogil:
     """0 < n <= 8 bytes as one word, without a byte loop (overlapping loads)."""
     if n >= 4:
-        return (<uint64_t>_ld32(p) << 32) | _ld32(p + n - 4)
+        return (<uint64_t>ld32(p) << 32) | ld32(p + n - 4)
     return (<uint64_t>p[0] << 16) | (<uint64_t>p[n >> 1] << 8) | p[n - 1]
 
 
@@ -142,9 +133,9 @@ cdef inline uint64_t _hash(const unsigned char* p, Py_ssize_t n) noexcept nogil:
     cdef const unsigned char* end = p + n
     if n > 8:
         while end - p > 8:
-            h = _round(h, _ld64(p))
+            h = _round(h, ld64(p))
             p += 8
-        h = _round(h, _ld64(end - 8))
+        h = _round(h, ld64(end - 8))
     elif n > 0:
         h = _round(h, _ld_short(p, n))
     h ^= h >> 33
@@ -161,9 +152,9 @@ cdef inline bint _same(const unsigned char* a, const unsigned char* b, Py_ssize_
     if n > 16:
         return memcmp(a, b, <size_t>n) == 0
     if n >= 8:
-        return _ld64(a) == _ld64(b) and _ld64(a + n - 8) == _ld64(b + n - 8)
+        return ld64(a) == ld64(b) and ld64(a + n - 8) == ld64(b + n - 8)
     if n >= 4:
-        return _ld32(a) == _ld32(b) and _ld32(a + n - 4) == _ld32(b + n - 4)
+        return ld32(a) == ld32(b) and ld32(a + n - 4) == ld32(b + n - 4)
     while i < n:
         if a[i] != b[i]:
             return False
@@ -171,27 +162,14 @@ cdef inline bint _same(const unsigned char* a, const unsigned char* b, Py_ssize_
     return True
 
 
-cdef inline bint _ascii(const unsigned char* s, Py_ssize_t n) noexcept nogil:
-    cdef const unsigned char* end = s + n
-    cdef uint64_t acc = 0
-    if n >= 8:
-        while end - s > 8:
-            acc |= _ld64(s)
-            s += 8
-        acc |= _ld64(end - 8)
-    elif n > 0:
-        acc = _ld_short(s, n)
-    return (acc & 0x8080808080808080ULL) == 0
-
-
 cdef inline bint _utf8_ok(const unsigned char* s, Py_ssize_t n) noexcept nogil:
     """Strict UTF-8, as Python decodes it: no overlongs, surrogates or > U+10FFFF."""
     cdef Py_ssize_t i = 0
     cdef unsigned char c, c1
-    if _ascii(s, n):
+    if is_ascii(s, n):
         return True
     while i < n:
-        if i + 8 <= n and (_ld64(s + i) & 0x8080808080808080ULL) == 0:
+        if i + 8 <= n and (ld64(s + i) & 0x8080808080808080ULL) == 0:
             i += 8
             continue
         c = s[i]

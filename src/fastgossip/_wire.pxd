@@ -59,21 +59,81 @@ cdef inline uint64_t rd64(const unsigned char* p) noexcept nogil:
     return (<uint64_t>rd32(p) << 32) | <uint64_t>rd32(p + 4)
 
 
-cdef inline void wr16(unsigned char* p, uint16_t v) noexcept nogil:
-    p[0] = <unsigned char>(v >> 8)
-    p[1] = <unsigned char>v
+# Byte-level primitives, in C: loads of native words, big-endian stores as one
+# byte swap and one store (written byte by byte, gcc can merge adjacent ones
+# into much longer code), and an ASCII check by overlapping word loads. Both
+# compiled modules use these; the C code in _codec_c.pyx calls them by their
+# C names (fg_*).
+cdef extern from *:
+    """
+    #ifndef FASTGOSSIP_WIRE_PRIMITIVES
+    #define FASTGOSSIP_WIRE_PRIMITIVES
+    #include <string.h>
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FGW_INLINE static inline __attribute__((always_inline))
+    #else
+    #define FGW_INLINE static CYTHON_INLINE
+    #endif
+
+    FGW_INLINE uint64_t fg_ld64(const unsigned char* p) {
+        uint64_t w; memcpy(&w, p, 8); return w;
+    }
+    FGW_INLINE uint32_t fg_ld32(const unsigned char* p) {
+        uint32_t w; memcpy(&w, p, 4); return w;
+    }
+
+    /* Big-endian stores as one byte swap and one store each (written byte by
+       byte, adjacent ones can be merged by the vectoriser into much longer
+       code). */
+    FGW_INLINE void fg_wr16(unsigned char* p, uint16_t v) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
+            && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap16(v); memcpy(p, &v, 2);
+    #else
+        p[0] = (unsigned char)(v >> 8); p[1] = (unsigned char)v;
+    #endif
+    }
+    FGW_INLINE void fg_wr32(unsigned char* p, uint32_t v) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
+            && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap32(v); memcpy(p, &v, 4);
+    #else
+        p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+        p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
+    #endif
+    }
+    FGW_INLINE void fg_wr64(unsigned char* p, uint64_t v) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) \
+            && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap64(v); memcpy(p, &v, 8);
+    #else
+        fg_wr32(p, (uint32_t)(v >> 32)); fg_wr32(p + 4, (uint32_t)v);
+    #endif
+    }
 
 
-cdef inline void wr32(unsigned char* p, uint32_t v) noexcept nogil:
-    p[0] = <unsigned char>(v >> 24)
-    p[1] = <unsigned char>(v >> 16)
-    p[2] = <unsigned char>(v >> 8)
-    p[3] = <unsigned char>v
-
-
-cdef inline void wr64(unsigned char* p, uint64_t v) noexcept nogil:
-    wr32(p, <uint32_t>(v >> 32))
-    wr32(p + 4, <uint32_t>v)
+    FGW_INLINE int fg_is_ascii(const unsigned char* s, Py_ssize_t n) {
+        if (n >= 8) {
+            uint64_t acc = fg_ld64(s) | fg_ld64(s + n - 8);
+            if (n > 16) {
+                Py_ssize_t i;
+                acc |= fg_ld64(s + 8) | fg_ld64(s + n - 16);
+                for (i = 16; i < n - 16; i += 8) acc |= fg_ld64(s + i);
+            }
+            return (acc & 0x8080808080808080ULL) == 0;
+        }
+        if (n >= 4) return ((fg_ld32(s) | fg_ld32(s + n - 4)) & 0x80808080U) == 0;
+        if (n > 0) return ((s[0] | s[n >> 1] | s[n - 1]) & 0x80) == 0;
+        return 1;
+    }
+    #endif  /* FASTGOSSIP_WIRE_PRIMITIVES */
+    """
+    uint64_t ld64 "fg_ld64"(const unsigned char* p) noexcept nogil
+    uint32_t ld32 "fg_ld32"(const unsigned char* p) noexcept nogil
+    void wr16 "fg_wr16"(unsigned char* p, uint16_t v) noexcept nogil
+    void wr32 "fg_wr32"(unsigned char* p, uint32_t v) noexcept nogil
+    void wr64 "fg_wr64"(unsigned char* p, uint64_t v) noexcept nogil
+    bint is_ascii "fg_is_ascii"(const unsigned char* s, Py_ssize_t n) noexcept nogil
 
 
 cdef inline unsigned char* wr_str(unsigned char* p, const char* s, Py_ssize_t n) noexcept nogil:
