@@ -657,6 +657,35 @@ def test_int_subclasses_encode_by_value(codec: ModuleType) -> None:
     )
 
 
+def test_fields_return_what_was_given(codec: ModuleType) -> None:
+    """The compiled Entry and Gossip hold exact ints unboxed (see _codec_c.pxd);
+    reading a field must still give what was passed, whatever it was: an int
+    of every size, an int subclass (kept as is), or a value the encoder will
+    refuse."""
+
+    class Count(int):
+        pass
+
+    sub = Count(5)
+    fields = [0, 1, 2**30, 2**60, 2**63, 2**64 - 1, 2**64, -1, sub, True, None, "7", b"", b"xy"]
+    for v in fields:
+        e = codec.Entry("k", v, v, "o", v)
+        g = codec.Gossip("s", "k", v, v)
+        for got in (e.value, e.version, e.stamp, g.value, g.version):
+            assert got == v and type(got) is type(v)
+        assert e.astuple() == ("k", v, v, "o", v)
+        assert codec.Entry("k", v, v).stamp == v  # stamp defaults to version
+    assert codec.Entry("k", sub, sub).value is sub
+    # equal messages built from equal values are equal and hash alike
+    assert codec.Entry("k", 2**64 - 1, 3) == codec.Entry("k", (1 << 64) - 1, Count(3), "", 3)
+    assert hash(codec.Gossip("s", "k", 9, 2**62)) == hash(codec.Gossip("s", "k", 9, 1 << 62))
+    # what decoding gives reads the same as what was encoded
+    big = codec.GossipBatch("s", [codec.Entry("k", 2**64 - 1, 2**64 - 2, "o", 2**63)])
+    (entry,) = codec.decode(codec.encode(big)).entries
+    assert (entry.value, entry.version, entry.stamp) == (2**64 - 1, 2**64 - 2, 2**63)
+    assert pickle.loads(pickle.dumps(entry)) == entry
+
+
 # ---------------------------------------------------------------------------
 # FrameDecoder
 

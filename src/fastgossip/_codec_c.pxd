@@ -1,26 +1,47 @@
 # Declarations of the compiled message types, so that other compiled modules
 # (the LWW table) can create and read them without Python attribute lookups.
 
+from libc.stdint cimport uint8_t, uint64_t
+
 cdef class Message:
     cpdef tuple astuple(self)
+
+
+# Entry and Gossip hold their int fields unboxed: a field whose bit is set in
+# `_unboxed` lives in the uint64_t (_ival, _uversion, _ustamp) and its object
+# slot is unused; otherwise the object slot holds what the caller gave (a
+# bytes value, or a value the encoder will check and refuse). Decoding then
+# makes no int object per field; the `value`, `version` and `stamp`
+# properties make one when read.
+cdef enum:
+    U_VALUE = 1
+    U_VERSION = 2
+    U_STAMP = 4
 
 
 cdef class Entry:
     cpdef tuple astuple(self)
     cdef readonly str key
-    cdef readonly object value
-    cdef readonly object version
     cdef readonly str origin
-    cdef readonly object stamp
+    cdef object _value
+    cdef object _version
+    cdef object _stamp
+    cdef uint64_t _ival
+    cdef uint64_t _uversion
+    cdef uint64_t _ustamp
+    cdef uint8_t _unboxed
 
 
 cdef class Gossip:
     cpdef tuple astuple(self)
     cdef readonly str sender_id
     cdef readonly str key
-    cdef readonly object value
-    cdef readonly object version
     cdef readonly str origin
+    cdef object _value
+    cdef object _version
+    cdef uint64_t _ival
+    cdef uint64_t _uversion
+    cdef uint8_t _unboxed
 
 
 cdef class Ping(Message):

@@ -46,10 +46,6 @@ include "_messages_c.pxi"
 
 cdef extern from *:
     """
-    #if PY_VERSION_HEX < 0x030B0000 && !defined(PYPY_VERSION) && !defined(Py_LIMITED_API)
-    #include "longintrepr.h"
-    #endif
-
     /* The helpers below are small and on the hot paths: always inlined. */
     #if defined(__GNUC__) || defined(__clang__)
     #define FG_INLINE static inline __attribute__((always_inline))
@@ -233,22 +229,6 @@ cdef extern from *:
         return o;
     }
 
-    /* A new int for v: PyLong_FromUnsignedLongLong, with the digits of the
-       usual 1- and 2-digit values set directly on CPython < 3.12. */
-    FG_INLINE PyObject* fg_int(uint64_t v) {
-    #if PY_VERSION_HEX < 0x030C0000 && !defined(PYPY_VERSION) && !defined(Py_LIMITED_API)
-        if (v <= PyLong_MASK) return PyLong_FromLong((long)v);  /* small ints cached */
-        if ((v >> (2 * PyLong_SHIFT)) == 0) {
-            PyLongObject* r = _PyLong_New(2);
-            if (r != NULL) {
-                r->ob_digit[0] = (digit)(v & PyLong_MASK);
-                r->ob_digit[1] = (digit)(v >> PyLong_SHIFT);
-            }
-            return (PyObject*)r;
-        }
-    #endif
-        return PyLong_FromUnsignedLongLong(v);
-    }
     """
     bint FG_LIKELY(bint x) noexcept nogil
     int fg_u64_fast(object v, uint64_t* out) noexcept
@@ -270,7 +250,6 @@ cdef extern from *:
     Py_ssize_t fg_find_origin(const OriginPlan* t, const uint16_t* slots, int bits,
                               const char* s, Py_ssize_t n, uint64_t f0,
                               uint64_t f1) noexcept nogil
-    object fg_int(uint64_t v)
 
 
 cdef extern from "Python.h":
@@ -417,6 +396,27 @@ cdef inline int _get_value(object v, uint64_t* ival, const char** bval, Py_ssize
         blen[0] = PyBytes_GET_SIZE(v)
         return 0
     return _type_error(v, "int or bytes", cls, field, index, sub)
+
+
+cdef inline int _field_u64(uint8_t unboxed, uint8_t bit, uint64_t raw, object boxed,
+                           uint64_t* out, const char* cls, const char* field, Py_ssize_t index,
+                           const char* sub) except -1:
+    """An int field of an Entry or Gossip: unboxed (valid when it was set), or
+    the object given, checked now."""
+    if unboxed & bit:
+        out[0] = raw
+        return 0
+    return _get_u64(boxed, out, cls, field, index, sub)
+
+
+cdef inline int _field_value(uint8_t unboxed, uint64_t raw, object boxed, uint64_t* ival,
+                             const char** bval, Py_ssize_t* blen, const char* cls,
+                             const char* field, Py_ssize_t index, const char* sub) except -1:
+    if unboxed & U_VALUE:
+        ival[0] = raw
+        bval[0] = NULL
+        return 0
+    return _get_value(boxed, ival, bval, blen, cls, field, index, sub)
 
 
 # ---------------------------------------------------------------------------
@@ -572,8 +572,10 @@ cdef inline Py_ssize_t _value_size(const char* bval, Py_ssize_t blen) noexcept n
 cdef Py_ssize_t _m_gossip(Gossip m, Plan* p) except -1:
     _get_str(m.sender_id, &p.s0, &p.n0, "Gossip", "sender_id", -1, NULL)
     _get_str(m.key, &p.s1, &p.n1, "Gossip", "key", -1, NULL)
-    _get_value(m.value, &p.ival, &p.bval, &p.blen, "Gossip", "value", -1, NULL)
-    _get_u64(m.version, &p.u0, "Gossip", "version", -1, NULL)
+    _field_value(m._unboxed, m._ival, m._value, &p.ival, &p.bval, &p.blen, "Gossip", "value",
+                 -1, NULL)
+    _field_u64(m._unboxed, U_VERSION, m._uversion, m._version, &p.u0, "Gossip", "version", -1,
+               NULL)
     _get_str(m.origin, &p.s2, &p.n2, "Gossip", "origin", -1, NULL)
     p.mtype = T_GOSSIP
     return HEADER_SIZE + 6 + p.n0 + p.n1 + p.n2 + 8 + _value_size(p.bval, p.blen)
@@ -718,6 +720,7 @@ cdef Py_ssize_t _batch_fast(BatchState* st, PyObject** items, Py_ssize_t i,
     cdef const char* key
     cdef const char* optr
     cdef const char* bval
+    cdef uint8_t u
     cdef Py_ssize_t klen = 0, olen = 0, blen = 0, idx, esize
     cdef uint64_t version = 0, stamp = 0, ival = 0
     cdef unsigned char* q = st.block + st.elen     # where the next entry goes
@@ -745,17 +748,18 @@ cdef Py_ssize_t _batch_fast(BatchState* st, PyObject** items, Py_ssize_t i,
                 room = _batch_room(st)
             last = f
             last_idx = idx
-        if not fg_int_fast(<PyObject*>(<Entry>o).version, &version):
+        u = (<Entry>o)._unboxed
+        if (u & (U_VERSION | U_STAMP)) != (U_VERSION | U_STAMP):
             break
-        if (<Entry>o).stamp is (<Entry>o).version:
-            stamp = version
-        elif not fg_int_fast(<PyObject*>(<Entry>o).stamp, &stamp):
-            break
-        v = <PyObject*>(<Entry>o).value
-        if fg_int_fast(v, &ival):
+        version = (<Entry>o)._uversion
+        stamp = (<Entry>o)._ustamp
+        if u & U_VALUE:
+            ival = (<Entry>o)._ival
             bval = NULL
             esize = 2 + klen + 18 + 9
-        elif PyBytes_CheckExact(<object>v) and PyBytes_GET_SIZE(<object>v) <= INLINE_VALUE_MAX:
+        elif (PyBytes_CheckExact((<Entry>o)._value)
+                and PyBytes_GET_SIZE((<Entry>o)._value) <= INLINE_VALUE_MAX):
+            v = <PyObject*>(<Entry>o)._value
             bval = PyBytes_AS_STRING(<object>v)
             blen = PyBytes_GET_SIZE(<object>v)
             esize = 2 + klen + 18 + 5 + blen
@@ -794,12 +798,12 @@ cdef int _batch_slow(Plan* p, BatchState* st, object o, Py_ssize_t i) except -1:
             _too_many_origins()
         st.last = <PyObject*>e.origin
         st.last_idx = idx
-    _get_u64(e.version, &version, "GossipBatch", "entries", i, "version")
-    if e.stamp is e.version:
-        stamp = version
-    else:
-        _get_u64(e.stamp, &stamp, "GossipBatch", "entries", i, "stamp")
-    _get_value(e.value, &ival, &bval, &blen, "GossipBatch", "entries", i, "value")
+    _field_u64(e._unboxed, U_VERSION, e._uversion, e._version, &version, "GossipBatch",
+               "entries", i, "version")
+    _field_u64(e._unboxed, U_STAMP, e._ustamp, e._stamp, &stamp, "GossipBatch", "entries", i,
+               "stamp")
+    _field_value(e._unboxed, e._ival, e._value, &ival, &bval, &blen, "GossipBatch", "entries",
+                 i, "value")
     esize = 2 + klen + 18 + _value_size(bval, blen)
     if st.skipped or _batch_size(st) + esize - PREFIX_SIZE > <Py_ssize_t>_U32_MAX:
         # too long a frame (_measure says so): the rest is only measured
@@ -993,26 +997,24 @@ cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
 
 cdef object _encode_gossip(Gossip m):
     """The frame of m when every field is of the common kind (compact-ASCII
-    str, int below 2**60, bytes), written straight; else None (the general
-    path then encodes it or raises)."""
+    str, unboxed int, bytes), written straight; else None (the general path
+    then encodes it or raises)."""
     cdef const char* s0
     cdef const char* s1
     cdef const char* s2
     cdef const char* bval = NULL
     cdef Py_ssize_t n0 = 0, n1 = 0, n2 = 0, blen = 0, size
-    cdef uint64_t ival = 0, version = 0
-    cdef PyObject* v = <PyObject*>m.value
+    cdef uint64_t ival = m._ival
+    cdef PyObject* v = <PyObject*>m._value
     cdef unsigned char* q
     cdef bytes out
     s0 = fg_str_fast(<PyObject*>m.sender_id, &n0)
     s1 = fg_str_fast(<PyObject*>m.key, &n1)
     s2 = fg_str_fast(<PyObject*>m.origin, &n2)
-    if s0 == NULL or s1 == NULL or s2 == NULL:
-        return None
-    if not fg_int_fast(<PyObject*>m.version, &version):
+    if s0 == NULL or s1 == NULL or s2 == NULL or not (m._unboxed & U_VERSION):
         return None
     size = HEADER_SIZE + 6 + n0 + n1 + n2 + 8
-    if fg_int_fast(v, &ival):
+    if m._unboxed & U_VALUE:
         size += 9
     elif PyBytes_CheckExact(<object>v):
         bval = PyBytes_AS_STRING(<object>v)
@@ -1038,7 +1040,7 @@ cdef object _encode_gossip(Gossip m):
         wr32(q + 1, <uint32_t>blen)
         memcpy(q + 5, bval, blen)
         q += 5 + blen
-    wr64(q, version)
+    wr64(q, m._uversion)
     fg_wr_str(q + 8, s2, n2)
     return out
 
@@ -1153,13 +1155,6 @@ cdef inline str _dec_sender(WireReader* r, const unsigned char* s, Py_ssize_t n,
     return res
 
 
-cdef inline object _mk_value(uint8_t tag, uint64_t ival, const unsigned char* bval,
-                             Py_ssize_t blen):
-    if tag == V_INT:
-        return fg_int(ival)
-    return PyBytes_FromStringAndSize(<const char*>bval, blen)
-
-
 cdef object _d_gossip(WireReader* r, StrCache* cache):
     cdef const unsigned char* s = NULL
     cdef const unsigned char* ss = NULL
@@ -1190,8 +1185,13 @@ cdef object _d_gossip(WireReader* r, StrCache* cache):
     g = Gossip.__new__(Gossip)
     g.sender_id = sender
     g.key = key
-    g.value = _mk_value(tag, ival, bval, blen)
-    g.version = fg_int(version)
+    if tag == V_INT:
+        g._ival = ival
+        g._unboxed = U_VALUE | U_VERSION
+    else:
+        g._value = PyBytes_FromStringAndSize(<const char*>bval, blen)
+        g._unboxed = U_VERSION
+    g._uversion = version
     g.origin = origin
     return g
 
@@ -1341,10 +1341,14 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
             e.key = _dec_utf8(r, kp, klen, kp - r.buf, "key")
             r.item_group = NULL
         e.origin = <str><object>PyTuple_GET_ITEM(origins, oi)
-        e.version = fg_int(version)
-        e.stamp = e.version if stamp == version else fg_int(stamp)
-        e.value = fg_int(ival) if tag == V_INT else PyBytes_FromStringAndSize(
-            <const char*>ev.bval, ev.blen)
+        e._uversion = version
+        e._ustamp = stamp
+        if tag == V_INT:
+            e._ival = ival
+            e._unboxed = U_VALUE | U_VERSION | U_STAMP
+        else:
+            e._value = PyBytes_FromStringAndSize(<const char*>ev.bval, ev.blen)
+            e._unboxed = U_VERSION | U_STAMP
         Py_INCREF(e)
         PyTuple_SET_ITEM(entries, i, e)
     if rd_end(r, "GossipBatch") < 0:
@@ -1464,10 +1468,12 @@ cdef object _decode_gossip(const unsigned char* b, Py_ssize_t n, StrCache* cache
     g.sender_id = sender
     g.key = fg_ascii_str(kp, kn) if kn else ""
     if bval == NULL:
-        g.value = fg_int(ival)
+        g._ival = ival
+        g._unboxed = U_VALUE | U_VERSION
     else:
-        g.value = PyBytes_FromStringAndSize(<const char*>bval, blen)
-    g.version = fg_int(version)
+        g._value = PyBytes_FromStringAndSize(<const char*>bval, blen)
+        g._unboxed = U_VERSION
+    g._uversion = version
     if on == 0:
         g.origin = ""
     elif on == sn and fg_same_bytes(op, sp, sn):

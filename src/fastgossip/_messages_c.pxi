@@ -44,6 +44,19 @@ cdef class Message:
 # GC (no_gc), which halves their allocation cost. (A value of another type
 # that refers back to its message would leak rather than be collected.)
 
+# Their int fields are held unboxed (see _codec_c.pxd): these helpers set one
+# from what a caller gave and read one back as an object.
+
+cdef inline uint8_t _set_u64(object v, uint64_t* raw, uint8_t bit) noexcept:
+    """bit when v is an exact int in [0, 2**64), now stored in *raw; else 0
+    (the caller keeps v as it is, for the encoder to check)."""
+    return bit if fg_unbox_u64(v, raw) else 0
+
+
+cdef inline object _get_u64_field(uint8_t unboxed, uint8_t bit, uint64_t raw, object boxed):
+    return fg_int(raw) if unboxed & bit else boxed
+
+
 @cython.freelist(512)
 @cython.no_gc
 cdef class Entry:
@@ -56,11 +69,29 @@ cdef class Entry:
     _fields = ("key", "value", "version", "origin", "stamp")
 
     def __init__(self, str key, object value, object version, str origin="", object stamp=None):
+        cdef uint8_t u = _set_u64(value, &self._ival, U_VALUE)
+        u |= _set_u64(version, &self._uversion, U_VERSION)
+        if stamp is None:
+            stamp = version
+        u |= _set_u64(stamp, &self._ustamp, U_STAMP)
+        self._value = None if u & U_VALUE else value
+        self._version = None if u & U_VERSION else version
+        self._stamp = None if u & U_STAMP else stamp
+        self._unboxed = u
         self.key = key
-        self.value = value
-        self.version = version
         self.origin = origin
-        self.stamp = version if stamp is None else stamp
+
+    @property
+    def value(self):
+        return _get_u64_field(self._unboxed, U_VALUE, self._ival, self._value)
+
+    @property
+    def version(self):
+        return _get_u64_field(self._unboxed, U_VERSION, self._uversion, self._version)
+
+    @property
+    def stamp(self):
+        return _get_u64_field(self._unboxed, U_STAMP, self._ustamp, self._stamp)
 
     cpdef tuple astuple(self):
         return (self.key, self.value, self.version, self.origin, self.stamp)
@@ -79,8 +110,6 @@ cdef class Entry:
         return (type(self), self.astuple())
 
 
-
-
 @cython.freelist(256)
 @cython.no_gc
 cdef class Gossip:
@@ -89,11 +118,22 @@ cdef class Gossip:
     _fields = ("sender_id", "key", "value", "version", "origin")
 
     def __init__(self, str sender_id, str key, object value, object version, str origin=""):
+        cdef uint8_t u = _set_u64(value, &self._ival, U_VALUE)
+        u |= _set_u64(version, &self._uversion, U_VERSION)
+        self._value = None if u & U_VALUE else value
+        self._version = None if u & U_VERSION else version
+        self._unboxed = u
         self.sender_id = sender_id
         self.key = key
-        self.value = value
-        self.version = version
         self.origin = origin
+
+    @property
+    def value(self):
+        return _get_u64_field(self._unboxed, U_VALUE, self._ival, self._value)
+
+    @property
+    def version(self):
+        return _get_u64_field(self._unboxed, U_VERSION, self._uversion, self._version)
 
     cpdef tuple astuple(self):
         return (self.sender_id, self.key, self.value, self.version, self.origin)
@@ -110,8 +150,6 @@ cdef class Gossip:
 
     def __reduce__(self):
         return (type(self), self.astuple())
-
-
 
 
 @cython.no_gc

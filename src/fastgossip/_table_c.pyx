@@ -28,7 +28,7 @@ from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcmp, memcpy, memset
 
-from fastgossip._codec_c cimport Entry, Gossip
+from fastgossip._codec_c cimport U_STAMP, U_VALUE, U_VERSION, Entry, Gossip
 from fastgossip._wire cimport (
     HEADER_SIZE,
     MIN_ENTRY_SIZE,
@@ -338,6 +338,23 @@ cdef struct Packer:        # greedy packing of batch entries into frames
     uint32_t n_forigins
     uint32_t* fgen         # per origin: the frame it was last listed in
     bint new_frame
+
+
+cdef inline int _in_field_u64(str name, uint8_t unboxed, uint8_t bit, uint64_t raw, object boxed,
+                              uint64_t* out) except -1:
+    """An int field of an Entry or Gossip (see _codec_c.pxd): unboxed, or checked now."""
+    if unboxed & bit:
+        out[0] = raw
+        return 0
+    return _conv_u64(name, boxed, out)
+
+
+cdef inline int _in_field_value(uint8_t unboxed, uint64_t raw, object boxed, In* e) except -1:
+    if unboxed & U_VALUE:
+        e.ival = raw
+        e.tag = V_INT
+        return 0
+    return _in_value(boxed, e)
 
 
 cdef int _in_value(object value, In* e) except -1:
@@ -822,11 +839,16 @@ cdef class GossipState:
 
     cdef Entry _entry(self, Py_ssize_t slot):
         cdef Entry e = Entry.__new__(Entry)
-        e.value = self._value(slot)
-        e.key = self._key_str(slot)
         cdef Rec* r = &self._recs[slot]
-        e.version = r.version
-        e.stamp = r.stamp
+        if r.tag == V_BYTES:
+            e._value = PyBytes_FromStringAndSize(<const char*>r.val.b, r.blen)
+            e._unboxed = U_VERSION | U_STAMP
+        else:
+            e._ival = r.val.i
+            e._unboxed = U_VALUE | U_VERSION | U_STAMP
+        e.key = self._key_str(slot)
+        e._uversion = r.version
+        e._ustamp = r.stamp
         e.origin = <str>self._origins[r.origin].pystr
         return e
 
@@ -868,6 +890,7 @@ cdef class GossipState:
         cdef const unsigned char* op
         cdef Py_ssize_t on
         cdef Entry ent
+        cdef Gossip g
         if n == 0:
             return changed
         ins = <In*>PyMem_Malloc(n * sizeof(In))
@@ -877,26 +900,38 @@ cdef class GossipState:
             for i in range(n):
                 item = <object>PyList_GET_ITEM(items, i)
                 if type(item) is Entry:
+                    # (the item holds the key, origin and a bytes value alive)
                     ent = <Entry>item
-                    key, value, version, origin, stamp = (
-                        ent.key, ent.value, ent.version, ent.origin, ent.stamp)
+                    _conv_str("key", ent.key, &ins[i].key, &ins[i].klen)
+                    _in_field_value(ent._unboxed, ent._ival, ent._value, &ins[i])
+                    _in_field_u64("version", ent._unboxed, U_VERSION, ent._uversion,
+                                  ent._version, &ins[i].version)
+                    origin = ent.origin
+                    _conv_str("origin", origin, &op, &on)
+                    _in_field_u64("stamp", ent._unboxed, U_STAMP, ent._ustamp, ent._stamp,
+                                  &ins[i].stamp)
                 elif type(item) is Gossip:
-                    key, value, version, origin, stamp = (
-                        (<Gossip>item).key, (<Gossip>item).value, (<Gossip>item).version,
-                        (<Gossip>item).origin, None)
+                    g = <Gossip>item
+                    _conv_str("key", g.key, &ins[i].key, &ins[i].klen)
+                    _in_field_value(g._unboxed, g._ival, g._value, &ins[i])
+                    _in_field_u64("version", g._unboxed, U_VERSION, g._uversion, g._version,
+                                  &ins[i].version)
+                    origin = g.origin
+                    _conv_str("origin", origin, &op, &on)
+                    ins[i].stamp = ins[i].version
                 else:
                     stamp = getattr(item, "stamp", None)
                     key, value, version, origin = item.key, item.value, item.version, item.origin
                     hold.append((key, value, origin))
-                _conv_str("key", key, &ins[i].key, &ins[i].klen)
-                _in_value(value, &ins[i])
-                _conv_u64("version", version, &ins[i].version)
-                _conv_str("origin", origin, &op, &on)
+                    _conv_str("key", key, &ins[i].key, &ins[i].klen)
+                    _in_value(value, &ins[i])
+                    _conv_u64("version", version, &ins[i].version)
+                    _conv_str("origin", origin, &op, &on)
+                    if stamp is None:
+                        ins[i].stamp = ins[i].version
+                    else:
+                        _conv_u64("stamp", stamp, &ins[i].stamp)
                 origins[i] = origin
-                if stamp is None:
-                    ins[i].stamp = ins[i].version
-                else:
-                    _conv_u64("stamp", stamp, &ins[i].stamp)
             for i in range(n):
                 ins[i].h = _hash(ins[i].key, ins[i].klen)
                 if self._apply(&ins[i], self._origin_of(origins[i])):
@@ -912,19 +947,21 @@ cdef class GossipState:
         cdef Entry ent
         if type(item) is Entry:
             ent = <Entry>item
-            if (type(ent.key) is str and type(ent.origin) is str and type(ent.version) is int
-                    and type(ent.stamp) is int
-                    and (type(ent.value) is int or type(ent.value) is bytes)):
+            if (type(ent.key) is str and type(ent.origin) is str
+                    and ent._unboxed & (U_VERSION | U_STAMP) == U_VERSION | U_STAMP
+                    and (ent._unboxed & U_VALUE or type(ent._value) is bytes)):
                 return item
         ent = Entry.__new__(Entry)
         ent.key = PyUnicode_DecodeUTF8(<const char*>e.key, e.klen, NULL)
         if e.tag == V_BYTES:
-            ent.value = PyBytes_FromStringAndSize(<const char*>e.bval, e.blen)
+            ent._value = PyBytes_FromStringAndSize(<const char*>e.bval, e.blen)
+            ent._unboxed = U_VERSION | U_STAMP
         else:
-            ent.value = e.ival
-        ent.version = e.version
+            ent._ival = e.ival
+            ent._unboxed = U_VALUE | U_VERSION | U_STAMP
+        ent._uversion = e.version
         ent.origin = origin if type(origin) is str else str.__str__(origin)
-        ent.stamp = e.stamp
+        ent._ustamp = e.stamp
         return ent
 
     def merge_frame(self, frame, max_frame_size=DEFAULT_MAX_FRAME_SIZE) -> int:

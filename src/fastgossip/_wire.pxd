@@ -69,6 +69,9 @@ cdef extern from *:
     #ifndef FASTGOSSIP_WIRE_PRIMITIVES
     #define FASTGOSSIP_WIRE_PRIMITIVES
     #include <string.h>
+    #if PY_VERSION_HEX < 0x030B0000 && !defined(PYPY_VERSION) && !defined(Py_LIMITED_API)
+    #include "longintrepr.h"
+    #endif
     #if defined(__GNUC__) || defined(__clang__)
     #define FGW_INLINE static inline __attribute__((always_inline))
     #else
@@ -126,6 +129,47 @@ cdef extern from *:
         if (n > 0) return ((s[0] | s[n >> 1] | s[n - 1]) & 0x80) == 0;
         return 1;
     }
+
+    /* A new int for v: PyLong_FromUnsignedLongLong, with the digits of the
+       usual 1- and 2-digit values set directly on CPython < 3.12. */
+    FGW_INLINE PyObject* fg_int(uint64_t v) {
+    #if PY_VERSION_HEX < 0x030C0000 && !defined(PYPY_VERSION) && !defined(Py_LIMITED_API)
+        if (v <= PyLong_MASK) return PyLong_FromLong((long)v);  /* small ints cached */
+        if ((v >> (2 * PyLong_SHIFT)) == 0) {
+            PyLongObject* r = _PyLong_New(2);
+            if (r != NULL) {
+                r->ob_digit[0] = (digit)(v & PyLong_MASK);
+                r->ob_digit[1] = (digit)(v >> PyLong_SHIFT);
+            }
+            return (PyObject*)r;
+        }
+    #endif
+        return PyLong_FromUnsignedLongLong(v);
+    }
+
+    /* 1 and *out = v when v is an exact int in [0, 2**64); else 0 (and no
+       exception set). What a message may hold unboxed. */
+    FGW_INLINE int fg_unbox_u64(PyObject* v, uint64_t* out) {
+        unsigned long long x;
+        if (!PyLong_CheckExact(v)) return 0;
+    #if PY_VERSION_HEX < 0x030C0000 && !defined(PYPY_VERSION) && !defined(Py_LIMITED_API)
+        {
+            Py_ssize_t size = Py_SIZE(v);
+            const digit* d = ((PyLongObject*)v)->ob_digit;
+            if (size == 0) { *out = 0; return 1; }
+            if (size == 1) { *out = d[0]; return 1; }
+            if (size == 2) { *out = d[0] | ((uint64_t)d[1] << PyLong_SHIFT); return 1; }
+            if (size < 0) return 0;
+        }
+    #endif
+        x = PyLong_AsUnsignedLongLong(v);
+        if (x == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        *out = (uint64_t)x;
+        return 1;
+    }
     #endif  /* FASTGOSSIP_WIRE_PRIMITIVES */
     """
     uint64_t ld64 "fg_ld64"(const unsigned char* p) noexcept nogil
@@ -134,6 +178,8 @@ cdef extern from *:
     void wr32 "fg_wr32"(unsigned char* p, uint32_t v) noexcept nogil
     void wr64 "fg_wr64"(unsigned char* p, uint64_t v) noexcept nogil
     bint is_ascii "fg_is_ascii"(const unsigned char* s, Py_ssize_t n) noexcept nogil
+    object fg_int(uint64_t v)
+    bint fg_unbox_u64(object v, uint64_t* out) noexcept
 
 
 cdef inline unsigned char* wr_str(unsigned char* p, const char* s, Py_ssize_t n) noexcept nogil:
