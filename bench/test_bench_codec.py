@@ -1,4 +1,5 @@
-"""The frame codec: one Gossip and one 64-entry GossipBatch, encode / decode / round trip.
+"""The frame codec: one Gossip and one 64-entry GossipBatch, encode / decode / round trip,
+and a batch decoded with every field then read.
 
 Rows: fastgossip compiled and twin, msgpack (the same fields as a list),
 orjson and stdlib json in the reference's frames (u32 length + JSON), and a
@@ -42,6 +43,11 @@ def test_batch_decode(run_case: Callable[[str, str], Any], variant: str) -> None
 @pytest.mark.parametrize("variant", w.variants(w.B_RT))
 def test_batch_round_trip(run_case: Callable[[str, str], Any], variant: str) -> None:
     run_case(w.B_RT, variant)
+
+
+@pytest.mark.parametrize("variant", w.variants(w.B_READ))
+def test_batch_decode_read(run_case: Callable[[str, str], Any], variant: str) -> None:
+    run_case(w.B_READ, variant)
 
 
 def test_sample_shapes(gossip_msg: Any, gossip_batch64: Any) -> None:
