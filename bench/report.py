@@ -114,7 +114,7 @@ def hot_path_section(ratios: dict) -> List[str]:
         "so each merge call is timed alone with a fresh batch made just before it, and a "
         "measurement is the mean over its calls (the amortised cost, table maintenance "
         "included). \"x compiled\" is the row's time over the compiled row's: above 1 is "
-        "slower. \"faults\" is the minor page faults per call in the best measurement: "
+        'slower. "faults" is the minor page faults per call in the best measurement: '
         "where it is high the row spends much of its time in the kernel, mapping memory the "
         "allocator gave back to the OS.",
         "",
