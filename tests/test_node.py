@@ -22,6 +22,7 @@ from fastgossip import (
     Pong,
     Replicate,
     ReplicateAck,
+    node_of,
     read_message,
     write_message,
 )
@@ -232,9 +233,9 @@ async def test_equal_versions_converge_to_one_value(implementation: str) -> None
         a.set_with_version("k", b"from-a", 7)
         b.set_with_version("k", b"from-b", 7)
         await wait_for(lambda: a.get("k") == b.get("k"))
-        # origin is the tie-break: "b" > "a"
+        # origin is the tie-break: "b#<life>" > "a#<life>"
         assert a.get("k") == b"from-b"
-        assert a.get_entry("k").origin == "b"
+        assert a.get_entry("k").origin == b.origin and node_of(b.origin) == "b"
 
 
 async def test_bytes_and_int_values_keep_their_types(implementation: str) -> None:
@@ -348,6 +349,31 @@ async def test_peer_restart_reconnects(implementation: str) -> None:
             assert a.stats.connections_opened >= 2
 
 
+@pytest.mark.parametrize("ahead_ms", [0, 30_000])
+async def test_restarted_node_first_writes_spread(implementation: str, ahead_ms: int) -> None:
+    """A node restarted under its old id writes before its first exchange (a
+    service registering itself at start-up): it must get its previous life's
+    entries back and spread the new write. With ahead_ms, its previous life's
+    clock had followed a version pushed that far into the future, so that
+    every stamp it issued is above the new life's clock."""
+    from fastgossip.clock import make_version, wall_ms
+
+    a, b = await pair(implementation)
+    async with b:
+        async with a:
+            a.set_with_version("pushed", 1, make_version(wall_ms() + ahead_ms))
+            a.set("before", 1)
+            await wait_for(lambda: b.get("before") == 1 and b.get("pushed") == 1)
+        a2 = await GossipNode.start(config("a", implementation))
+        a2.set("after-restart", 2)  # no loop iteration yet: before any exchange
+        a2.add_peer(b.addr)
+        async with a2:
+            await wait_for(lambda: a2.get("before") == 1)  # the old life comes back
+            await wait_for(lambda: b.get("after-restart") == 2, timeout=5)
+            a2.set("later", 3)
+            await wait_for(lambda: b.get("later") == 3)
+
+
 async def test_concurrent_writes_and_a_crash_converge(implementation: str) -> None:
     """Random concurrent writes on five nodes, one node crashing and coming
     back empty on its old port: every node ends with the same table, and each
@@ -395,7 +421,7 @@ async def test_concurrent_writes_and_a_crash_converge(implementation: str) -> No
         for node in net.nodes:
             for key, (version, origin, value) in writes.items():
                 assert node.get_with_version(key) == (value, version)
-                assert node.get_entry(key).origin == origin
+                assert node_of(node.get_entry(key).origin) == origin
 
 
 async def test_peer_that_stops_reading_is_not_buffered_without_bound(

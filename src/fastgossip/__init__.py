@@ -28,7 +28,7 @@ from .clock import HybridClock
 from .errors import FrameError, GossipError, NodeError
 from .fanout import Fanout
 from .network import ClusterNetwork, NetworkStats
-from .node import GossipNode, NodeConfig, NodeStats
+from .node import GossipNode, NodeConfig, NodeStats, node_of
 from .replication import LogEntry, ReplicationLog
 from .streams import read_message, write_message
 
@@ -64,6 +64,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_many",
+    "node_of",
     "read_message",
     "write_message",
 ]

@@ -32,7 +32,23 @@ Address = Tuple[str, int]
 MAX_NODE_ID_BYTES = 255
 Value = Union[int, bytes]
 
-__all__ = ["GossipNode", "NodeConfig", "NodeStats"]
+# A node writes under the origin "<node_id>#<life>", life being its start
+# time in hex nanoseconds: each run of a node id is a new origin. Watermarks
+# count stamps per origin and assume that every node holds a prefix (by
+# stamp) of each origin's entries; a node restarted under the same origin
+# would break that (its new writes would sit above the old life's entries it
+# has not received back yet, and its digest would claim those too).
+LIFE_SEPARATOR = "#"
+MAX_ORIGIN_BYTES = MAX_NODE_ID_BYTES + 1 + 16
+
+__all__ = ["GossipNode", "NodeConfig", "NodeStats", "node_of"]
+
+
+def node_of(origin: str) -> str:
+    """The node id in an origin a node wrote under (``"<node_id>#<life>"``);
+    any other origin unchanged."""
+    head, sep, _life = origin.rpartition(LIFE_SEPARATOR)
+    return head if sep else origin
 
 
 @dataclass(frozen=True)
@@ -159,6 +175,7 @@ class GossipNode:
         self._state = self._table_mod.GossipState()
         self._rng = self._sampler_mod.XorShift64(config.seed)
         self._clock = HybridClock()
+        self._origin = f"{config.node_id}{LIFE_SEPARATOR}{time.time_ns():x}"
         self.replication_log = ReplicationLog()
         self.stats = NodeStats()
         self._loop = asyncio.get_running_loop()
@@ -245,6 +262,13 @@ class GossipNode:
         return self.config.node_id
 
     @property
+    def origin(self) -> str:
+        """What this run of the node writes under: ``"<node_id>#<life>"``, a new
+        life (start time) every start. Ties between equal versions are broken
+        by origin; ``node_of(origin)`` gives the node id back."""
+        return self._origin
+
+    @property
     def addr(self) -> Address:
         """The (host, port) actually bound."""
         return self._addr
@@ -276,7 +300,8 @@ class GossipNode:
         if not isinstance(key, str):
             return  # the table raises the TypeError
         # a one-entry GossipBatch: 37 fixed bytes + sender + origin + key + value
-        size = 37 + 2 * MAX_NODE_ID_BYTES + len(key.encode("utf-8", "surrogatepass"))
+        size = 37 + MAX_NODE_ID_BYTES + MAX_ORIGIN_BYTES
+        size += len(key.encode("utf-8", "surrogatepass"))
         size += 4 + len(value) if isinstance(value, (bytes, bytearray)) else 8
         if size > self.config.max_frame_size:
             raise ValueError(
@@ -292,7 +317,7 @@ class GossipNode:
         self._check_open()
         self._check_size(key, value)
         version = self._clock.now()
-        self._state.set(key, value, version, self.node_id, version)
+        self._state.set(key, value, version, self._origin, version)
         return version
 
     def set_with_version(self, key: str, value: Value, version: int) -> bool:
@@ -300,7 +325,7 @@ class GossipNode:
         self._check_open()
         self._check_size(key, value)
         stamp = self._clock.now()
-        changed = self._state.set(key, value, version, self.node_id, stamp)
+        changed = self._state.set(key, value, version, self._origin, stamp)
         self._observe(version)
         return bool(changed)
 
@@ -312,7 +337,8 @@ class GossipNode:
         return self._state.get(key)
 
     def get_entry(self, key: str) -> Any:
-        """The full entry (key, value, version, origin, stamp) or None."""
+        """The full entry (key, value, version, origin, stamp) or None; ``origin``
+        is the writing node's origin, ``"<node_id>#<life>"`` (see ``node_of``)."""
         return self._state.get_entry(key)
 
     def state_len(self) -> int:
@@ -481,10 +507,6 @@ class GossipNode:
                 self.stats.sends_dropped += 1
                 return
             watermarks = dict(msg.watermarks)
-            # after a restart, peers may hold stamps of ours above our clock
-            own = watermarks.get(self.node_id)
-            if isinstance(own, int):
-                self._observe(own)
             transport = proto.transport
             buffered = transport.get_write_buffer_size() if transport is not None else 0
             budget = self.config.max_delta_bytes - buffered
