@@ -75,6 +75,10 @@ if sys.platform == "win32":
 sources = sorted(glob.glob(os.path.join("src", "fastgossip", "*.pyx")))
 # FASTGOSSIP_ONLY=_codec_c,_table_c builds a subset (development convenience).
 only = [name for name in os.environ.get("FASTGOSSIP_ONLY", "").split(",") if name]
+# A module that cimports another's types is rebuilt with it: a stale one would
+# read the new struct layout with the old offsets (Cython only warns).
+CIMPORTED_BY = {"_codec_c": ("_table_c",)}
+only += [dep for name in list(only) for dep in CIMPORTED_BY.get(name, ()) if dep not in only]
 if only:
     sources = [s for s in sources if os.path.splitext(os.path.basename(s))[0] in only]
 if not sources:

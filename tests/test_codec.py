@@ -686,6 +686,34 @@ def test_fields_return_what_was_given(codec: ModuleType) -> None:
     assert pickle.loads(pickle.dumps(entry)) == entry
 
 
+def test_constructor_arguments(codec: ModuleType) -> None:
+    """Text fields take str only (a subclass becomes a plain str), never None;
+    a made message cannot be initialised again."""
+
+    class Name(str):
+        pass
+
+    e = codec.Entry(Name("k"), 1, 1, Name("o"))
+    assert type(e.key) is str and type(e.origin) is str and e == codec.Entry("k", 1, 1, "o")
+    assert type(codec.Gossip(Name("s"), "k", 1, 1).sender_id) is str
+    makers = {
+        "key": lambda: codec.Entry(None, 1, 1),
+        "origin": lambda: codec.Gossip("s", "k", 1, 1, None),
+        "sender_id": lambda: codec.Ping(None, 1),
+        "leader_id": lambda: codec.Replicate(b"l", 1, 1, 1),
+        "follower_id": lambda: codec.ReplicateAck(7, 1, True),
+    }
+    for field, make in makers.items():
+        with pytest.raises(TypeError, match=f"Argument '{field}' has incorrect type"):
+            make()
+    with pytest.raises(TypeError, match="expected bytes, got NoneType"):
+        codec.Replicate("l", 1, 1, 1, None)
+    for msg in sample_messages(codec):
+        with pytest.raises(TypeError, match="is immutable"):
+            msg.__init__(*msg.astuple())
+    assert e == codec.Entry("k", 1, 1, "o")
+
+
 # ---------------------------------------------------------------------------
 # FrameDecoder
 

@@ -44,6 +44,25 @@ cdef class Message:
 # GC (no_gc), which halves their allocation cost. (A value of another type
 # that refers back to its message would leak rather than be collected.)
 
+cdef inline str _text(object s, str name):
+    """A str argument as an exact str (a subclass is copied to one), or the
+    TypeError the twins raise."""
+    if PyUnicode_CheckExact(s):
+        return <str>s
+    if isinstance(s, str):
+        return str.__str__(s)
+    raise TypeError("Argument '%s' has incorrect type (expected str, got %s)"
+                    % (name, type(s).__name__))
+
+
+cdef inline int _init_once(object first_field, object self) except -1:
+    """Messages are immutable: __init__ may not run again on a made one (the
+    table's merge keeps pointers into an Entry's fields while it runs)."""
+    if first_field is not None:
+        raise TypeError("%s is immutable: __init__ runs once" % type(self).__name__)
+    return 0
+
+
 # Their int fields are held unboxed (see _codec_c.pxd): these helpers set one
 # from what a caller gave and read one back as an object.
 
@@ -68,7 +87,10 @@ cdef class Entry:
 
     _fields = ("key", "value", "version", "origin", "stamp")
 
-    def __init__(self, str key, object value, object version, str origin="", object stamp=None):
+    def __init__(self, key, object value, object version, origin="", object stamp=None):
+        _init_once(self.key, self)
+        key = _text(key, "key")
+        origin = _text(origin, "origin")
         cdef uint8_t u = _set_u64(value, &self._ival, U_VALUE)
         u |= _set_u64(version, &self._uversion, U_VERSION)
         if stamp is None:
@@ -117,7 +139,11 @@ cdef class Gossip:
 
     _fields = ("sender_id", "key", "value", "version", "origin")
 
-    def __init__(self, str sender_id, str key, object value, object version, str origin=""):
+    def __init__(self, sender_id, key, object value, object version, origin=""):
+        _init_once(self.sender_id, self)
+        sender_id = _text(sender_id, "sender_id")
+        key = _text(key, "key")
+        origin = _text(origin, "origin")
         cdef uint8_t u = _set_u64(value, &self._ival, U_VALUE)
         u |= _set_u64(version, &self._uversion, U_VERSION)
         self._value = None if u & U_VALUE else value
@@ -158,8 +184,9 @@ cdef class Ping(Message):
 
     _fields = ("sender_id", "seq")
 
-    def __init__(self, str sender_id, object seq):
-        self.sender_id = sender_id
+    def __init__(self, sender_id, object seq):
+        _init_once(self.sender_id, self)
+        self.sender_id = _text(sender_id, "sender_id")
         self.seq = seq
 
     cpdef tuple astuple(self):
@@ -173,8 +200,9 @@ cdef class Pong(Message):
 
     _fields = ("sender_id", "seq")
 
-    def __init__(self, str sender_id, object seq):
-        self.sender_id = sender_id
+    def __init__(self, sender_id, object seq):
+        _init_once(self.sender_id, self)
+        self.sender_id = _text(sender_id, "sender_id")
         self.seq = seq
 
     cpdef tuple astuple(self):
@@ -188,9 +216,10 @@ cdef class Replicate(Message):
 
     _fields = ("leader_id", "index", "term", "checksum", "payload")
 
-    def __init__(self, str leader_id, object index, object term, object checksum,
-                 bytes payload=b""):
-        self.leader_id = leader_id
+    def __init__(self, leader_id, object index, object term, object checksum,
+                 bytes payload not None=b""):
+        _init_once(self.leader_id, self)
+        self.leader_id = _text(leader_id, "leader_id")
         self.index = index
         self.term = term
         self.checksum = checksum
@@ -207,8 +236,9 @@ cdef class ReplicateAck(Message):
 
     _fields = ("follower_id", "index", "success")
 
-    def __init__(self, str follower_id, object index, bint success):
-        self.follower_id = follower_id
+    def __init__(self, follower_id, object index, bint success):
+        _init_once(self.follower_id, self)
+        self.follower_id = _text(follower_id, "follower_id")
         self.index = index
         self.success = success
 
@@ -222,8 +252,9 @@ cdef class GossipBatch(Message):
 
     _fields = ("sender_id", "entries")
 
-    def __init__(self, str sender_id, entries=()):
-        self.sender_id = sender_id
+    def __init__(self, sender_id, entries=()):
+        _init_once(self.sender_id, self)
+        self.sender_id = _text(sender_id, "sender_id")
         self.entries = tuple(entries)
 
     cpdef tuple astuple(self):
@@ -240,8 +271,9 @@ cdef class Digest(Message):
 
     _fields = ("sender_id", "watermarks", "reply")
 
-    def __init__(self, str sender_id, watermarks=(), bint reply=False):
-        self.sender_id = sender_id
+    def __init__(self, sender_id, watermarks=(), bint reply=False):
+        _init_once(self.sender_id, self)
+        self.sender_id = _text(sender_id, "sender_id")
         if isinstance(watermarks, dict):
             watermarks = watermarks.items()
         self.watermarks = tuple([tuple(p) for p in watermarks])

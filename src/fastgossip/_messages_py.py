@@ -26,6 +26,8 @@ class Message:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
     def _init(self, *values: Any) -> None:
+        if hasattr(self, self._fields[0]):
+            raise TypeError(f"{type(self).__name__} is immutable: __init__ runs once")
         for name, value in zip(self._fields, values):
             object.__setattr__(self, name, value)
 
@@ -46,11 +48,14 @@ class Message:
 
 
 def _check_str(name: str, value: object) -> str:
-    if type(value) is not str and not isinstance(value, str):
-        raise TypeError(
-            f"Argument '{name}' has incorrect type (expected str, got {type(value).__name__})"
-        )
-    return value  # type: ignore[return-value]
+    """A str argument as an exact str (a subclass is copied to one)."""
+    if type(value) is str:
+        return value  # type: ignore[return-value]
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise TypeError(
+        f"Argument '{name}' has incorrect type (expected str, got {type(value).__name__})"
+    )
 
 
 class Entry(Message):
