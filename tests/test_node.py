@@ -374,6 +374,41 @@ async def test_restarted_node_first_writes_spread(implementation: str, ahead_ms:
             await wait_for(lambda: b.get("later") == 3)
 
 
+async def test_digest_keeps_only_origins_that_hold_keys(implementation: str) -> None:
+    """Each restart is a new origin; once a life's keys are all overwritten it
+    leaves the digests, so they do not grow with restarts, and a new node
+    still gets everything."""
+    a, b = await pair(implementation)
+    async with b:
+        b.set("from-b", 1)
+        await a.shutdown()
+        lives = []
+        for i in range(4):
+            life = await GossipNode.start(config("a", implementation))
+            life.add_peer(b.addr)
+            async with life:
+                life.set("k", i)  # overwrites the previous life's only key
+                await wait_for(lambda i=i: b.get("k") == i)
+                lives.append(life.origin)
+        assert set(b.watermarks()) == {lives[-1], b.origin}
+        # what b sends: ask as a peer would, holding everything already
+        from fastgossip import Digest
+
+        reader, writer = await asyncio.open_connection(*b.addr)
+        try:
+            await write_message(writer, Digest("probe", b.watermarks(), reply=True))
+            answer = await asyncio.wait_for(read_message(reader), 5)
+        finally:
+            writer.close()
+        assert type(answer) is Digest and not answer.reply
+        assert {origin for origin, _ in answer.watermarks} == {lives[-1], b.origin}
+        fresh = await GossipNode.start(config("c", implementation))
+        fresh.add_peer(b.addr)
+        async with fresh:
+            await wait_for(lambda: fresh.items() == {"k": 3, "from-b": 1})
+            assert set(fresh.watermarks()) == {lives[-1], b.origin}
+
+
 async def test_concurrent_writes_and_a_crash_converge(implementation: str) -> None:
     """Random concurrent writes on five nodes, one node crashing and coming
     back empty on its old port: every node ends with the same table, and each

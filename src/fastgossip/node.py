@@ -351,7 +351,9 @@ class GossipNode:
         return {e.key: e.value for e in self._state}
 
     def watermarks(self) -> Dict[str, int]:
-        return self._state.watermarks()
+        """What this node's digest says: per origin that still holds a key here,
+        the highest stamp seen."""
+        return self._state.watermarks(live_only=True)
 
     def _observe(self, version: int) -> None:
         """Move the clock past ``version`` unless it is implausibly far ahead."""
@@ -410,7 +412,14 @@ class GossipNode:
         return len(chosen)
 
     def _digest(self, reply: bool) -> Any:
-        return self._codec.Digest(self.node_id, self._state.watermarks(), reply)
+        # Origins that hold no key here are left out: the lives of restarted
+        # nodes and writers whose every entry was overwritten would otherwise
+        # stay in every digest forever. Leaving one out is safe: the peer then
+        # sends every entry of that origin it holds. One this node lacks wins
+        # here; the others lose (this node holds newer entries for their keys)
+        # and stop coming once the peer has those newer entries, which the
+        # same push-pull exchange gives it.
+        return self._codec.Digest(self.node_id, self._state.watermarks(live_only=True), reply)
 
     # -- connections ---------------------------------------------------------
     def _connect(self, link: _PeerLink) -> None:
