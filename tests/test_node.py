@@ -409,6 +409,32 @@ async def test_digest_keeps_only_origins_that_hold_keys(implementation: str) -> 
             assert set(fresh.watermarks()) == {lives[-1], b.origin}
 
 
+async def test_peer_that_drops_every_connection_is_redialled_with_backoff(
+    implementation: str,
+) -> None:
+    """A peer that accepts and at once closes each connection never answers, so
+    the backoff keeps doubling (it is reset only by an answer): six dials take
+    at least half the sum of 0.05 + 0.1 + 0.2 + 0.4 + 0.4 s (jitter is 0.5x to
+    1.5x). Reset on connect, they came every ~0.05 s."""
+    loop = asyncio.get_running_loop()
+    accepted: list = []
+
+    def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(loop.time())
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    node = await GossipNode.start(config("n", implementation, reconnect_max=0.4))
+    try:
+        node.add_peer(server.sockets[0].getsockname()[:2])
+        await wait_for(lambda: len(accepted) >= 6, timeout=20)
+        assert accepted[5] - accepted[0] >= 0.5 * (0.05 + 0.1 + 0.2 + 0.4 + 0.4)
+    finally:
+        await node.shutdown()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_concurrent_writes_and_a_crash_converge(implementation: str) -> None:
     """Random concurrent writes on five nodes, one node crashing and coming
     back empty on its old port: every node ends with the same table, and each

@@ -450,8 +450,7 @@ class GossipNode:
         if self._closed or link.addr not in self._links:
             proto.close()
             return
-        link.proto = proto
-        link.backoff = 0.0
+        link.proto = proto  # (the backoff is reset when the peer answers: _handle)
         link.last_used = self._loop.time()
         self._evict_idle(keep=link)
         proto.peer = link.addr
@@ -512,6 +511,13 @@ class GossipNode:
         if kind is codec.Digest:
             if not msg.reply:
                 proto.awaiting_since = 0.0  # our exchange on this connection is answered
+                if proto.outbound:
+                    # a peer that answers is healthy: redial it at once next
+                    # time. (Reset on connect, a peer that accepts and drops
+                    # every connection would be redialled at the minimum delay.)
+                    link = self._links.get(proto.peer)
+                    if link is not None and link.proto is proto:
+                        link.backoff = 0.0
             if proto.paused:  # the peer is not reading: don't even build the reply
                 self.stats.sends_dropped += 1
                 return
