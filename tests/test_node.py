@@ -485,6 +485,58 @@ async def test_concurrent_writes_and_a_crash_converge(implementation: str) -> No
                 assert node_of(node.get_entry(key).origin) == origin
 
 
+async def test_partition_heals_to_one_table(implementation: str) -> None:
+    """Six nodes split into two halves that write the same keys concurrently,
+    with equal versions (ties broken by origin, then by value: ints below
+    bytes). While split, neither half sees the other's writes; once healed,
+    every node holds each key's greatest (version, origin, value)."""
+    import random
+
+    rng = random.Random(11)
+    async with await ClusterNetwork.spawn(
+        6, fanout=Fanout.bounded(2), gossip_interval=FAST, implementation=implementation
+    ) as net:
+        halves = ([0, 1, 2], [3, 4, 5])
+        addrs = [node.addr for node in net.nodes]
+        for side, other in (halves, halves[::-1]):
+            for i in side:
+                for j in other:
+                    net.nodes[i].remove_peer(addrs[j])
+        best: dict = {}
+
+        def rank(version: int, origin: str, value) -> tuple:
+            return (version, origin, (0, value) if isinstance(value, int) else (1, value))
+
+        for _ in range(300):
+            i = rng.randrange(6)
+            key = f"k{rng.randrange(25)}"
+            value = rng.choice([rng.randrange(100), bytes([rng.randrange(256)])])
+            version = 1000 + rng.randrange(3)  # few versions: many ties
+            net.set_with_version_on(i, key, value, version)
+            cand = rank(version, net.nodes[i].origin, value)
+            if key not in best or cand > best[key]:
+                best[key] = cand
+        net.set_on(4, "only-in-b", 1)
+        result = await net.wait_until(lambda: all(net.get_on(i, "only-in-b") == 1 for i in (3, 5)))
+        assert result.converged
+        assert all(net.get_on(i, "only-in-b") is None for i in halves[0])  # still split
+        for side, other in (halves, halves[::-1]):
+            for i in side:
+                for j in other:
+                    net.nodes[i].add_peer(addrs[j])
+
+        def healed() -> bool:
+            return all(
+                rank(n.get_entry(k).version, n.get_entry(k).origin, n.get_entry(k).value) == b
+                for n in net.nodes
+                for k, b in best.items()
+                if n.get_entry(k) is not None
+            ) and all(n.state_len() == len(best) + 1 for n in net.nodes)
+
+        assert (await net.wait_until(healed, timeout=20)).converged
+        assert len({tuple(sorted(n.items().items(), key=repr)) for n in net.nodes}) == 1
+
+
 async def test_peer_that_stops_reading_is_not_buffered_without_bound(
     implementation: str,
 ) -> None:
