@@ -1155,6 +1155,23 @@ cdef inline str _dec_sender(WireReader* r, const unsigned char* s, Py_ssize_t n,
     return res
 
 
+cdef inline Gossip _new_gossip(str sender, str key, const unsigned char* bval, Py_ssize_t blen,
+                               uint64_t ival, uint64_t version, str origin):
+    """A decoded Gossip: a bytes value bval[:blen], or the int ival when bval is NULL."""
+    cdef Gossip g = Gossip.__new__(Gossip)
+    g.sender_id = sender
+    g.key = key
+    if bval == NULL:
+        g._ival = ival
+        g._unboxed = U_VALUE | U_VERSION
+    else:
+        g._value = PyBytes_FromStringAndSize(<const char*>bval, blen)
+        g._unboxed = U_VERSION
+    g._uversion = version
+    g.origin = origin
+    return g
+
+
 cdef object _d_gossip(WireReader* r, StrCache* cache):
     cdef const unsigned char* s = NULL
     cdef const unsigned char* ss = NULL
@@ -1163,7 +1180,6 @@ cdef object _d_gossip(WireReader* r, StrCache* cache):
     cdef uint64_t ival = 0, version = 0
     cdef const unsigned char* bval = NULL
     cdef Py_ssize_t blen = 0
-    cdef Gossip g
     if rd_str(r, "sender_id", &ss, &sn) < 0:
         _raise(r)
     sender = _dec_sender(r, ss, sn, cache, "sender_id")
@@ -1182,18 +1198,9 @@ cdef object _d_gossip(WireReader* r, StrCache* cache):
         origin = _dec_str(r, s, n, r.pos - n, "origin")
     if rd_end(r, "Gossip") < 0:
         _raise(r)
-    g = Gossip.__new__(Gossip)
-    g.sender_id = sender
-    g.key = key
     if tag == V_INT:
-        g._ival = ival
-        g._unboxed = U_VALUE | U_VERSION
-    else:
-        g._value = PyBytes_FromStringAndSize(<const char*>bval, blen)
-        g._unboxed = U_VERSION
-    g._uversion = version
-    g.origin = origin
-    return g
+        bval = NULL
+    return _new_gossip(sender, key, bval, blen, ival, version, origin)
 
 
 cdef object _d_ping(WireReader* r, StrCache* cache, bint pong):
@@ -1411,7 +1418,6 @@ cdef object _decode_gossip(const unsigned char* b, Py_ssize_t n, StrCache* cache
     cdef uint8_t tag
     cdef uint64_t ival = 0, version
     cdef str sender
-    cdef Gossip g
     if n - pos < 2:
         return None
     sn = rd16(b + pos)
@@ -1464,23 +1470,14 @@ cdef object _decode_gossip(const unsigned char* b, Py_ssize_t n, StrCache* cache
             memcpy(cache.data, sp, sn)
     else:
         return None
-    g = Gossip.__new__(Gossip)
-    g.sender_id = sender
-    g.key = fg_ascii_str(kp, kn) if kn else ""
-    if bval == NULL:
-        g._ival = ival
-        g._unboxed = U_VALUE | U_VERSION
-    else:
-        g._value = PyBytes_FromStringAndSize(<const char*>bval, blen)
-        g._unboxed = U_VERSION
-    g._uversion = version
     if on == 0:
-        g.origin = ""
+        origin = ""
     elif on == sn and fg_same_bytes(op, sp, sn):
-        g.origin = sender
+        origin = sender
     else:
-        g.origin = fg_ascii_str(op, on)
-    return g
+        origin = fg_ascii_str(op, on)
+    return _new_gossip(sender, fg_ascii_str(kp, kn) if kn else "", bval, blen, ival, version,
+                       origin)
 
 
 cdef object _decode_frame(const unsigned char* buf, Py_ssize_t n, uint64_t max_frame_size,
