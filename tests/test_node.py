@@ -349,6 +349,16 @@ async def test_peer_restart_reconnects(implementation: str) -> None:
             assert a.stats.connections_opened >= 2
 
 
+def test_origin_names_a_life_of_a_node() -> None:
+    from fastgossip.node import _new_life
+
+    lives = [_new_life("x#y") for _ in range(50)]  # faster than the clock ticks
+    assert lives == sorted(lives) and len(set(lives)) == 50
+    assert all(len(life) == 8 and life.isalnum() for life in lives)
+    assert node_of(f"x#y#{lives[0]}") == "x#y"
+    assert node_of("no-life") == "no-life"
+
+
 @pytest.mark.parametrize("ahead_ms", [0, 30_000])
 async def test_restarted_node_first_writes_spread(implementation: str, ahead_ms: int) -> None:
     """A node restarted under its old id writes before its first exchange (a

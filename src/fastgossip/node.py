@@ -33,15 +33,31 @@ MAX_NODE_ID_BYTES = 255
 Value = Union[int, bytes]
 
 # A node writes under the origin "<node_id>#<life>", life being its start
-# time in hex nanoseconds: each run of a node id is a new origin. Watermarks
+# time (see _new_life): each run of a node id is a new origin. Watermarks
 # count stamps per origin and assume that every node holds a prefix (by
 # stamp) of each origin's entries; a node restarted under the same origin
 # would break that (its new writes would sit above the old life's entries it
 # has not received back yet, and its digest would claim those too).
 LIFE_SEPARATOR = "#"
-MAX_ORIGIN_BYTES = MAX_NODE_ID_BYTES + 1 + 16
+MAX_LIFE_CHARS = 10  # base 36 milliseconds: 8 digits until 2059, 10 for ~100,000 years
+MAX_ORIGIN_BYTES = MAX_NODE_ID_BYTES + 1 + MAX_LIFE_CHARS
+_DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_last_life: Dict[str, int] = {}  # node id -> its latest life in this process
 
 __all__ = ["GossipNode", "NodeConfig", "NodeStats", "node_of"]
+
+
+def _new_life(node_id: str) -> str:
+    """The start time in milliseconds, in base 36 (8 characters: it is in every
+    digest), later than this node id's earlier lives in this process. A run in
+    another process starts more than a millisecond after the last one ended."""
+    life = max(time.time_ns() // 1_000_000, _last_life.get(node_id, 0) + 1)
+    _last_life[node_id] = life
+    digits = ""
+    while life:
+        life, d = divmod(life, 36)
+        digits = _DIGITS36[d] + digits
+    return digits
 
 
 def node_of(origin: str) -> str:
@@ -175,7 +191,7 @@ class GossipNode:
         self._state = self._table_mod.GossipState()
         self._rng = self._sampler_mod.XorShift64(config.seed)
         self._clock = HybridClock()
-        self._origin = f"{config.node_id}{LIFE_SEPARATOR}{time.time_ns():x}"
+        self._origin = f"{config.node_id}{LIFE_SEPARATOR}{_new_life(config.node_id)}"
         self.replication_log = ReplicationLog()
         self.stats = NodeStats()
         self._loop = asyncio.get_running_loop()
