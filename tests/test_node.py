@@ -583,6 +583,42 @@ async def test_peer_that_stops_reading_is_not_buffered_without_bound(
             sock.close()
 
 
+async def test_many_peers_that_stop_reading_share_one_buffer_cap(implementation: str) -> None:
+    """Several clients ask for the whole state and never read: together they
+    cannot make the node queue more than max_buffered_bytes (plus one frame
+    and what the kernel holds), though each alone could take max_delta_bytes."""
+    from fastgossip import Digest, encode
+
+    cap, frame = 96 * 1024, 16 * 1024
+    node = await GossipNode.start(
+        config(
+            "n",
+            implementation,
+            max_frame_size=frame,
+            max_delta_bytes=1 << 20,
+            max_buffered_bytes=cap,
+            write_buffer_high=1 << 20,
+        )
+    )
+    async with node:
+        for i in range(5000):
+            node.set(f"a-fairly-long-key-{i:06d}", b"x" * 16)  # ~300 kB of entries
+        socks = [await non_reading_client(node.addr) for _ in range(4)]
+        loop = asyncio.get_running_loop()
+        ask = encode(Digest("greedy", {}, reply=True))
+        try:
+            for _ in range(400):
+                for sock in socks:
+                    await loop.sock_sendall(sock, ask)
+                if node.stats.sends_dropped:
+                    break
+            await wait_for(lambda: node.stats.sends_dropped > 0)
+            assert node._buffered_total() <= cap + frame, node._buffered_total()
+        finally:
+            for sock in socks:
+                sock.close()
+
+
 async def test_pushed_gossip_spreads_and_oversized_values_refused(implementation: str) -> None:
     from fastgossip import Gossip
 

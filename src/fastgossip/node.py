@@ -79,6 +79,10 @@ class NodeConfig:
     most): above it, the least recently used one is closed, and reopened when
     that peer is picked again. None means no cap. ``max_inbound`` caps the
     connections accepted at once; one more is closed as soon as it opens.
+    A delta sent in answer to a digest is cut to ``max_delta_bytes`` minus what
+    that connection has queued, and to ``max_buffered_bytes`` minus what all
+    connections have queued: peers that ask and do not read cannot make the
+    node buffer more than that in all.
     ``implementation`` is "cython", "python" or None (the process default, see
     ``fastgossip.IMPLEMENTATION``).
     """
@@ -90,6 +94,7 @@ class NodeConfig:
     max_frame_size: int = 1 << 20
     max_delta_bytes: int = 32 << 20
     write_buffer_high: int = 4 << 20
+    max_buffered_bytes: int = 256 << 20
     connect_timeout: float = 2.0
     reconnect_min: float = 0.05
     reconnect_max: float = 2.0
@@ -114,7 +119,7 @@ class NodeConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        for name in ("max_delta_bytes", "write_buffer_high"):
+        for name in ("max_delta_bytes", "write_buffer_high", "max_buffered_bytes"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be an int > 0, got {getattr(self, name)!r}")
         if not 64 <= self.max_frame_size <= 0xFFFFFFFF:
@@ -520,6 +525,15 @@ class GossipNode:
                     self._schedule_retry(link)
                     break
 
+    def _buffered_total(self) -> int:
+        """Bytes queued for sending over every connection."""
+        total = 0
+        for proto in self._conns:
+            transport = proto.transport
+            if transport is not None:
+                total += transport.get_write_buffer_size()
+        return total
+
     # -- messages --------------------------------------------------------------
     def _handle(self, msg: Any, proto: GossipProtocol) -> None:
         codec = self._codec
@@ -540,7 +554,11 @@ class GossipNode:
             watermarks = dict(msg.watermarks)
             transport = proto.transport
             buffered = transport.get_write_buffer_size() if transport is not None else 0
-            budget = self.config.max_delta_bytes - buffered
+            # this connection's share, and what all connections together may hold
+            budget = min(
+                self.config.max_delta_bytes - buffered,
+                self.config.max_buffered_bytes - self._buffered_total(),
+            )
             if budget <= 0:
                 self.stats.sends_dropped += 1
                 return
