@@ -332,20 +332,6 @@ def test_equal_triple_is_a_no_op_keeping_the_stamp(table: ModuleType) -> None:
     assert s.watermarks() == {"o": 9}  # but the stamp was seen
 
 
-def test_watermarks_live_only(table: ModuleType) -> None:
-    """live_only leaves out the origins that hold no key, and only those."""
-    s = table.GossipState()
-    s.set("k", 1, 10, "a", 100)
-    assert not s.set("k", 1, 3, "b", 50)  # b never held a key
-    s.set("j", 1, 1, "c", 7)
-    assert s.watermarks(live_only=True) == {"a": 100, "c": 7}
-    s.set("j", 2, 2, "a", 101)  # c's only key is overwritten
-    assert s.watermarks(live_only=True) == {"a": 101}
-    assert s.watermarks() == {"a": 101, "b": 50, "c": 7}
-    s.merge([table.Entry("i", 1, 1, "c", 8)])  # c holds a key again
-    assert s.watermarks(live_only=True) == {"a": 101, "c": 8}
-
-
 def test_watermarks_and_max_version_count_losers(table: ModuleType) -> None:
     s = table.GossipState()
     s.set("k", 1, 10, "a", 100)

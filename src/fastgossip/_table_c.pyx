@@ -1149,14 +1149,11 @@ cdef class GossipState:
         """The highest version set or merged (losing entries included); 0 when none."""
         return self._max_version
 
-    def watermarks(self, live_only=False) -> dict:
-        """Per origin, the highest stamp seen (whether or not that entry won);
-        with ``live_only``, only origins that still hold a key (what a digest
-        needs: see GossipNode)."""
+    def watermarks(self) -> dict:
+        """Per origin, the highest stamp seen (whether or not that entry won)."""
         cdef uint32_t i
-        cdef bint only = live_only
         return {<object>self._origins[i].pystr: self._origins[i].watermark
-                for i in range(self._n_origins) if not only or self._origins[i].live}
+                for i in range(self._n_origins)}
 
     def clear(self) -> None:
         """Forget every entry, watermark and the max version."""

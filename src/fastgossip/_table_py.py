@@ -335,13 +335,8 @@ class GossipState:
         """The highest version set or merged (losing entries included); 0 when none."""
         return self._max_version
 
-    def watermarks(self, live_only: bool = False) -> Dict[str, int]:
-        """Per origin, the highest stamp seen (whether or not that entry won);
-        with ``live_only``, only origins that still hold a key (what a digest
-        needs: see GossipNode)."""
-        if live_only:
-            live = self._live
-            return {o: w for o, w in self._watermarks.items() if live.get(o)}
+    def watermarks(self) -> Dict[str, int]:
+        """Per origin, the highest stamp seen (whether or not that entry won)."""
         return dict(self._watermarks)
 
     def clear(self) -> None:

@@ -372,9 +372,7 @@ class GossipNode:
         return {e.key: e.value for e in self._state}
 
     def watermarks(self) -> Dict[str, int]:
-        """What this node's digest says: per origin that still holds a key here,
-        the highest stamp seen."""
-        return self._state.watermarks(live_only=True)
+        return self._state.watermarks()
 
     def _observe(self, version: int) -> None:
         """Move the clock past ``version`` unless it is implausibly far ahead."""
@@ -433,14 +431,12 @@ class GossipNode:
         return len(chosen)
 
     def _digest(self, reply: bool) -> Any:
-        # Origins that hold no key here are left out: the lives of restarted
-        # nodes and writers whose every entry was overwritten would otherwise
-        # stay in every digest forever. Leaving one out is safe: the peer then
-        # sends every entry of that origin it holds. One this node lacks wins
-        # here; the others lose (this node holds newer entries for their keys)
-        # and stop coming once the peer has those newer entries, which the
-        # same push-pull exchange gives it.
-        return self._codec.Digest(self.node_id, self._state.watermarks(live_only=True), reply)
+        # Every origin ever seen, also those that hold no key here any more.
+        # Leaving such an origin out was tried: the peer then answers it from
+        # stamp 0, oldest first, with entries that lose here, and when answers
+        # are cut at the delta budget they never reach the entries that win
+        # (test_mutual_overwrites_converge_through_a_small_delta_budget).
+        return self._codec.Digest(self.node_id, self._state.watermarks(), reply)
 
     # -- connections ---------------------------------------------------------
     def _connect(self, link: _PeerLink) -> None:
