@@ -573,16 +573,18 @@ async def test_peer_that_stops_reading_is_not_buffered_without_bound(
             sock.close()
 
 
-async def test_many_peers_that_stop_reading_share_one_buffer_cap(implementation: str) -> None:
-    """Several clients ask for the whole state and never read: together they
-    cannot make the node queue more than max_buffered_bytes (plus one frame
-    and what the kernel holds), though each alone could take max_delta_bytes."""
+async def test_peers_that_stop_reading_cannot_fill_the_node(implementation: str) -> None:
+    """Clients ask for the whole state again and again and never read. All
+    connections together never queue more than max_buffered_bytes (plus a
+    frame), though each alone could take max_delta_bytes: when the cap is hit
+    the connections holding the most are aborted. A healthy peer meanwhile
+    still gets the node's new writes, and the node still gets the peer's."""
     from fastgossip import Digest, encode
 
     cap, frame = 96 * 1024, 16 * 1024
-    node = await GossipNode.start(
+    a = await GossipNode.start(
         config(
-            "n",
+            "a",
             implementation,
             max_frame_size=frame,
             max_delta_bytes=1 << 20,
@@ -590,20 +592,41 @@ async def test_many_peers_that_stop_reading_share_one_buffer_cap(implementation:
             write_buffer_high=1 << 20,
         )
     )
-    async with node:
+    b = await GossipNode.start(config("b", implementation))
+    async with a, b:
         for i in range(5000):
-            node.set(f"a-fairly-long-key-{i:06d}", b"x" * 16)  # ~300 kB of entries
-        socks = [await non_reading_client(node.addr) for _ in range(4)]
+            a.set(f"a-fairly-long-key-{i:06d}", b"x" * 16)  # ~300 kB of entries
+        a.add_peer(b.addr)
+        b.add_peer(a.addr)
+        await wait_for(lambda: b.state_len() == 5000)
+        socks = [await non_reading_client(a.addr) for _ in range(4)]
         loop = asyncio.get_running_loop()
         ask = encode(Digest("greedy", {}, reply=True))
         try:
-            for _ in range(400):
-                for sock in socks:
-                    await loop.sock_sendall(sock, ask)
-                if node.stats.sends_dropped:
+            for _ in range(200):
+                sent, shed = a.stats.frames_received, a.stats.connections_shed
+                for sock in list(socks):
+                    try:
+                        await loop.sock_sendall(sock, ask)
+                        sent += 1
+                    except OSError:  # aborted by the node
+                        socks.remove(sock)
+                        sock.close()
+                # each ask handled before the next round; an aborted client's
+                # last ask may be lost with it
+                await wait_for(
+                    lambda sent=sent, shed=shed: (
+                        a.stats.frames_received >= sent - (a.stats.connections_shed - shed)
+                    )
+                )
+                assert a._buffered_total() <= cap + frame, a._buffered_total()
+                if a.stats.connections_shed >= 4 or not socks:
                     break
-            await wait_for(lambda: node.stats.sends_dropped > 0)
-            assert node._buffered_total() <= cap + frame, node._buffered_total()
+            assert a.stats.connections_shed > 0
+            a.set("new", 1)
+            await wait_for(lambda: b.get("new") == 1)
+            b.set("from-b", 1)
+            await wait_for(lambda: a.get("from-b") == 1)
         finally:
             for sock in socks:
                 sock.close()

@@ -82,7 +82,8 @@ class NodeConfig:
     A delta sent in answer to a digest is cut to ``max_delta_bytes`` minus what
     that connection has queued, and to ``max_buffered_bytes`` minus what all
     connections have queued: peers that ask and do not read cannot make the
-    node buffer more than that in all.
+    node buffer more than that in all: at that cap the connections holding the
+    most queued bytes are aborted.
     ``implementation`` is "cython", "python" or None (the process default, see
     ``fastgossip.IMPLEMENTATION``).
     """
@@ -160,6 +161,7 @@ class NodeStats:
     sends_dropped: int = 0
     connections_evicted: int = 0
     connections_refused: int = 0
+    connections_shed: int = 0
     exchanges_skipped: int = 0
 
     def as_dict(self) -> Dict[str, int]:
@@ -530,6 +532,33 @@ class GossipNode:
                 total += transport.get_write_buffer_size()
         return total
 
+    def _room(self, asking: GossipProtocol) -> int:
+        """What all connections together may still queue (max_buffered_bytes).
+
+        When nothing is left, the other connections holding the most queued
+        bytes are aborted until half the cap is free: a peer that asks and
+        does not read is the one whose bytes pile up, so a few of those cannot
+        keep the node from answering everyone else. (A healthy peer aborted
+        while its large answer drains reconnects and asks again.)
+        """
+        cap = self.config.max_buffered_bytes
+        total = self._buffered_total()
+        if total < cap:
+            return cap - total
+        queued = [
+            (p.transport.get_write_buffer_size(), id(p), p)
+            for p in self._conns
+            if p is not asking and p.transport is not None
+        ]
+        queued.sort(reverse=True)
+        for size, _, proto in queued:
+            if size == 0 or total <= cap // 2:
+                break
+            proto.abort()
+            total -= size
+            self.stats.connections_shed += 1
+        return cap - total
+
     # -- messages --------------------------------------------------------------
     def _handle(self, msg: Any, proto: GossipProtocol) -> None:
         codec = self._codec
@@ -551,20 +580,19 @@ class GossipNode:
             transport = proto.transport
             buffered = transport.get_write_buffer_size() if transport is not None else 0
             # this connection's share, and what all connections together may hold
-            budget = min(
-                self.config.max_delta_bytes - buffered,
-                self.config.max_buffered_bytes - self._buffered_total(),
-            )
+            budget = min(self.config.max_delta_bytes - buffered, self._room(proto))
+            frames = []
             if budget <= 0:
                 self.stats.sends_dropped += 1
-                return
-            try:
-                frames = self._state.delta_frames(
-                    self.node_id, watermarks, self.config.max_frame_size, budget
-                )
-            except ValueError as exc:  # our own entry that no frame holds: not the peer's fault
-                log.error("%s: cannot build a delta: %s", self.node_id, exc)
-                frames = []
+            else:
+                try:
+                    frames = self._state.delta_frames(
+                        self.node_id, watermarks, self.config.max_frame_size, budget
+                    )
+                except ValueError as exc:  # our own entry that no frame holds
+                    log.error("%s: cannot build a delta: %s", self.node_id, exc)
+            # The digest goes out even without a delta: with it the peer sends
+            # this node what it lacks, so a node out of room still learns.
             if msg.reply:
                 frames.append(codec.encode(self._digest(reply=False)))
             proto.send_frames(frames)
