@@ -384,15 +384,17 @@ async def test_restarted_node_first_writes_spread(implementation: str, ahead_ms:
             await wait_for(lambda: b.get("later") == 3)
 
 
+@pytest.mark.parametrize("retire_after", [None, 0.05])
 async def test_mutual_overwrites_converge_through_a_small_delta_budget(
-    implementation: str,
+    implementation: str, retire_after
 ) -> None:
     """During a partition each node overwrites every key the other wrote, so
-    neither holds a live entry of the other's origin. After healing, answers
-    are cut at 8 KiB: the digests must still name the other's origin (with its
-    watermark), or each answer restarts from stamp 0 with entries that lose and
-    never reaches the ones that win."""
-    a, b = await pair(implementation, max_delta_bytes=8192)
+    neither holds a live entry of the other's origin (and with retire_after,
+    leaves it out of its digests). After healing, answers are cut at 8 KiB:
+    the digests must name the other's origin again (with its watermark) once
+    its entries arrive, or each answer restarts from stamp 0 with entries that
+    lose and never reaches the ones that win."""
+    a, b = await pair(implementation, max_delta_bytes=8192, retire_after=retire_after)
     async with a, b:
         value = b"x" * 100
         for i in range(200):
@@ -404,9 +406,48 @@ async def test_mutual_overwrites_converge_through_a_small_delta_budget(
         for i in range(200):
             a.set(f"B{i}", b"a" + value)
             b.set(f"A{i}", b"b" + value)
+        if retire_after is not None:  # each has left the other's origin out
+            await wait_for(lambda: b.origin not in a._digest_watermarks())
+            await wait_for(lambda: a.origin not in b._digest_watermarks())
         a.add_peer(b.addr)
         b.add_peer(a.addr)
         await wait_for(lambda: a.items() == b.items(), timeout=20)
+
+
+async def test_dead_lives_leave_the_digests(implementation: str) -> None:
+    """Each restart is a new origin. Once a life holds no key (here: the next
+    life overwrote its only one) and nothing of it arrives for retire_after,
+    it leaves the digests, which therefore do not grow with restarts; a new
+    node still gets everything."""
+    from fastgossip import Digest
+
+    a, b = await pair(implementation, retire_after=0.2)
+    async with b:
+        b.set("from-b", 1)
+        await a.shutdown()
+        lives = []
+        for i in range(4):
+            life = await GossipNode.start(config("a", implementation))
+            life.add_peer(b.addr)
+            async with life:
+                life.set("k", i)  # overwrites the previous life's only key
+                await wait_for(lambda i=i: b.get("k") == i)
+                lives.append(life.origin)
+        assert set(lives) < set(b.watermarks())  # every life is still counted
+        await wait_for(lambda: set(b._digest_watermarks()) == {lives[-1], b.origin})
+        # what b sends: ask as a peer would, holding everything already
+        reader, writer = await asyncio.open_connection(*b.addr)
+        try:
+            await write_message(writer, Digest("probe", b.watermarks(), reply=True))
+            answer = await asyncio.wait_for(read_message(reader), 5)
+        finally:
+            writer.close()
+        assert type(answer) is Digest and not answer.reply
+        assert {origin for origin, _ in answer.watermarks} == {lives[-1], b.origin}
+        fresh = await GossipNode.start(config("c", implementation))
+        fresh.add_peer(b.addr)
+        async with fresh:
+            await wait_for(lambda: fresh.items() == {"k": 3, "from-b": 1})
 
 
 async def test_peer_that_drops_every_connection_is_redialled_with_backoff(

@@ -332,6 +332,24 @@ def test_equal_triple_is_a_no_op_keeping_the_stamp(table: ModuleType) -> None:
     assert s.watermarks() == {"o": 9}  # but the stamp was seen
 
 
+def test_origin_stats(table: ModuleType) -> None:
+    """(watermark, keys held, entries seen won or lost) per origin, whichever
+    way the entries came in."""
+    s = table.GossipState()
+    assert s.origin_stats() == {}
+    s.set("k", 1, 10, "a", 100)
+    assert not s.set("k", 1, 3, "b", 50)  # lost: seen, holds nothing
+    s.merge([table.Entry("j", 1, 1, "c", 7), table.Entry("i", 1, 1, "c", 8)])
+    assert s.origin_stats() == {"a": (100, 1, 1), "b": (50, 0, 1), "c": (8, 2, 2)}
+    codec = load("codec", "cython" if table.__name__.endswith("_c") else "python")
+    frame = codec.encode(codec.GossipBatch("p", [codec.Entry("j", 2, 2, "a", 101)]))
+    assert s.merge_frame(frame) == 1  # c's key j now belongs to a
+    s.merge_frame(frame)  # the same again: seen, no change
+    assert s.origin_stats() == {"a": (101, 2, 3), "b": (50, 0, 1), "c": (8, 1, 2)}
+    s.clear()
+    assert s.origin_stats() == {}
+
+
 def test_watermarks_and_max_version_count_losers(table: ModuleType) -> None:
     s = table.GossipState()
     s.set("k", 1, 10, "a", 100)

@@ -88,6 +88,7 @@ def test_merge_frame_is_merge(table: ModuleType, items: List[EntryTuple]) -> Non
     assert b.merge_frame(frame) == len(table.GossipState().merge([table.Entry(*e) for e in items]))
     assert [e.astuple() for e in a] == [e.astuple() for e in b]
     assert a.watermarks() == b.watermarks() and a.max_version == b.max_version
+    assert a.origin_stats() == b.origin_stats()
 
 
 @LAWS
@@ -220,6 +221,7 @@ def test_compiled_and_python_tables_agree(script: List[tuple]) -> None:
         assert [e.astuple() for e in sc] == [e.astuple() for e in sp]
         assert sc.watermarks() == sp.watermarks()
         assert list(sc.watermarks()) == list(sp.watermarks())  # same first-seen order
+        assert sc.origin_stats() == sp.origin_stats()
         assert sc.max_version == sp.max_version
         assert len(sc) == len(sp) and sc.keys() == sp.keys()
     for key in ["a", "zz", "é"]:

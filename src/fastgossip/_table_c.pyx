@@ -309,6 +309,7 @@ cdef struct Origin:
     uint32_t log_cap
     uint32_t log_sorted    # length of the log's sorted prefix
     uint32_t live          # slots holding this origin
+    uint64_t seen          # entries of it set or merged, won or lost
 
 
 cdef struct In:            # an incoming entry, borrowed pointers
@@ -714,6 +715,7 @@ cdef class GossipState:
         cdef uint64_t old_stamp
         if e.stamp > o.watermark:
             o.watermark = e.stamp
+        o.seen += 1
         if e.version > self._max_version:
             self._max_version = e.version
         h = e.h
@@ -1148,6 +1150,18 @@ cdef class GossipState:
     def max_version(self) -> int:
         """The highest version set or merged (losing entries included); 0 when none."""
         return self._max_version
+
+    def origin_stats(self) -> dict:
+        """Per origin: (watermark, keys it holds here, entries of it set or merged
+        so far, won or lost). The last count tells whether an origin that holds
+        no key is still being sent entries (see GossipNode's digest)."""
+        cdef uint32_t i
+        cdef Origin* o
+        out = {}
+        for i in range(self._n_origins):
+            o = &self._origins[i]
+            out[<object>o.pystr] = (o.watermark, o.live, o.seen)
+        return out
 
     def watermarks(self) -> dict:
         """Per origin, the highest stamp seen (whether or not that entry won)."""

@@ -118,7 +118,16 @@ def _entry_size(key: str, value: Value) -> int:
 class GossipState:
     """Last-writer-wins key/value table with per-origin watermarks and deltas."""
 
-    __slots__ = ("_entries", "_keys", "_watermarks", "_logs", "_live", "_sorted", "_max_version")
+    __slots__ = (
+        "_entries",
+        "_keys",
+        "_watermarks",
+        "_logs",
+        "_live",
+        "_seen",
+        "_sorted",
+        "_max_version",
+    )
 
     def __init__(self) -> None:
         self._entries: Dict[str, list] = {}
@@ -126,6 +135,7 @@ class GossipState:
         self._watermarks: Dict[str, int] = {}  # origin -> highest stamp seen
         self._logs: Dict[str, List[Tuple[int, str]]] = {}  # origin -> [(stamp, key)]
         self._live: Dict[str, int] = {}  # origin -> number of keys it holds
+        self._seen: Dict[str, int] = {}  # origin -> entries of it set or merged, won or lost
         self._sorted: Dict[str, int] = {}  # origin -> length of the log's sorted prefix
         self._max_version = 0
 
@@ -207,6 +217,7 @@ class GossipState:
         wm = self._watermarks.get(origin)
         if wm is None or stamp > wm:
             self._watermarks[origin] = stamp
+        self._seen[origin] = self._seen.get(origin, 0) + 1
         if version > self._max_version:
             self._max_version = version
         cur = self._entries.get(key)
@@ -334,6 +345,13 @@ class GossipState:
     def max_version(self) -> int:
         """The highest version set or merged (losing entries included); 0 when none."""
         return self._max_version
+
+    def origin_stats(self) -> Dict[str, Tuple[int, int, int]]:
+        """Per origin: (watermark, keys it holds here, entries of it set or merged
+        so far, won or lost). The last count tells whether an origin that holds
+        no key is still being sent entries (see GossipNode's digest)."""
+        live, seen = self._live, self._seen
+        return {o: (w, live.get(o, 0), seen.get(o, 0)) for o, w in self._watermarks.items()}
 
     def watermarks(self) -> Dict[str, int]:
         """Per origin, the highest stamp seen (whether or not that entry won)."""

@@ -84,6 +84,9 @@ class NodeConfig:
     connections have queued: peers that ask and do not read cannot make the
     node buffer more than that in all: at that cap the connections holding the
     most queued bytes are aborted.
+    ``retire_after`` (seconds): an origin that has held no key here and been
+    sent no entry for this long is left out of this node's digests (None:
+    never), so that the lives of restarted nodes do not stay in them forever.
     ``implementation`` is "cython", "python" or None (the process default, see
     ``fastgossip.IMPLEMENTATION``).
     """
@@ -102,6 +105,7 @@ class NodeConfig:
     max_connections: Optional[int] = 256
     max_inbound: Optional[int] = 1024
     max_clock_skew: float = 60.0
+    retire_after: Optional[float] = 600.0
     seed: Optional[int] = None
     implementation: Optional[str] = None
 
@@ -128,6 +132,14 @@ class NodeConfig:
         if self.implementation not in (None, "cython", "python"):
             raise ValueError(
                 f"implementation must be 'cython', 'python' or None, not {self.implementation!r}"
+            )
+        if self.retire_after is not None and not (
+            isinstance(self.retire_after, (int, float))
+            and math.isfinite(self.retire_after)
+            and self.retire_after > 0
+        ):
+            raise ValueError(
+                f"retire_after must be a finite number > 0 or None, got {self.retire_after!r}"
             )
         for name in ("max_connections", "max_inbound"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -199,6 +211,9 @@ class GossipNode:
         self._rng = self._sampler_mod.XorShift64(config.seed)
         self._clock = HybridClock()
         self._origin = f"{config.node_id}{LIFE_SEPARATOR}{_new_life(config.node_id)}"
+        # origin -> (entries of it seen, when that count last changed), for the
+        # origins that hold no key here: see _digest
+        self._quiet: Dict[str, Tuple[int, float]] = {}
         self.replication_log = ReplicationLog()
         self.stats = NodeStats()
         self._loop = asyncio.get_running_loop()
@@ -433,12 +448,40 @@ class GossipNode:
         return len(chosen)
 
     def _digest(self, reply: bool) -> Any:
-        # Every origin ever seen, also those that hold no key here any more.
-        # Leaving such an origin out was tried: the peer then answers it from
-        # stamp 0, oldest first, with entries that lose here, and when answers
-        # are cut at the delta budget they never reach the entries that win
-        # (test_mutual_overwrites_converge_through_a_small_delta_budget).
-        return self._codec.Digest(self.node_id, self._state.watermarks(), reply)
+        return self._codec.Digest(self.node_id, self._digest_watermarks(), reply)
+
+    def _digest_watermarks(self) -> Dict[str, int]:
+        """Per origin, the highest stamp seen; without the retired origins.
+
+        An origin is retired when it has held no key here and no entry of it
+        has arrived for ``retire_after`` seconds: the lives of restarted nodes
+        and writers whose keys were all overwritten would otherwise stay in
+        every digest. A peer that still holds entries of a retired origin sends
+        them from stamp 0, and their arrival brings the origin back into the
+        digests, with its watermark, for another ``retire_after``. That is
+        what keeps it safe: with the origin left out for good, the peer would
+        answer from stamp 0 every time, oldest first, and answers cut at the
+        delta budget would never get past the entries that lose here to those
+        that win (test_mutual_overwrites_converge_through_a_small_delta_budget).
+        """
+        retire_after = self.config.retire_after
+        if retire_after is None:
+            return self._state.watermarks()
+        now = self._loop.time()
+        quiet = self._quiet
+        out = {}
+        for origin, (watermark, live, seen) in self._state.origin_stats().items():
+            if live:
+                quiet.pop(origin, None)
+                out[origin] = watermark
+                continue
+            since = quiet.get(origin)
+            if since is None or since[0] != seen:
+                quiet[origin] = (seen, now)
+                out[origin] = watermark
+            elif now - since[1] < retire_after:
+                out[origin] = watermark
+        return out
 
     # -- connections ---------------------------------------------------------
     def _connect(self, link: _PeerLink) -> None:
