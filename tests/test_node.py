@@ -414,6 +414,38 @@ async def test_mutual_overwrites_converge_through_a_small_delta_budget(
         await wait_for(lambda: a.items() == b.items(), timeout=20)
 
 
+async def test_many_retired_origins_converge_through_a_small_budget(
+    implementation: str,
+) -> None:
+    """Twelve dead origins per side, each with more entries than one 8 KiB
+    answer holds; a overwrote all of one side's, b all of the other's, and
+    both have retired them. Once peered, each origin comes back while its
+    losing entries arrive; with a fixed window they took turns retiring again
+    and the nodes never converged (found in review). Each origin's window now
+    doubles whenever it comes back."""
+    a, b = await pair(implementation, max_delta_bytes=8192, retire_after=0.05)
+    a.remove_peer(b.addr)
+    b.remove_peer(a.addr)
+    async with a, b:
+        value = b"x" * 100
+        stamp = 1000
+        for i in range(12):  # as if gossiped earlier: both hold every dead origin's keys
+            for side in "DE":
+                for j in range(100):
+                    stamp += 1
+                    for node in (a, b):
+                        node._state.set(f"{side}{i}-{j}", value, stamp, f"{side}{i}#dead", stamp)
+        for i in range(12):
+            for j in range(100):
+                a.set(f"D{i}-{j}", b"a" + value)
+                b.set(f"E{i}-{j}", b"b" + value)
+        await wait_for(lambda: not any(o.startswith("D") for o in a._digest_watermarks()))
+        await wait_for(lambda: not any(o.startswith("E") for o in b._digest_watermarks()))
+        a.add_peer(b.addr)
+        b.add_peer(a.addr)
+        await wait_for(lambda: a.items() == b.items(), timeout=60)
+
+
 async def test_dead_lives_leave_the_digests(implementation: str) -> None:
     """Each restart is a new origin. Once a life holds no key (here: the next
     life overwrote its only one) and nothing of it arrives for retire_after,
@@ -769,9 +801,13 @@ def test_config_refuses_unusable_values() -> None:
         dict(max_delta_bytes=-1),
         dict(write_buffer_high=0),
         dict(max_connections=0),
+        dict(max_buffered_bytes=0),
+        dict(retire_after=0),
+        dict(retire_after=float("inf")),
     ):
         with pytest.raises(ValueError):
             NodeConfig("n", **bad)
+    assert NodeConfig("n", retire_after=None).retire_after is None
     with pytest.raises(ValueError, match="longer than 255"):
         NodeConfig("x" * 256)
 

@@ -84,9 +84,10 @@ class NodeConfig:
     connections have queued: peers that ask and do not read cannot make the
     node buffer more than that in all: at that cap the connections holding the
     most queued bytes are aborted.
-    ``retire_after`` (seconds): an origin that has held no key here and been
-    sent no entry for this long is left out of this node's digests (None:
-    never), so that the lives of restarted nodes do not stay in them forever.
+    ``retire_after`` (seconds, at least two gossip intervals): an origin that
+    has held no key here and been sent no entry for this long is left out of
+    this node's digests (None: never), so that the lives of restarted nodes do
+    not stay in them forever.
     ``implementation`` is "cython", "python" or None (the process default, see
     ``fastgossip.IMPLEMENTATION``).
     """
@@ -139,7 +140,7 @@ class NodeConfig:
             and self.retire_after > 0
         ):
             raise ValueError(
-                f"retire_after must be a finite number > 0 or None, got {self.retire_after!r}"
+                f"retire_after must be None or a finite number > 0, got {self.retire_after!r}"
             )
         for name in ("max_connections", "max_inbound"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -181,6 +182,16 @@ class NodeStats:
 
 
 @dataclass
+class _Quiet:
+    """An origin that holds no key on this node (see _digest_watermarks)."""
+
+    seen: int  # entries of it set or merged so far, when last looked at
+    since: float  # when that count last changed
+    window: float  # how long it must stay unchanged before the origin is left out
+    left_out: bool = False
+
+
+@dataclass
 class _PeerLink:
     """This node's one outbound connection to a peer, and its backoff."""
 
@@ -211,9 +222,9 @@ class GossipNode:
         self._rng = self._sampler_mod.XorShift64(config.seed)
         self._clock = HybridClock()
         self._origin = f"{config.node_id}{LIFE_SEPARATOR}{_new_life(config.node_id)}"
-        # origin -> (entries of it seen, when that count last changed), for the
-        # origins that hold no key here: see _digest
-        self._quiet: Dict[str, Tuple[int, float]] = {}
+        # the origins that hold no key here, and when they may be left out of
+        # digests: see _digest_watermarks
+        self._quiet: Dict[str, _Quiet] = {}
         self.replication_log = ReplicationLog()
         self.stats = NodeStats()
         self._loop = asyncio.get_running_loop()
@@ -454,19 +465,25 @@ class GossipNode:
         """Per origin, the highest stamp seen; without the retired origins.
 
         An origin is retired when it has held no key here and no entry of it
-        has arrived for ``retire_after`` seconds: the lives of restarted nodes
-        and writers whose keys were all overwritten would otherwise stay in
-        every digest. A peer that still holds entries of a retired origin sends
-        them from stamp 0, and their arrival brings the origin back into the
-        digests, with its watermark, for another ``retire_after``. That is
-        what keeps it safe: with the origin left out for good, the peer would
-        answer from stamp 0 every time, oldest first, and answers cut at the
-        delta budget would never get past the entries that lose here to those
-        that win (test_mutual_overwrites_converge_through_a_small_delta_budget).
+        has arrived for its window (``retire_after`` seconds at first): the
+        lives of restarted nodes and writers whose keys were all overwritten
+        would otherwise stay in every digest. A peer that still holds entries
+        of a retired origin sends them from stamp 0, and their arrival brings
+        the origin back into the digests, with its watermark, and doubles its
+        window. That is what keeps it safe:
+        * left out for good, the origin would be answered from stamp 0 every
+          time, oldest first, and answers cut at the delta budget would never
+          get past the entries that lose here to those that win
+          (test_mutual_overwrites_converge_through_a_small_delta_budget);
+        * with a fixed window, many such origins could take turns coming back
+          and retiring again, each answer filled with one origin's losing
+          entries (test_many_retired_origins_converge_through_a_small_budget).
         """
         retire_after = self.config.retire_after
         if retire_after is None:
             return self._state.watermarks()
+        # at least two rounds: an origin that comes back is named in a digest
+        retire_after = max(retire_after, 2 * self.config.gossip_interval)
         now = self._loop.time()
         quiet = self._quiet
         out = {}
@@ -475,12 +492,17 @@ class GossipNode:
                 quiet.pop(origin, None)
                 out[origin] = watermark
                 continue
-            since = quiet.get(origin)
-            if since is None or since[0] != seen:
-                quiet[origin] = (seen, now)
-                out[origin] = watermark
-            elif now - since[1] < retire_after:
-                out[origin] = watermark
+            q = quiet.get(origin)
+            if q is None:
+                quiet[origin] = _Quiet(seen, now, retire_after)
+            elif q.seen != seen:
+                if q.left_out:
+                    q.window *= 2
+                q.seen, q.since, q.left_out = seen, now, False
+            elif now - q.since >= q.window:
+                q.left_out = True
+                continue
+            out[origin] = watermark
         return out
 
     # -- connections ---------------------------------------------------------
