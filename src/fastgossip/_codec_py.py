@@ -462,6 +462,20 @@ _set_gossip = [
     Gossip.version.__set__,  # type: ignore[attr-defined]
     Gossip.origin.__set__,
 ]  # type: ignore[attr-defined]
+
+
+def _new_gossip(sender: str, key: str, value: Value, version: int, origin: str) -> Any:
+    """A decoded Gossip, its fields set past the constructor's checks."""
+    g = _new(Gossip)
+    s = _set_gossip
+    s[0](g, sender)
+    s[1](g, key)
+    s[2](g, value)
+    s[3](g, version)
+    s[4](g, origin)
+    return g
+
+
 _set_ping_sender = Ping.sender_id.__set__  # type: ignore[attr-defined]
 _set_ping_seq = Ping.seq.__set__  # type: ignore[attr-defined]
 _set_pong_sender = Pong.sender_id.__set__  # type: ignore[attr-defined]
@@ -498,14 +512,7 @@ def _d_gossip(buf: bytes, base: int, pos: int, end: int) -> Gossip:
         origin = _text(buf, base, pos + 2, n, "origin")
     pos += 2 + n
     _end_check(pos, end, base, "Gossip")
-    g = _new(Gossip)
-    s = _set_gossip
-    s[0](g, sender)
-    s[1](g, key)
-    s[2](g, value)
-    s[3](g, version)
-    s[4](g, origin)
-    return g
+    return _new_gossip(sender, key, value, version, origin)
 
 
 def _d_sender_seq(cls: type, set_sender: Any, set_seq: Any) -> Any:
@@ -700,14 +707,7 @@ def _f_gossip(buf: bytes, pos: int, end: int) -> Gossip:
     origin = sender if obytes == sbytes else obytes.decode()
     if pos + n != end:
         raise _Irregular
-    g = _new(Gossip)
-    s = _set_gossip
-    s[0](g, sender)
-    s[1](g, key)
-    s[2](g, value)
-    s[3](g, version)
-    s[4](g, origin)
-    return g
+    return _new_gossip(sender, key, value, version, origin)
 
 
 def _f_sender_seq(cls: type, set_sender: Any, set_seq: Any) -> Any:
