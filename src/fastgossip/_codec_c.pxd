@@ -32,6 +32,24 @@ cdef class Entry:
     cdef uint8_t _unboxed
 
 
+cdef inline Entry new_entry(str key, str origin, object bvalue, uint64_t ival,
+                            uint64_t version, uint64_t stamp):
+    """A made Entry (decoded, or read from a table), its ints unboxed: the value
+    is bvalue, a bytes object, or the int ival when bvalue is None."""
+    cdef Entry e = Entry.__new__(Entry)
+    e.key = key
+    e.origin = origin
+    e._uversion = version
+    e._ustamp = stamp
+    if bvalue is None:
+        e._ival = ival
+        e._unboxed = U_VALUE | U_VERSION | U_STAMP
+    else:
+        e._value = bvalue
+        e._unboxed = U_VERSION | U_STAMP
+    return e
+
+
 cdef class Gossip:
     cpdef tuple astuple(self)
     cdef readonly str sender_id

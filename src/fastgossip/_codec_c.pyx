@@ -1339,6 +1339,8 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
             stamp = ev.stamp
             tag = ev.tag
             ival = ev.ival
+        # what new_entry (_codec_c.pxd) does, written out: through the helper
+        # this loop measured ~10% slower (30.5 -> 33.8 ns per entry)
         e = Entry.__new__(Entry)
         if FG_LIKELY(is_ascii(kp, klen)):
             e.key = fg_ascii_str(kp, klen)

@@ -28,7 +28,7 @@ from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcmp, memcpy, memset
 
-from fastgossip._codec_c cimport U_STAMP, U_VALUE, U_VERSION, Entry, Gossip
+from fastgossip._codec_c cimport U_STAMP, U_VALUE, U_VERSION, Entry, Gossip, new_entry
 from fastgossip._wire cimport (
     HEADER_SIZE,
     MIN_ENTRY_SIZE,
@@ -840,19 +840,11 @@ cdef class GossipState:
         return r.val.i
 
     cdef Entry _entry(self, Py_ssize_t slot):
-        cdef Entry e = Entry.__new__(Entry)
         cdef Rec* r = &self._recs[slot]
-        if r.tag == V_BYTES:
-            e._value = PyBytes_FromStringAndSize(<const char*>r.val.b, r.blen)
-            e._unboxed = U_VERSION | U_STAMP
-        else:
-            e._ival = r.val.i
-            e._unboxed = U_VALUE | U_VERSION | U_STAMP
-        e.key = self._key_str(slot)
-        e._uversion = r.version
-        e._ustamp = r.stamp
-        e.origin = <str>self._origins[r.origin].pystr
-        return e
+        return new_entry(
+            self._key_str(slot), <str>self._origins[r.origin].pystr,
+            PyBytes_FromStringAndSize(<const char*>r.val.b, r.blen) if r.tag == V_BYTES else None,
+            r.val.i, r.version, r.stamp)
 
     cdef Py_ssize_t _lookup(self, object key) except -2:
         cdef const unsigned char* p
@@ -953,18 +945,11 @@ cdef class GossipState:
                     and ent._unboxed & (U_VERSION | U_STAMP) == U_VERSION | U_STAMP
                     and (ent._unboxed & U_VALUE or type(ent._value) is bytes)):
                 return item
-        ent = Entry.__new__(Entry)
-        ent.key = PyUnicode_DecodeUTF8(<const char*>e.key, e.klen, NULL)
-        if e.tag == V_BYTES:
-            ent._value = PyBytes_FromStringAndSize(<const char*>e.bval, e.blen)
-            ent._unboxed = U_VERSION | U_STAMP
-        else:
-            ent._ival = e.ival
-            ent._unboxed = U_VALUE | U_VERSION | U_STAMP
-        ent._uversion = e.version
-        ent.origin = origin if type(origin) is str else str.__str__(origin)
-        ent._ustamp = e.stamp
-        return ent
+        return new_entry(
+            PyUnicode_DecodeUTF8(<const char*>e.key, e.klen, NULL),
+            origin if type(origin) is str else str.__str__(origin),
+            PyBytes_FromStringAndSize(<const char*>e.bval, e.blen) if e.tag == V_BYTES else None,
+            e.ival, e.version, e.stamp)
 
     def merge_frame(self, frame, max_frame_size=DEFAULT_MAX_FRAME_SIZE) -> int:
         """Merge one complete Gossip or GossipBatch frame (length prefix included).
