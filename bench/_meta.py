@@ -32,33 +32,26 @@ def _version(module: str) -> Optional[str]:
         return None
 
 
-def _git_commit() -> Optional[str]:
+def _git(*args: str) -> Optional[str]:
+    """What ``git -C ROOT <args>`` prints, or None without git or a repository."""
     try:
         out = subprocess.run(
-            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
+            ["git", "-C", ROOT, *args], capture_output=True, text=True, timeout=5, check=True
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout
+
+
+def _git_commit() -> Optional[str]:
+    out = _git("rev-parse", "--short", "HEAD")
+    return None if out is None else out.strip() or None
 
 
 def _dirty_sources() -> Optional[list]:
     """Files under src/ that differ from the commit (what was measured is not it)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [line[3:] for line in out.stdout.splitlines() if line.strip()]
+    out = _git("status", "--porcelain", "--", "src")
+    return None if out is None else [line[3:] for line in out.splitlines() if line.strip()]
 
 
 def machine() -> Dict[str, Any]:
