@@ -966,47 +966,36 @@ def _sample_check(population: List[Any], k: int) -> Callable[[Any, Any], None]:
     return check
 
 
+def _sample_case(sample: Callable[[Any, int], Any], k: int) -> Case:
+    """k of the peers drawn by ``sample(population, k)``."""
+    population = peers()
+
+    def run(seq: List[Any]) -> Any:
+        return sample(seq, k)
+
+    return Case(
+        "",
+        "",
+        run,
+        _sample_check(population, k),
+        arg=population,
+        expr="sample(arg, k)",
+        names={"sample": sample, "k": k},
+    )
+
+
 def _register_sampler() -> None:
     for k in SAMPLE_KS:
         for impl, name in (("c", C_NAME), ("py", PY_NAME)):
 
             def xorshift_case(impl: str = impl, k: int = k) -> Case:
-                rng = fg("sampler", impl).XorShift64(12345)
-                population = peers()
-                sample = rng.sample
-
-                def run(seq: List[Any]) -> Any:
-                    return sample(seq, k)
-
-                return Case(
-                    "",
-                    "",
-                    run,
-                    _sample_check(population, k),
-                    arg=population,
-                    expr="sample(arg, k)",
-                    names={"sample": sample, "k": k},
-                )
+                return _sample_case(fg("sampler", impl).XorShift64(12345).sample, k)
 
             requires = (f"fastgossip._sampler_{impl}",)
             _register(sample_group(k), f"{name} XorShift64.sample", requires)(xorshift_case)
 
         def random_case(k: int = k) -> Case:
-            sample = random.Random(12345).sample
-            population = peers()
-
-            def run(seq: List[Any]) -> Any:
-                return sample(seq, k)
-
-            return Case(
-                "",
-                "",
-                run,
-                _sample_check(population, k),
-                arg=population,
-                expr="sample(arg, k)",
-                names={"sample": sample, "k": k},
-            )
+            return _sample_case(random.Random(12345).sample, k)
 
         _register(sample_group(k), "random.sample", ())(random_case)
 
