@@ -128,7 +128,7 @@ class ClusterNetwork:
     async def shutdown_all(self) -> None:
         # first stop every node's rounds and dials, so that no node connects to
         # a listener that is closing (asyncio's accept path trips on that)
-        await asyncio.gather(*(node._stop_tasks() for node in self.nodes))
+        await asyncio.gather(*(node.stop_rounds() for node in self.nodes))
         await asyncio.gather(*(node.shutdown() for node in self.nodes))
 
     async def __aenter__(self) -> ClusterNetwork:

@@ -1,0 +1,594 @@
+"""The sans-IO gossip core: one node's state machine, with no sockets and no clock.
+
+``GossipCore`` owns the table, the hybrid clock, the stamp clock, the peer set,
+digests, delta choice, origin retirement and the limits a hostile peer meets.
+It never touches a socket, a task or the event loop, and it reads time only
+from its inputs: every input method takes ``now``, this node's wall clock in
+seconds (``time.time()`` in a real node, virtual time in the simulator).
+
+Inputs: ``tick(now)`` (a gossip round), ``receive(conn, frames, now, room)``
+(complete frames from a connection), ``connected(conn, now, peer)`` /
+``closed(conn, now)`` (the transport's connection events), ``set(...)`` /
+``set_with_version(...)`` (local writes), ``add_peer`` / ``remove_peer``.
+
+Outputs accumulate in ``self.out`` until the driver takes them with
+``take()``: a list of ``(kind, target, payload)`` tuples,
+
+* ``(SEND, conn, frames)``: write these encoded frames on connection ``conn``;
+* ``(ASK, peer, frame)``: send this ``Digest(reply=True)`` frame to ``peer``
+  over this node's own link to it, dialling first if there is none;
+* ``(CLOSE, conn, None)``: close that connection;
+* ``(EVENT, name, payload)``: something the facade may tell users about
+  (``"pong"``: ``(seq, now)``).
+
+Connections are small ints the driver chooses. A connection the driver opened
+to a peer is reported with ``connected(conn, now, peer=addr)``; an accepted one
+with ``peer=None``. The core answers digests on the connection they came on.
+
+Hot paths stay compiled: a received chunk's batch frames go to the table's
+``merge_frame`` one call per frame, and an answer is one ``delta_frames`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+
+from .clock import LOGICAL_BITS, MAX_VERSION, HybridClock
+from .fanout import Fanout
+from .replication import ReplicationLog
+
+log = logging.getLogger("fastgossip")
+
+Address = Tuple[str, int]
+Value = Union[int, bytes]
+Output = Tuple[int, Any, Any]
+
+SEND, ASK, CLOSE, EVENT = 1, 2, 3, 4
+
+#: the longest node id, in UTF-8 bytes
+MAX_NODE_ID_BYTES = 255
+LIFE_SEPARATOR = "#"
+
+__all__ = [
+    "ASK",
+    "CLOSE",
+    "EVENT",
+    "SEND",
+    "CoreLimits",
+    "GossipCore",
+    "RateLimitedLog",
+    "node_of",
+]
+
+
+def node_of(origin: str) -> str:
+    """The node id in an origin a node wrote under (``"<node_id>#<life>"``);
+    any other origin unchanged."""
+    head, sep, _life = origin.rpartition(LIFE_SEPARATOR)
+    return head if sep else origin
+
+
+class RateLimitedLog:
+    """At most ``burst`` log lines per cause per ``period`` seconds; the lines
+    held back are counted and told in the next line of that cause. The counts
+    a user needs are in the node's stats whatever is logged."""
+
+    __slots__ = ("_logger", "_burst", "_period", "_state")
+
+    def __init__(self, logger: logging.Logger, burst: int = 5, period: float = 10.0) -> None:
+        self._logger = logger
+        self._burst = burst
+        self._period = period
+        self._state: Dict[str, List[float]] = {}  # cause -> [window start, lines, held]
+
+    def log(self, level: int, cause: str, now: float, msg: str, *args: Any) -> None:
+        st = self._state.get(cause)
+        if st is None or now - st[0] >= self._period:
+            held = int(st[2]) if st is not None else 0
+            st = self._state[cause] = [now, 0.0, 0.0]
+            if held:
+                msg += f" ({held} more like this in the last {self._period:.0f} s not logged)"
+        if st[1] >= self._burst:
+            st[2] += 1
+            return
+        st[1] += 1
+        self._logger.log(level, msg, *args)
+
+
+@dataclass(frozen=True)
+class CoreLimits:
+    """The gossip settings and bounds a core enforces (``NodeConfig`` makes one)."""
+
+    fanout: Optional[Fanout] = None
+    gossip_interval: float = 0.2
+    max_frame_size: int = 1 << 20
+    max_delta_bytes: int = 4 << 20
+    max_round_bytes: int = 16 << 20
+    max_clock_skew: float = 10.0
+    retire_after: Optional[float] = 600.0
+    max_connections: Optional[int] = 256
+    max_digest_bytes: int = 16 << 20
+
+
+@dataclass
+class _Quiet:
+    """An origin that holds no key on this node (see GossipCore.digest_watermarks)."""
+
+    seen: int  # entries of it set or merged so far, when last looked at
+    since: float  # when that count last changed
+    window: float  # how long it must stay unchanged before the origin is left out
+    left_out: bool = False
+
+
+class _Peer:
+    """A peer this node gossips with, and its outbound connection if any."""
+
+    __slots__ = ("addr", "conn", "awaiting_since", "last_used")
+
+    def __init__(self, addr: Address) -> None:
+        self.addr = addr
+        self.conn: Optional[int] = None
+        self.awaiting_since = 0.0  # when our Digest(reply=True) went out unanswered
+        self.last_used = 0.0
+
+
+class _Conn:
+    """What the core knows of one open connection."""
+
+    __slots__ = ("peer", "answered_at", "parts", "parts_bytes")
+
+    def __init__(self, peer: Optional[Address]) -> None:
+        self.peer = peer  # the peer for a connection this node opened, else None
+        self.answered_at = -1e18  # when a delta last went out on it (inbound throttle)
+        self.parts: Optional[Dict[str, int]] = None  # a split digest being received
+        self.parts_bytes = 0
+
+
+class _NodeStatsLike:  # pragma: no cover - typing aid only
+    rounds: int
+    entries_merged: int
+    bad_frames: int
+    sends_dropped: int
+    exchanges_skipped: int
+
+
+class GossipCore:
+    """One node's gossip state machine (see the module docstring)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        origin: str,
+        limits: CoreLimits,
+        stats: Any,
+        *,
+        codec: ModuleType,
+        table: ModuleType,
+        sampler: ModuleType,
+        seed: Optional[int] = None,
+        replication: Optional[ReplicationLog] = None,
+        state: Any = None,
+    ) -> None:
+        self.node_id = node_id
+        self.origin = origin
+        self.limits = limits
+        self.stats = stats
+        self._codec = codec
+        self._table = table
+        self._now = 0.0
+        self.state = state if state is not None else table.GossipState()
+        if hasattr(self.state, "own_origin"):
+            self.state.own_origin = origin
+        self.rng = sampler.XorShift64(seed)
+        self.clock = HybridClock(self._wall_ms)
+        # Stamps are this origin's own reading of its wall clock: they never
+        # follow a peer (versions do), so a forged version cannot move them.
+        self._last_stamp = 0
+        self._quiet: Dict[str, _Quiet] = {}
+        self._peers: Dict[Address, _Peer] = {}
+        self._conns: Dict[int, _Conn] = {}
+        self.replication_log = replication if replication is not None else ReplicationLog()
+        self.out: List[Output] = []
+        self._round_started = -1e18
+        self._round_bytes = 0
+        self._forged_stamp = 0
+        self._restamped_at = -1e18
+        self.logs = RateLimitedLog(log)
+        self._batch_type = codec.T_GOSSIP_BATCH
+        self._horizons = hasattr(self.state, "refusals")
+        self._digest_type = codec.Digest
+
+    # -- time ------------------------------------------------------------------
+    def _wall_ms(self) -> int:
+        return int(self._now * 1000)
+
+    def _advance(self, now: float) -> None:
+        if now > self._now:
+            self._now = now
+
+    def horizon(self, now: float) -> Tuple[int, int]:
+        """(max stamp, max version) an entry may carry to be accepted at ``now``:
+        one ``max_clock_skew`` ahead for stamps, two for versions (see PROTOCOL.md)."""
+        ms = int(now * 1000)
+        skew = int(self.limits.max_clock_skew * 1000)
+        return (
+            min(MAX_VERSION, (ms + skew) << LOGICAL_BITS | 0xFFFF),
+            min(MAX_VERSION, (ms + 2 * skew) << LOGICAL_BITS | 0xFFFF),
+        )
+
+    def _next_stamp(self) -> int:
+        stamp = max(self._wall_ms() << LOGICAL_BITS, self._last_stamp + 1)
+        self._last_stamp = stamp
+        return stamp
+
+    def _observe(self, version: int, now: float) -> None:
+        """Move the clock toward ``version``, at most one skew ahead of wall time."""
+        limit = (int(now * 1000) + int(self.limits.max_clock_skew * 1000)) << LOGICAL_BITS
+        self.clock.observe(version if version <= limit else limit)
+
+    # -- outputs ---------------------------------------------------------------
+    def take(self) -> List[Output]:
+        """The outputs since the last call (and forget them)."""
+        out = self.out
+        if out:
+            self.out = []
+        return out
+
+    # -- peers -----------------------------------------------------------------
+    @property
+    def peers(self) -> List[Address]:
+        return list(self._peers)
+
+    def has_peer(self, addr: Address) -> bool:
+        return addr in self._peers
+
+    def add_peer(self, addr: Address) -> bool:
+        if addr in self._peers:
+            return False
+        self._peers[addr] = _Peer(addr)
+        return True
+
+    def remove_peer(self, addr: Address) -> bool:
+        peer = self._peers.pop(addr, None)
+        if peer is None:
+            return False
+        if peer.conn is not None:
+            self.out.append((CLOSE, peer.conn, None))
+        return True
+
+    def connected(self, conn: int, now: float, peer: Optional[Address] = None) -> None:
+        """A connection opened: by this node to ``peer``, or accepted (None)."""
+        self._advance(now)
+        self._conns[conn] = _Conn(peer)
+        if peer is None:
+            return
+        p = self._peers.get(peer)
+        if p is None:  # removed while dialling
+            self.out.append((CLOSE, conn, None))
+            return
+        p.conn = conn
+        p.last_used = now
+        # a new connection starts with an exchange, so a fresh peer catches up now
+        self._ask(p, self.encode_digest(True, now), now)
+
+    def closed(self, conn: int, now: float) -> None:
+        c = self._conns.pop(conn, None)
+        if c is not None and c.peer is not None:
+            p = self._peers.get(c.peer)
+            if p is not None and p.conn == conn:
+                p.conn = None
+                p.awaiting_since = 0.0
+
+    # -- local writes ----------------------------------------------------------
+    def check_storable(self, key: str, value: Value, origin: str) -> None:
+        """Refuse an entry that no frame could carry when relayed by any node."""
+        if not isinstance(key, str):
+            return  # the table raises the TypeError
+        relay_size = getattr(self._table, "relay_size", None)
+        if relay_size is not None:
+            size = relay_size(key, value, origin)
+        else:  # a one-entry GossipBatch from a 255-byte sender, prefix included
+            size = 4 + 37 + MAX_NODE_ID_BYTES + len(origin.encode("utf-8"))
+            size += len(key.encode("utf-8", "surrogatepass"))
+            size += 4 + len(value) if isinstance(value, (bytes, bytearray)) else 8
+        if size > self.limits.max_frame_size:
+            raise ValueError(
+                f"entry of {size} bytes (key and value) does not fit one frame "
+                f"(max_frame_size {self.limits.max_frame_size})"
+            )
+
+    def set(self, key: str, value: Value, now: float) -> int:
+        """A local write, versioned by the hybrid clock; returns the version."""
+        self._advance(now)
+        self.check_storable(key, value, self.origin)
+        version = self.clock.now()
+        self.state.set(key, value, version, self.origin, self._next_stamp())
+        return version
+
+    def set_with_version(self, key: str, value: Value, version: int, now: float) -> bool:
+        """A local write with the caller's version; True when it changed the table.
+
+        A version more than ``2 * max_clock_skew`` ahead of this node's wall
+        clock is refused (ValueError): every peer would refuse it, and such a
+        version would make the key unwritable by honest clocks."""
+        self._advance(now)
+        self.check_storable(key, value, self.origin)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise TypeError(f"version must be an int, not {type(version).__name__}")
+        _, max_version = self.horizon(now)
+        if version > max_version:
+            raise ValueError(
+                f"version {version} is more than {2 * self.limits.max_clock_skew:g} s "
+                "ahead of this node's clock (see max_clock_skew)"
+            )
+        changed = self.state.set(key, value, version, self.origin, self._next_stamp())
+        self._observe(version, now)
+        return bool(changed)
+
+    # -- rounds ----------------------------------------------------------------
+    def tick(self, now: float) -> int:
+        """A gossip round: ask the peers the fanout picks; returns how many."""
+        self._advance(now)
+        self.stats.rounds += 1
+        self._round_started = now
+        self._round_bytes = 0
+        self._repair_forgery(now)
+        peers = list(self._peers.values())
+        if not peers:
+            return 0
+        fanout = self.limits.fanout or Fanout.default_for(len(peers) + 1)
+        k = fanout.resolve(len(peers))
+        if self.limits.max_connections is not None:
+            k = min(k, self.limits.max_connections)  # don't evict this round's own links
+        chosen = self.rng.sample(peers, k)
+        digest: Optional[List[bytes]] = None
+        patience = max(1.0, 4 * self.limits.gossip_interval)
+        for p in chosen:
+            if p.conn is not None and p.awaiting_since and now - p.awaiting_since < patience:
+                # the last exchange's reply is still arriving: asking again
+                # would make the peer resend the same entries
+                self.stats.exchanges_skipped += 1
+                continue
+            if p.conn is None:
+                self.out.append((ASK, p.addr, None))  # dial; we ask once connected
+                continue
+            if digest is None:
+                digest = self.encode_digest(True, now)
+            self._ask(p, digest, now)
+        return len(chosen)
+
+    def _ask(self, p: _Peer, frames: Any, now: float) -> None:
+        p.awaiting_since = now
+        p.last_used = now
+        self.out.append((ASK, p.addr, frames))
+
+    def encode_digest(self, reply: bool, now: float) -> List[bytes]:
+        """This node's digest as frames (more than one only when it is larger
+        than a frame)."""
+        watermarks = self.digest_watermarks(now)
+        split = getattr(self._codec, "digest_frames", None)
+        if split is not None:
+            return list(split(self.node_id, watermarks, reply, self.limits.max_frame_size))
+        return [self._codec.encode(self._codec.Digest(self.node_id, watermarks, reply))]
+
+    def digest_watermarks(self, now: Optional[float] = None) -> Dict[str, int]:
+        """Per origin, the highest stamp held; without the retired origins.
+
+        An origin is retired when it has held no key here and no entry of it
+        has arrived for its window (``retire_after`` seconds at first): the
+        lives of restarted nodes and writers whose keys were all overwritten
+        would otherwise stay in every digest. A peer that still holds entries
+        of a retired origin sends them from stamp 0, and their arrival brings
+        the origin back into the digests, with its watermark, and doubles its
+        window. That is what keeps it safe:
+        * left out for good, the origin would be answered from stamp 0 every
+          time, oldest first, and answers cut at the delta budget would never
+          get past the entries that lose here to those that win
+          (test_mutual_overwrites_converge_through_a_small_delta_budget);
+        * with a fixed window, many such origins could take turns coming back
+          and retiring again, each answer filled with one origin's losing
+          entries (test_many_retired_origins_converge_through_a_small_budget).
+        """
+        if now is None:
+            now = self._now
+        retire_after = self.limits.retire_after
+        if retire_after is None:
+            return self.state.watermarks()  # type: ignore[no-any-return]
+        # at least two rounds: an origin that comes back is named in a digest
+        retire_after = max(retire_after, 2 * self.limits.gossip_interval)
+        quiet = self._quiet
+        out = {}
+        for origin, (watermark, live, seen) in self.state.origin_stats().items():
+            if live:
+                if quiet:
+                    quiet.pop(origin, None)
+                out[origin] = watermark
+                continue
+            q = quiet.get(origin)
+            if q is None:
+                quiet[origin] = _Quiet(seen, now, retire_after)
+            elif q.seen != seen:
+                if q.left_out:
+                    q.window *= 2
+                q.seen, q.since, q.left_out = seen, now, False
+            elif now - q.since >= q.window:
+                q.left_out = True
+                continue
+            out[origin] = watermark
+        return out
+
+    # -- forged stamps of our own origin ----------------------------------------
+    def _note_own_watermark(self, stamp: int, now: float) -> None:
+        """A peer claims to hold our origin up to ``stamp``. Above our stamp
+        clock, that is a forged entry (we never issued that stamp) which has
+        raised watermarks for our origin: peers would no longer ask for our
+        writes. Repaired at the next tick (see _repair_forgery)."""
+        if stamp > self._last_stamp and stamp > self._forged_stamp:
+            max_stamp, _ = self.horizon(now)
+            if stamp <= max_stamp:  # beyond it, no honest node accepted it
+                self._forged_stamp = stamp
+
+    def _repair_forgery(self, now: float) -> None:
+        forged = self._forged_stamp
+        if not forged or forged <= self._last_stamp:
+            return
+        self.stats.forged_stamps += 1
+        # our next stamps go above the forgery, so peers ask for them again
+        self._last_stamp = forged
+        # and our entries written below it are sent again, re-stamped above it,
+        # at most once per max_clock_skew (each costs one resend of our entries)
+        restamp = getattr(self.state, "restamp", None)
+        if restamp is not None and now - self._restamped_at >= self.limits.max_clock_skew:
+            self._restamped_at = now
+            held = self.state.watermarks().get(self.origin, 0)
+            if held:
+                count = restamp(self.origin, self._last_stamp + 1)
+                self._last_stamp += count
+        self.logs.log(
+            logging.WARNING,
+            "forged",
+            now,
+            "%s: a peer holds an entry of our origin with a stamp we never issued "
+            "(forged); our writes are re-stamped past it",
+            self.node_id,
+        )
+        self._forged_stamp = 0
+
+    # -- input -----------------------------------------------------------------
+    def receive(self, conn: int, frames: Iterable[bytes], now: float, room: int) -> int:
+        """Complete frames from connection ``conn``; ``room`` is how many bytes
+        the driver may still queue for it. Returns entries merged. Raises
+        ValueError/TypeError (FrameError) for a frame the peer must be dropped
+        for; whatever merged before the error stays merged (and is counted)."""
+        self._advance(now)
+        state = self.state
+        batch_type = self._batch_type
+        max_frame_size = self.limits.max_frame_size
+        max_stamp, max_version = self.horizon(now)
+        horizons = self._horizons
+        merged = 0
+        try:
+            for frame in frames:
+                if frame[5] == batch_type:
+                    if horizons:
+                        merged += state.merge_frame(frame, max_frame_size, max_stamp, max_version)
+                    else:
+                        merged += state.merge_frame(frame, max_frame_size)
+                else:
+                    room -= self._handle(self._codec.decode(frame, max_frame_size), conn, now, room)
+        finally:
+            if merged:
+                self.stats.entries_merged += merged
+                self._observe(state.max_version, now)
+        return merged
+
+    def _handle(self, msg: Any, conn: int, now: float, room: int) -> int:
+        """Act on one decoded message; returns the bytes queued in answer."""
+        codec = self._codec
+        kind = type(msg)
+        if kind is self._digest_type:
+            return self._on_digest(msg, conn, now, room)
+        if kind is codec.Gossip:
+            # A single pushed write (the reference's message) is accepted as a
+            # write with an explicit version made here: it gets this node's
+            # origin and a stamp from this node's clock, so that it cannot move
+            # a watermark past entries this node has not received.
+            try:
+                if self.set_with_version(msg.key, msg.value, msg.version, now):
+                    self.stats.entries_merged += 1
+            except ValueError as exc:
+                self.stats.entries_refused += 1
+                self.logs.log(
+                    logging.INFO, "pushed", now, "%s: pushed write refused: %s", self.node_id, exc
+                )
+            return 0
+        if kind is codec.Ping:
+            frame = codec.encode(codec.Pong(self.node_id, msg.seq))
+            self.out.append((SEND, conn, [frame]))
+            return len(frame)
+        if kind is codec.Pong:
+            self.out.append((EVENT, "pong", (msg.seq, now)))
+            return 0
+        if kind is codec.Replicate:
+            ok = self.replication_log.offer(
+                msg.index, msg.term, msg.checksum, msg.payload, leader=msg.leader_id
+            )
+            frame = codec.encode(codec.ReplicateAck(self.node_id, msg.index, ok))
+            self.out.append((SEND, conn, [frame]))
+            return len(frame)
+        return 0  # ReplicateAck, Entry or a future type: nothing to do
+
+    def _on_digest(self, msg: Any, conn: int, now: float, room: int) -> int:
+        c = self._conns.get(conn)
+        if c is None:
+            return 0
+        watermarks: Dict[str, int]
+        if getattr(msg, "more", False) or c.parts is not None:
+            # one part of a digest split over several frames: answer after the last
+            if c.parts is None:
+                c.parts, c.parts_bytes = {}, 0
+            c.parts.update(msg.watermarks)
+            c.parts_bytes += self.limits.max_frame_size
+            if c.parts_bytes > self.limits.max_digest_bytes:
+                raise ValueError(f"digest longer than {self.limits.max_digest_bytes} bytes")
+            if getattr(msg, "more", False):
+                return 0
+            watermarks, c.parts = c.parts, None
+        else:
+            watermarks = dict(msg.watermarks)
+        own = watermarks.get(self.origin)
+        if own is not None and own > self._last_stamp:
+            self._note_own_watermark(own, now)
+        if not msg.reply:
+            if c.peer is None:
+                return 0  # only the node that asked gets an answer to a reply digest
+            p = self._peers.get(c.peer)
+            if p is None or p.conn != conn or not p.awaiting_since:
+                return 0  # not an answer to our question: nothing is owed
+            p.awaiting_since = 0.0  # our exchange on this connection is answered
+            self.out.append((EVENT, "answered", c.peer))
+        elif c.peer is None:
+            # an inbound question: one answer per connection per round, and all
+            # inbound answers of a round share max_round_bytes
+            if now - c.answered_at < self.limits.gossip_interval * 0.5:
+                self.stats.exchanges_throttled += 1
+                return 0
+            c.answered_at = now
+        budget = min(room, self.limits.max_delta_bytes)
+        if c.peer is None:
+            if now - self._round_started >= self.limits.gossip_interval:
+                self._round_started, self._round_bytes = now, 0
+            budget = min(budget, self.limits.max_round_bytes - self._round_bytes)
+        frames: List[bytes] = []
+        if budget <= 0:
+            self.stats.sends_dropped += 1
+        else:
+            try:
+                frames = self.state.delta_frames(
+                    self.node_id, watermarks, self.limits.max_frame_size, budget
+                )
+            except ValueError as exc:  # our own entry that no frame holds
+                self.logs.log(
+                    logging.ERROR, "delta", now, "%s: cannot build a delta: %s", self.node_id, exc
+                )
+        sent = sum(len(f) for f in frames)
+        if c.peer is None:
+            self._round_bytes += sent
+        # The digest goes out even without a delta: with it the peer sends
+        # this node what it lacks, so a node out of room still learns.
+        if msg.reply:
+            digest = self.encode_digest(False, now)
+            frames.extend(digest)
+            sent += sum(len(f) for f in digest)
+        if frames:
+            self.out.append((SEND, conn, frames))
+        return sent
+
+
+def wall_now() -> float:
+    """The default ``now`` of a real node: the system's wall clock, in seconds."""
+    return time.time()

@@ -1,0 +1,686 @@
+"""The asyncio transport: connections, links, caps and flow control around a core.
+
+``Transport`` drives a sans-IO ``GossipCore``: it feeds the core the frames
+each connection receives and a tick every gossip interval, and carries out
+what the core returns (send these frames, ask this peer, close that
+connection). It owns everything about sockets:
+
+* one persistent outbound connection per peer (a *link*), dialled when the
+  core first asks that peer and redialled with exponential backoff and jitter;
+* ``max_connections`` outbound and ``max_inbound`` accepted connections; at the
+  inbound cap the accepted connection that made no progress longest is
+  dropped for the newcomer, so a flood of idle sockets cannot take every slot;
+* the process's file descriptors (``FdBudget``): the soft limit is raised to the
+  hard one, and dials and accepts stop short of it, closing the least recently
+  used link instead, so running out of descriptors never turns into a storm of
+  errors;
+* flow control: nothing is written to a peer that does not read (pause flag
+  and buffer size), a delta is cut to the room left in that connection's write
+  buffer, and all connections together queue at most ``max_buffered_bytes`` (at
+  the cap the largest queues are aborted);
+* input: every connection buffers at most one partial frame
+  (``max_frame_size``), all together at most ``max_input_bytes`` (at the cap the
+  largest partial frames are dropped with their connections), a frame must
+  complete within ``frame_timeout`` and an accepted connection that sends
+  nothing for ``idle_timeout`` is closed.
+
+``GossipProtocol`` is the one asyncio Protocol for both directions: thin by
+design (asyncpg's shape), ``data_received`` feeds the compiled decoder once
+per chunk and hands the complete frames to the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from .core import ASK, CLOSE, EVENT, SEND, GossipCore
+
+log = logging.getLogger("fastgossip")
+
+Address = Tuple[str, int]
+
+__all__ = ["FdBudget", "GossipProtocol", "Transport", "TransportLimits"]
+
+
+class FdBudget:
+    """The file descriptors the fastgossip connections of this process may use.
+
+    At first use the soft RLIMIT_NOFILE is raised to the hard limit where the
+    OS allows it; ``limit`` is then the soft limit less a reserve for the rest
+    of the program. Every node of the process shares it.
+    """
+
+    RESERVE = 64
+
+    def __init__(self) -> None:
+        self.in_use = 0
+        self.limit = self._compute()
+        self.transports: Set[Transport] = set()
+
+    @classmethod
+    def _compute(cls) -> int:
+        try:
+            import resource
+        except ImportError:  # pragma: no cover - not POSIX
+            return 1 << 30
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft == resource.RLIM_INFINITY:
+            soft = 1 << 20
+        if soft < hard:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                soft = hard
+            except (ValueError, OSError):  # pragma: no cover - not allowed here
+                pass
+        return max(16, soft - min(cls.RESERVE, soft // 4))
+
+    def free(self) -> int:
+        return self.limit - self.in_use
+
+    def make_room(self, asking: Transport) -> bool:
+        """Try to free one descriptor by closing the least recently used idle
+        link of any node in this process; True when one is free."""
+        if self.free() > 0:
+            return True
+        best: Optional[Tuple[float, _Link]] = None
+        for transport in self.transports:
+            for link in transport.links.values():
+                if link.proto is not None and not link.proto.closed and link.dials == 0:
+                    if best is None or link.last_used < best[0]:
+                        best = (link.last_used, link)
+        if best is None:
+            return False
+        link = best[1]
+        proto = link.proto
+        link.proto = None
+        assert proto is not None
+        proto.abort()
+        asking.stats.connections_evicted += 1
+        return True
+
+
+FDS = FdBudget()
+
+
+class TransportLimits:
+    """The transport's settings (``NodeConfig`` makes one)."""
+
+    __slots__ = (
+        "max_frame_size",
+        "write_buffer_high",
+        "max_buffered_bytes",
+        "max_input_bytes",
+        "connect_timeout",
+        "reconnect_min",
+        "reconnect_max",
+        "max_connections",
+        "max_inbound",
+        "idle_timeout",
+        "frame_timeout",
+        "gossip_interval",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        for name in self.__slots__:
+            setattr(self, name, kwargs[name])
+
+
+class _Link:
+    """This node's one outbound connection to a peer, and its backoff."""
+
+    __slots__ = (
+        "addr",
+        "proto",
+        "connecting",
+        "backoff",
+        "next_attempt",
+        "pending",
+        "last_used",
+        "dials",
+    )
+
+    def __init__(self, addr: Address) -> None:
+        self.addr = addr
+        self.proto: Optional[GossipProtocol] = None
+        self.connecting: Optional[asyncio.Task[None]] = None
+        self.backoff = 0.0
+        self.next_attempt = 0.0
+        self.pending: List[bytes] = []  # frames to send once connected
+        self.last_used = 0.0
+        self.dials = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.proto is not None and not self.proto.closed
+
+
+class GossipProtocol(asyncio.Protocol):
+    """One TCP connection of a node, inbound or outbound."""
+
+    __slots__ = (
+        "owner",
+        "conn",
+        "transport",
+        "peer",
+        "outbound",
+        "paused",
+        "closed",
+        "decoder",
+        "partial",
+        "partial_since",
+        "last_frame_at",
+        "_closed_fut",
+    )
+
+    def __init__(self, owner: Transport, outbound: bool) -> None:
+        self.owner = owner
+        self.outbound = outbound
+        self.conn = 0
+        self.transport: Optional[asyncio.Transport] = None
+        self.peer: Any = None
+        self.paused = False
+        self.closed = False
+        self.decoder = owner.codec.FrameDecoder(owner.limits.max_frame_size)
+        self.partial = 0  # bytes of an incomplete frame the decoder holds
+        self.partial_since = 0.0
+        self.last_frame_at = 0.0
+        self._closed_fut: asyncio.Future[None] = owner.loop.create_future()
+
+    # -- asyncio callbacks -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername")
+        high = self.owner.limits.write_buffer_high
+        transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
+        self.owner.connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        owner.stats.bytes_received += len(data)
+        try:
+            frames = self.decoder.feed_frames(data)
+        except ValueError as exc:  # FrameError: a malformed stream
+            owner.bad_input(self, exc)
+            return
+        partial = self.decoder.buffered
+        if partial != self.partial:
+            owner.input_changed(self, partial)
+        if frames:
+            self.last_frame_at = owner.loop.time()
+            owner.frames_received(self, frames)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.closed = True
+        if not self._closed_fut.done():
+            self._closed_fut.set_result(None)
+        self.owner.connection_lost(self)
+
+    # -- sending -----------------------------------------------------------
+    def room(self) -> int:
+        """Bytes that may still be queued on this connection."""
+        transport = self.transport
+        if self.closed or self.paused or transport is None or transport.is_closing():
+            return 0
+        return max(0, self.owner.limits.write_buffer_high - transport.get_write_buffer_size())
+
+    def send_frames(self, frames: List[bytes]) -> bool:
+        """Write already-encoded frames; False (and nothing written) when the
+        peer is not reading fast enough or the connection is gone."""
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return False
+        # The buffer size is checked as well as the pause flag: writelines()
+        # does not call pause_writing() on some CPython releases (gh-127655).
+        stats = self.owner.stats
+        if self.paused or transport.get_write_buffer_size() >= self.owner.limits.write_buffer_high:
+            stats.sends_dropped += 1
+            return False
+        if not frames:
+            return True
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        stats.frames_sent += len(frames)
+        stats.bytes_sent += len(data)
+        transport.write(data)
+        return True
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def wait_closed(self) -> None:
+        await self._closed_fut
+
+
+class Transport:
+    """Connections of one node, driving its core (see the module docstring)."""
+
+    def __init__(
+        self,
+        core: GossipCore,
+        limits: TransportLimits,
+        stats: Any,
+        codec: Any,
+        on_event: Callable[[str, Any], None],
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.core = core
+        self.limits = limits
+        self.stats = stats
+        self.codec = codec
+        self.on_event = on_event
+        self.now = now
+        self.loop = asyncio.get_running_loop()
+        self.links: Dict[Address, _Link] = {}
+        self.conns: Dict[int, GossipProtocol] = {}
+        self._next_conn = 0
+        self._input_total = 0
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._listen_fds = 0
+        self._round_task: Optional[asyncio.Task[None]] = None
+        self.addr: Address = ("", 0)
+        self.closing = False
+        self.logs = core.logs
+        FDS.transports.add(self)
+
+    # -- lifecycle ---------------------------------------------------------
+    async def listen(self, host: str, port: int) -> Address:
+        self._server = await self.loop.create_server(
+            lambda: GossipProtocol(self, outbound=False), host, port, reuse_address=True
+        )
+        self._listen_fds = len(self._server.sockets)
+        FDS.in_use += self._listen_fds
+        sockname = self._server.sockets[0].getsockname()
+        self.addr = (sockname[0], sockname[1])
+        self._round_task = self.loop.create_task(self._round_loop())
+        return self.addr
+
+    async def stop_tasks(self) -> None:
+        """Stop rounds and dials (the first half of shutdown)."""
+        self.closing = True
+        tasks = [t for t in [self._round_task] if t is not None]
+        tasks += [link.connecting for link in self.links.values() if link.connecting]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.stop_tasks()
+        if self._server is not None:
+            self._server.close()
+        conns = list(self.conns.values())
+        for proto in conns:
+            proto.close()
+        if conns:
+            waits = [asyncio.ensure_future(p.wait_closed()) for p in conns]
+            await asyncio.wait(waits, timeout=1.0)
+            for proto in conns:  # a peer that stops reading would hold close() forever
+                if not proto.closed:
+                    proto.abort()
+            await asyncio.gather(*waits)
+        if self._server is not None:
+            await self._server.wait_closed()
+            FDS.in_use -= self._listen_fds
+            self._listen_fds = 0
+            self._server = None
+        FDS.transports.discard(self)
+
+    # -- rounds ------------------------------------------------------------
+    async def _round_loop(self) -> None:
+        interval = self.limits.gossip_interval
+        # de-synchronise nodes started together
+        await asyncio.sleep(interval * (self.core.rng.below(1000) / 1000.0))
+        while True:
+            try:
+                self.round()
+            except Exception:  # a bug in a round must not kill the node
+                log.exception("%s: gossip round failed", self.core.node_id)
+            await asyncio.sleep(interval)
+
+    def round(self) -> int:
+        picked = self.core.tick(self.now())
+        self.drive()
+        self._sweep()
+        return picked
+
+    def _sweep(self) -> None:
+        """Close connections past their idle or partial-frame deadline."""
+        now = self.loop.time()
+        idle, frame = self.limits.idle_timeout, self.limits.frame_timeout
+        for proto in list(self.conns.values()):
+            if proto.partial and now - proto.partial_since > frame:
+                self.stats.timeouts += 1
+                proto.abort()
+            elif not proto.outbound and now - proto.last_frame_at > idle:
+                self.stats.timeouts += 1
+                proto.close()
+
+    # -- the core's outputs ------------------------------------------------
+    def drive(self) -> None:
+        """Carry out what the core asked for."""
+        for kind, target, payload in self.core.take():
+            if kind == SEND:
+                proto = self.conns.get(target)
+                if proto is not None:
+                    proto.send_frames(payload)
+            elif kind == ASK:
+                self._ask(target, payload)
+            elif kind == CLOSE:
+                proto = self.conns.get(target)
+                if proto is not None:
+                    proto.close()
+            elif kind == EVENT:
+                if payload is not None and target == "answered":
+                    link = self.links.get(payload)
+                    if link is not None:
+                        # a peer that answers is healthy: redial it at once next
+                        # time. (Reset on connect, a peer that accepts and drops
+                        # every connection would be redialled at the minimum delay.)
+                        link.backoff = 0.0
+                self.on_event(target, payload)
+
+    def _ask(self, addr: Address, frames: Optional[List[bytes]]) -> None:
+        link = self.links.get(addr)
+        if link is None:
+            if not self.core.has_peer(addr):  # removed meanwhile
+                return
+            link = self.links[addr] = _Link(addr)
+        link.last_used = self.loop.time()
+        if link.connected:
+            if frames:
+                assert link.proto is not None
+                link.proto.send_frames(frames)
+            return
+        self.connect(link)
+
+    def send_when_connected(self, addr: Address, frames: List[bytes]) -> None:
+        link = self.links.get(addr)
+        if link is None:
+            link = self.links[addr] = _Link(addr)
+        if link.connected:
+            assert link.proto is not None
+            link.proto.send_frames(frames)
+        else:
+            link.pending.extend(frames)
+            link.next_attempt = 0.0
+            self.connect(link)
+
+    async def open_direct(self, addr: Address, timeout: float) -> GossipProtocol:
+        """A connection to ``addr`` that is no peer's link (for a ping); the core
+        sees it as accepted. NodeError at once when it cannot be opened."""
+        from .errors import NodeError
+
+        try:
+            _, proto = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: GossipProtocol(self, outbound=True), addr[0], addr[1]
+                ),
+                timeout,
+            )
+        except asyncio.TimeoutError:
+            raise NodeError(f"cannot connect to {addr[0]}:{addr[1]}: timed out") from None
+        except OSError as exc:
+            raise NodeError(
+                f"cannot connect to {addr[0]}:{addr[1]}: {exc.strerror or exc}"
+            ) from exc
+        assert isinstance(proto, GossipProtocol)
+        self.core.connected(proto.conn, self.now(), peer=None)
+        return proto
+
+    def forget(self, addr: Address) -> None:
+        link = self.links.pop(addr, None)
+        if link is not None:
+            if link.connecting is not None:
+                link.connecting.cancel()
+            if link.proto is not None:
+                link.proto.close()
+
+    # -- dialling ----------------------------------------------------------
+    def connect(self, link: _Link) -> None:
+        if link.connecting is not None or self.closing:
+            return
+        if self.loop.time() < link.next_attempt:
+            return
+        if not FDS.make_room(self):
+            self.stats.fd_limited += 1
+            self.logs.log(
+                logging.WARNING,
+                "fds",
+                self.now(),
+                "%s: out of file descriptors (%d in use, limit %d): not dialling %s:%s; "
+                "raise 'ulimit -n' or lower max_connections",
+                self.core.node_id,
+                FDS.in_use,
+                FDS.limit,
+                *link.addr,
+            )
+            self._schedule_retry(link)
+            return
+        link.connecting = self.loop.create_task(self._open(link))
+
+    async def _open(self, link: _Link) -> None:
+        host, port = link.addr
+        link.dials += 1
+        try:
+            _, proto = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: GossipProtocol(self, outbound=True), host, port
+                ),
+                self.limits.connect_timeout,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # OSError, timeout, a bad address...
+            self.stats.connect_failures += 1
+            self._schedule_retry(link)
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+                self.stats.fd_limited += 1
+                self.logs.log(
+                    logging.WARNING,
+                    "fds",
+                    self.now(),
+                    "%s: out of file descriptors dialling %s:%s",
+                    self.core.node_id,
+                    host,
+                    port,
+                )
+            else:
+                log.debug("%s: connect to %s:%s failed: %s", self.core.node_id, host, port, exc)
+            return
+        finally:
+            link.connecting = None
+            link.dials -= 1
+        assert isinstance(proto, GossipProtocol)
+        if self.closing or self.links.get(link.addr) is not link or proto.closed:
+            proto.close()
+            return
+        link.proto = proto  # (the backoff is reset when the peer answers)
+        link.last_used = self.loop.time()
+        proto.peer = link.addr
+        self._evict_idle(keep=link)
+        self.stats.connections_opened += 1
+        self.core.connected(proto.conn, self.now(), peer=link.addr)
+        if link.pending:
+            pending, link.pending = link.pending, []
+            proto.send_frames(pending)
+        self.drive()
+
+    def _evict_idle(self, keep: _Link) -> None:
+        """Close the least recently used outbound connections above the cap."""
+        cap = self.limits.max_connections
+        if cap is None:
+            return
+        open_links = [lk for lk in self.links.values() if lk.connected and lk is not keep]
+        excess = len(open_links) + 1 - cap
+        if excess <= 0:
+            return
+        open_links.sort(key=lambda lk: lk.last_used)
+        for lk in open_links[:excess]:
+            proto, lk.proto = lk.proto, None
+            if proto is not None:
+                proto.close()
+            self.stats.connections_evicted += 1
+
+    def _schedule_retry(self, link: _Link) -> None:
+        lim = self.limits
+        link.backoff = min(lim.reconnect_max, max(lim.reconnect_min, link.backoff * 2))
+        jitter = 0.5 + self.core.rng.below(1000) / 1000.0
+        link.next_attempt = self.loop.time() + link.backoff * jitter
+
+    # -- connection events -------------------------------------------------
+    def connection_made(self, proto: GossipProtocol) -> None:
+        self._next_conn += 1
+        proto.conn = self._next_conn
+        proto.last_frame_at = self.loop.time()
+        self.conns[proto.conn] = proto
+        FDS.in_use += 1
+        if proto.outbound:
+            return  # the core hears of it from _open, with the peer's address
+        self.stats.connections_accepted += 1
+        if self.closing:
+            proto.close()
+            return
+        if FDS.free() < 0 and not FDS.make_room(self):
+            self.stats.connections_refused += 1
+            proto.abort()
+            return
+        cap = self.limits.max_inbound
+        if cap is not None:
+            inbound = [p for p in self.conns.values() if not p.outbound and not p.closed]
+            if len(inbound) > cap:
+                # keep a slot for peers that make progress: drop the accepted
+                # connection that has gone longest without a complete frame, if
+                # that is longer than two rounds; else refuse the newcomer
+                stalest = min((p for p in inbound if p is not proto), key=lambda p: p.last_frame_at)
+                if self.loop.time() - stalest.last_frame_at > 2 * self.limits.gossip_interval:
+                    self.stats.connections_shed += 1
+                    stalest.abort()
+                else:
+                    self.stats.connections_refused += 1
+                    proto.abort()
+                    return
+        self.core.connected(proto.conn, self.now(), peer=None)
+
+    def connection_lost(self, proto: GossipProtocol) -> None:
+        if self.conns.pop(proto.conn, None) is None:
+            return
+        FDS.in_use -= 1
+        if proto.partial:
+            self._input_total -= proto.partial
+            proto.partial = 0
+        self.core.closed(proto.conn, self.now())
+        if proto.outbound:
+            for link in self.links.values():
+                if link.proto is proto:
+                    link.proto = None
+                    self._schedule_retry(link)
+                    break
+        self.drive()
+
+    # -- input -------------------------------------------------------------
+    def bad_input(self, proto: GossipProtocol, exc: Exception) -> None:
+        """A malformed frame, or a well-formed one carrying unusable values:
+        drop that one connection."""
+        self.stats.bad_frames += 1
+        self.logs.log(
+            logging.WARNING,
+            "bad-frame",
+            self.now(),
+            "%s: closing connection from %s: bad frame: %s (stats.bad_frames)",
+            self.core.node_id,
+            proto.peer,
+            exc,
+        )
+        proto.abort()
+
+    def input_changed(self, proto: GossipProtocol, partial: int) -> None:
+        """The bytes of an incomplete frame ``proto`` holds changed."""
+        if not proto.partial and partial:
+            proto.partial_since = self.loop.time()
+        self._input_total += partial - proto.partial
+        proto.partial = partial
+        cap = self.limits.max_input_bytes
+        if self._input_total > cap:
+            # drop the connections holding the largest partial frames until
+            # half the cap is free
+            holders = sorted(
+                (p for p in self.conns.values() if p.partial), key=lambda p: -p.partial
+            )
+            for p in holders:
+                if self._input_total <= cap // 2:
+                    break
+                self._input_total -= p.partial
+                p.partial = 0
+                p.abort()
+                self.stats.input_shed += 1
+
+    def frames_received(self, proto: GossipProtocol, frames: List[bytes]) -> None:
+        if proto.closed:
+            return
+        self.stats.frames_received += len(frames)
+        batch = self.core._batch_type
+        room = 0
+        for frame in frames:
+            if frame[5] != batch:  # something may be answered: measure the room
+                room = min(proto.room(), self._room(proto))
+                break
+        try:
+            self.core.receive(proto.conn, frames, self.now(), room)
+        except (ValueError, TypeError) as exc:  # FrameError is a ValueError
+            self.bad_input(proto, exc)
+        except Exception:  # a bug of ours: lose this connection, never the node
+            self.stats.bad_frames += 1
+            log.exception("%s: error handling data from %s", self.core.node_id, proto.peer)
+            proto.abort()
+        self.drive()
+
+    def buffered_total(self) -> int:
+        """Bytes queued for sending over every connection."""
+        total = 0
+        for proto in self.conns.values():
+            transport = proto.transport
+            if transport is not None:
+                total += transport.get_write_buffer_size()
+        return total
+
+    def _room(self, asking: GossipProtocol) -> int:
+        """What all connections together may still queue (max_buffered_bytes).
+
+        When nothing is left, the other connections holding the most queued
+        bytes are aborted until half the cap is free: a peer that asks and
+        does not read is the one whose bytes pile up, so a few of those cannot
+        keep the node from answering everyone else. (A healthy peer aborted
+        while its large answer drains reconnects and asks again.)
+        """
+        cap = self.limits.max_buffered_bytes
+        total = self.buffered_total()
+        if total < cap:
+            return cap - total
+        queued = [
+            (p.transport.get_write_buffer_size(), p.conn, p)
+            for p in self.conns.values()
+            if p is not asking and p.transport is not None
+        ]
+        queued.sort(reverse=True)
+        for size, _, proto in queued:
+            if size == 0 or total <= cap // 2:
+                break
+            proto.abort()
+            total -= size
+            self.stats.connections_shed += 1
+        return cap - total
