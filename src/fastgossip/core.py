@@ -334,8 +334,6 @@ class GossipCore:
         """A gossip round: ask the peers the fanout picks; returns how many."""
         self._advance(now)
         self.stats.rounds += 1
-        self._round_started = now
-        self._round_bytes = 0
         self._repair_forgery(now)
         peers = list(self._peers.values())
         if not peers:
