@@ -22,7 +22,6 @@ from fastgossip import (
     Gossip,
     GossipBatch,
     GossipNode,
-    NodeConfig,
     NodeError,
     Ping,
     Pong,
