@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import random
 import sys
 import time
@@ -11,8 +12,10 @@ from typing import List, Optional, TextIO
 
 from . import __version__
 from ._impl import IMPLEMENTATION
+from .errors import NodeError
 from .fanout import Fanout
 from .network import ClusterNetwork
+from .transport import FDS
 
 DEMO_HELP = """\
 Start a gossip cluster on this machine's loopback, write keys on random nodes,
@@ -33,6 +36,27 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"  # pragma: no cover
 
 
+def _quiet_fd_errors(loop: asyncio.AbstractEventLoop, out: TextIO) -> None:
+    """Say once that descriptors ran out, instead of asyncio's traceback per
+    failed accept; anything else goes to the default handler."""
+    told = []
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            if not told:
+                told.append(True)
+                print(
+                    "out of file descriptors: connections wait and retry; raise "
+                    "'ulimit -n' for a faster run",
+                    file=out,
+                )
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 async def run_demo(
     nodes: int = 20,
     fanout: Optional[Fanout] = None,
@@ -51,7 +75,47 @@ async def run_demo(
         file=out,
     )
     started = time.perf_counter()
-    cluster = await ClusterNetwork.spawn(nodes, fanout=fanout, gossip_interval=interval)
+    loop = asyncio.get_running_loop()
+    _quiet_fd_errors(loop, out)
+    deadline = loop.time() + timeout  # --timeout bounds the whole run, start-up included
+    if FDS.limit - FDS.in_use < 3 * nodes:
+        print(
+            f"cannot run {nodes} nodes: each needs a listening socket and two descriptors "
+            f"per connection ({3 * nodes} at least), and this process may use "
+            f"{FDS.limit - FDS.in_use}. Raise the limit ('ulimit -n') or run fewer nodes.",
+            file=out,
+        )
+        return False
+    # every connection between two nodes of this process takes two descriptors:
+    # size the nodes' connection caps from the budget (see FdBudget)
+    per_node = max(1, min(256, (FDS.limit - nodes - 32) // (2 * nodes)))
+    if per_node < 256:
+        print(
+            f"file descriptors: the limit ({FDS.limit}) allows {per_node} outbound "
+            f"connection(s) per node; links are reused and recycled ('ulimit -n' raises it)",
+            file=out,
+        )
+    try:
+        cluster = await asyncio.wait_for(
+            ClusterNetwork.spawn(
+                nodes, fanout=fanout, gossip_interval=interval, max_connections=per_node
+            ),
+            timeout,
+        )
+    except asyncio.TimeoutError:
+        print(f"NOT started: {nodes} nodes did not start within {timeout:.0f}s", file=out)
+        return False
+    except NodeError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE):
+            print(
+                f"cannot start {nodes} nodes: out of file descriptors ({cause.strerror}). "
+                "Each node needs one to listen and one per connection: raise the limit "
+                "('ulimit -n') or run fewer nodes.",
+                file=out,
+            )
+            return False
+        raise
     try:
         # the winner of each key is its greatest (version, origin, value) write
         winners: dict = {}
@@ -79,12 +143,11 @@ async def run_demo(
                 if node.get(key) == value
             )
 
-        loop = asyncio.get_running_loop()
         t0 = loop.time()
         rounds0 = max(node.stats.rounds for node in cluster.nodes)
         done = have()
         last_round = -1
-        while done < total and loop.time() - t0 < timeout:
+        while done < total and loop.time() < deadline:
             await asyncio.sleep(interval / 4)
             rnd = max(node.stats.rounds for node in cluster.nodes) - rounds0
             done = have()

@@ -191,6 +191,7 @@ class GossipCore:
         self._quiet: Dict[str, _Quiet] = {}
         self._peers: Dict[Address, _Peer] = {}
         self._conns: Dict[int, _Conn] = {}
+        self._linked: Dict[Address, _Peer] = {}  # peers with a connection of ours
         self.replication_log = replication if replication is not None else ReplicationLog()
         self.out: List[Output] = []
         self._round_started = -1e18
@@ -256,6 +257,7 @@ class GossipCore:
         peer = self._peers.pop(addr, None)
         if peer is None:
             return False
+        self._linked.pop(addr, None)
         if peer.conn is not None:
             self.out.append((CLOSE, peer.conn, None))
         return True
@@ -271,6 +273,7 @@ class GossipCore:
             self.out.append((CLOSE, conn, None))
             return
         p.conn = conn
+        self._linked[peer] = p
         p.last_used = now
         # a new connection starts with an exchange, so a fresh peer catches up now
         self._ask(p, self.encode_digest(True, now), now)
@@ -281,6 +284,7 @@ class GossipCore:
             p = self._peers.get(c.peer)
             if p is not None and p.conn == conn:
                 p.conn = None
+                self._linked.pop(c.peer, None)
                 p.awaiting_since = 0.0
 
     # -- local writes ----------------------------------------------------------
@@ -343,6 +347,9 @@ class GossipCore:
         if self.limits.max_connections is not None:
             k = min(k, self.limits.max_connections)  # don't evict this round's own links
         chosen = self.rng.sample(peers, k)
+        cap = self.limits.max_connections
+        if cap is not None and cap < len(peers):
+            chosen = self._within_cap(chosen, peers, cap)
         digest: Optional[List[bytes]] = None
         patience = max(1.0, 4 * self.limits.gossip_interval)
         for p in chosen:
@@ -358,6 +365,29 @@ class GossipCore:
                 digest = self.encode_digest(True, now)
             self._ask(p, digest, now)
         return len(chosen)
+
+    def _within_cap(self, chosen: List[_Peer], peers: List[_Peer], cap: int) -> List[_Peer]:
+        """With fewer links allowed than peers, a round that dialled every peer it
+        picks would close a link for each new one and spend its time connecting:
+        once the links are full, picked peers without one are replaced by linked
+        peers, except one new peer every fourth round or so, which keeps the
+        links turning over so that the cluster stays mixed."""
+        linked = list(self._linked.values())
+        if len(linked) < cap:
+            return chosen
+        rotate = self.rng.below(4) == 0
+        out: List[_Peer] = []
+        spare = [p for p in linked if p not in chosen]
+        for p in chosen:
+            if p.conn is None:
+                if rotate:
+                    rotate = False
+                elif spare:
+                    p = spare.pop(self.rng.below(len(spare)))
+                else:
+                    continue
+            out.append(p)
+        return out
 
     def _ask(self, p: _Peer, frames: Any, now: float) -> None:
         p.awaiting_since = now

@@ -35,9 +35,10 @@ import asyncio
 import errno
 import logging
 import time
+from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from .core import ASK, CLOSE, EVENT, SEND, GossipCore
+from .core import ASK, CLOSE, EVENT, SEND, GossipCore, RateLimitedLog
 
 log = logging.getLogger("fastgossip")
 
@@ -57,9 +58,19 @@ class FdBudget:
     RESERVE = 64
 
     def __init__(self) -> None:
-        self.in_use = 0
+        self.in_use = 0  # sockets open: listeners and connections, both ends
+        self.pending = 0  # descriptors held for dials in flight (see Transport._open)
         self.limit = self._compute()
         self.transports: Set[Transport] = set()
+        # A dial to a listener of this process costs two descriptors, the second
+        # when that listener accepts: until then it stays held. The dialling end's
+        # local address names the connection on both sides.
+        self.listeners: Set[Address] = set()
+        self.accepted: Set[Any] = set()  # peer addresses of accepted connections
+        self.expected: Dict[Any, float] = {}  # dialled, not yet accepted here: since
+        self.logs = RateLimitedLog(log)
+        # every connected link of the process, least recently used first
+        self.lru: OrderedDict[_Link, None] = OrderedDict()
 
     @classmethod
     def _compute(cls) -> int:
@@ -81,24 +92,37 @@ class FdBudget:
         return max(16, soft - min(cls.RESERVE, soft // 4))
 
     def free(self) -> int:
-        return self.limit - self.in_use
+        return self.limit - self.in_use - self.pending
+
+    def expire(self, now: float, after: float) -> None:
+        """Forget dials whose accepting end never showed up (refused, or the
+        listener's accept failed) after ``after`` seconds."""
+        stale = [k for k, t in self.expected.items() if now - t > after]
+        for k in stale:
+            del self.expected[k]
+            self.pending -= 1
 
     def make_room(self, asking: Transport) -> bool:
         """Try to free one descriptor by closing the least recently used idle
         link of any node in this process; True when one is free."""
         if self.free() > 0:
             return True
-        best: Optional[Tuple[float, _Link]] = None
-        for transport in self.transports:
-            for link in transport.links.values():
-                if link.proto is not None and not link.proto.closed and link.dials == 0:
-                    if best is None or link.last_used < best[0]:
-                        best = (link.last_used, link)
+        now = asyncio.get_running_loop().time()
+        best: Optional[_Link] = None
+        for link in self.lru:  # least recently used first
+            # a link younger than two rounds has not served yet: keep it (and
+            # the ones after it, used later still)
+            if now - link.last_used < 2 * link.interval:
+                break
+            if link.dials == 0 and link.proto is not None:
+                best = link
+                break
         if best is None:
             return False
-        link = best[1]
+        link = best
         proto = link.proto
         link.proto = None
+        self.lru.pop(link, None)
         assert proto is not None
         proto.abort()
         asking.stats.connections_evicted += 1
@@ -143,10 +167,12 @@ class _Link:
         "pending",
         "last_used",
         "dials",
+        "interval",
     )
 
-    def __init__(self, addr: Address) -> None:
+    def __init__(self, addr: Address, interval: float) -> None:
         self.addr = addr
+        self.interval = interval  # the owner's gossip interval
         self.proto: Optional[GossipProtocol] = None
         self.connecting: Optional[asyncio.Task[None]] = None
         self.backoff = 0.0
@@ -307,6 +333,7 @@ class Transport:
         FDS.in_use += self._listen_fds
         sockname = self._server.sockets[0].getsockname()
         self.addr = (sockname[0], sockname[1])
+        FDS.listeners.add(self.addr)
         self._round_task = self.loop.create_task(self._round_loop())
         return self.addr
 
@@ -321,6 +348,7 @@ class Transport:
 
     async def close(self) -> None:
         await self.stop_tasks()
+        FDS.listeners.discard(self.addr)
         if self._server is not None:
             self._server.close()
         conns = list(self.conns.values())
@@ -399,9 +427,10 @@ class Transport:
         if link is None:
             if not self.core.has_peer(addr):  # removed meanwhile
                 return
-            link = self.links[addr] = _Link(addr)
+            link = self.links[addr] = _Link(addr, self.limits.gossip_interval)
         link.last_used = self.loop.time()
         if link.connected:
+            FDS.lru.move_to_end(link)
             if frames:
                 assert link.proto is not None
                 link.proto.send_frames(frames)
@@ -411,7 +440,7 @@ class Transport:
     def send_when_connected(self, addr: Address, frames: List[bytes]) -> None:
         link = self.links.get(addr)
         if link is None:
-            link = self.links[addr] = _Link(addr)
+            link = self.links[addr] = _Link(addr, self.limits.gossip_interval)
         if link.connected:
             assert link.proto is not None
             link.proto.send_frames(frames)
@@ -445,6 +474,7 @@ class Transport:
     def forget(self, addr: Address) -> None:
         link = self.links.pop(addr, None)
         if link is not None:
+            FDS.lru.pop(link, None)
             if link.connecting is not None:
                 link.connecting.cancel()
             if link.proto is not None:
@@ -456,9 +486,11 @@ class Transport:
             return
         if self.loop.time() < link.next_attempt:
             return
+        if FDS.expected:
+            FDS.expire(self.loop.time(), self.limits.connect_timeout)
         if not FDS.make_room(self):
             self.stats.fd_limited += 1
-            self.logs.log(
+            FDS.logs.log(
                 logging.WARNING,
                 "fds",
                 self.now(),
@@ -476,6 +508,10 @@ class Transport:
     async def _open(self, link: _Link) -> None:
         host, port = link.addr
         link.dials += 1
+        # a dial holds its descriptor until it is counted as a connection, and
+        # one to a listener of this process the accepting end's too
+        held = 2 if link.addr in FDS.listeners else 1
+        FDS.pending += held
         try:
             _, proto = await asyncio.wait_for(
                 self.loop.create_connection(
@@ -484,17 +520,19 @@ class Transport:
                 self.limits.connect_timeout,
             )
         except asyncio.CancelledError:
+            FDS.pending -= held
             raise
         except Exception as exc:  # OSError, timeout, a bad address...
+            FDS.pending -= held
             self.stats.connect_failures += 1
             self._schedule_retry(link)
             if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
                 self.stats.fd_limited += 1
-                self.logs.log(
+                FDS.logs.log(
                     logging.WARNING,
                     "fds",
                     self.now(),
-                    "%s: out of file descriptors dialling %s:%s",
+                    "%s: out of file descriptors dialling %s:%s (stats.fd_limited)",
                     self.core.node_id,
                     host,
                     port,
@@ -505,12 +543,20 @@ class Transport:
         finally:
             link.connecting = None
             link.dials -= 1
+        FDS.pending -= 1  # this end is counted now (connection_made)
+        if held == 2:
+            local = proto.transport.get_extra_info("sockname") if proto.transport else None
+            if local in FDS.accepted:
+                FDS.pending -= 1  # the accepting end is counted already
+            else:
+                FDS.expected[local] = self.loop.time()
         assert isinstance(proto, GossipProtocol)
         if self.closing or self.links.get(link.addr) is not link or proto.closed:
             proto.close()
             return
         link.proto = proto  # (the backoff is reset when the peer answers)
         link.last_used = self.loop.time()
+        FDS.lru[link] = None
         proto.peer = link.addr
         self._evict_idle(keep=link)
         self.stats.connections_opened += 1
@@ -532,6 +578,7 @@ class Transport:
         open_links.sort(key=lambda lk: lk.last_used)
         for lk in open_links[:excess]:
             proto, lk.proto = lk.proto, None
+            FDS.lru.pop(lk, None)
             if proto is not None:
                 proto.close()
             self.stats.connections_evicted += 1
@@ -551,11 +598,17 @@ class Transport:
         FDS.in_use += 1
         if proto.outbound:
             return  # the core hears of it from _open, with the peer's address
+        FDS.accepted.add(proto.peer)
+        budgeted = FDS.expected.pop(proto.peer, None) is not None  # held by its dialler
+        if budgeted:
+            FDS.pending -= 1
         self.stats.connections_accepted += 1
         if self.closing:
             proto.close()
             return
-        if FDS.free() < 0 and not FDS.make_room(self):
+        # dials hold descriptors for the connections they will make (pending);
+        # an accepted one may use those: refuse only beyond the real limit
+        if not budgeted and FDS.in_use > FDS.limit and not FDS.make_room(self):
             self.stats.connections_refused += 1
             proto.abort()
             return
@@ -580,16 +633,18 @@ class Transport:
         if self.conns.pop(proto.conn, None) is None:
             return
         FDS.in_use -= 1
+        if not proto.outbound:
+            FDS.accepted.discard(proto.peer)
         if proto.partial:
             self._input_total -= proto.partial
             proto.partial = 0
         self.core.closed(proto.conn, self.now())
         if proto.outbound:
-            for link in self.links.values():
-                if link.proto is proto:
-                    link.proto = None
-                    self._schedule_retry(link)
-                    break
+            link = self.links.get(proto.peer)
+            if link is not None and link.proto is proto:
+                link.proto = None
+                FDS.lru.pop(link, None)
+                self._schedule_retry(link)
         self.drive()
 
     # -- input -------------------------------------------------------------
