@@ -474,7 +474,7 @@ async def test_dead_lives_leave_the_digests(implementation: str) -> None:
             answer = await asyncio.wait_for(read_message(reader), 5)
         finally:
             writer.close()
-        assert type(answer) is Digest and not answer.reply
+        assert isinstance(answer, Digest) and not answer.reply
         assert {origin for origin, _ in answer.watermarks} == {lives[-1], b.origin}
         fresh = await GossipNode.start(config("c", implementation))
         fresh.add_peer(b.addr)

@@ -3,25 +3,32 @@
 Hot paths (frame codec, LWW table, peer sampler) are compiled with Cython;
 ``FASTGOSSIP_NO_EXTENSIONS=1`` selects their pure-Python twins and
 ``IMPLEMENTATION`` says which is live.
+
+The message types here are abstract (see _messages.py): calling one makes the
+live implementation's message, and ``isinstance`` holds for messages of either
+implementation.
 """
 
 from ._codec import (
     DEFAULT_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
-    Digest,
-    Entry,
     FrameDecoder,
-    Gossip,
-    GossipBatch,
-    Ping,
-    Pong,
-    Replicate,
-    ReplicateAck,
     decode,
     encode,
     encode_many,
 )
 from ._impl import IMPLEMENTATION
+from ._messages import (
+    Digest,
+    Entry,
+    Gossip,
+    GossipBatch,
+    Message,
+    Ping,
+    Pong,
+    Replicate,
+    ReplicateAck,
+)
 from ._sampler import XorShift64
 from ._table import GossipState
 from .clock import HybridClock
@@ -51,6 +58,7 @@ __all__ = [
     "GossipState",
     "HybridClock",
     "LogEntry",
+    "Message",
     "NetworkStats",
     "NodeConfig",
     "NodeError",
