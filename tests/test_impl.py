@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -51,3 +52,14 @@ def test_unknown_implementation_is_refused() -> None:
         load("codec", "rust")
     with pytest.raises(ValueError, match="'cython', 'python' or None"):
         fastgossip.NodeConfig("n", implementation="rust")
+
+
+@pytest.mark.parametrize("name", ["codec", "table", "sampler"])
+def test_switch_modules_name_every_public_name_of_the_live_module(name: str) -> None:
+    """_codec.py & co. import each name explicitly (so type checkers see them):
+    they must list all of the implementation's public names, and be them."""
+    switch = importlib.import_module(f"fastgossip._{name}")
+    live = load(name)
+    assert sorted(switch.__all__) == sorted(live.__all__)
+    for attr in live.__all__:
+        assert getattr(switch, attr) is getattr(live, attr), attr

@@ -19,7 +19,8 @@ from typing import List, NamedTuple
 
 
 class LogEntry(NamedTuple):
-    index: int
+    # the field hides tuple.index(), as it has since the first release
+    index: int  # type: ignore[assignment]
     term: int
     checksum: int
     payload: bytes
