@@ -13,7 +13,6 @@ import zlib
 import pytest
 
 from fastgossip import (
-    ClusterNetwork,
     Fanout,
     GossipNode,
     NodeConfig,
@@ -26,6 +25,7 @@ from fastgossip import (
     read_message,
     write_message,
 )
+from fastgossip.testing import ClusterNetwork
 
 from .conftest import wait_for
 
