@@ -67,12 +67,3 @@ def gossip_msg(codec: ModuleType) -> Any:
 def gossip_batch64(codec: ModuleType) -> Any:
     """The 64-entry batch of the codec benchmarks."""
     return workloads.gossip_batch(codec)
-
-
-@pytest.fixture(params=["cython", "python"], ids=["c-extension", "pure-python"])
-def implementation(request: pytest.FixtureRequest) -> str:
-    """An implementation name for the node layer; compiled skipped when not built."""
-    if request.param == "cython":
-        for mod in ("fastgossip._codec_c", "fastgossip._table_c", "fastgossip._sampler_c"):
-            pytest.importorskip(mod, reason=f"{mod} is not built")
-    return request.param
