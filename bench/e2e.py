@@ -40,8 +40,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bench._meta import RESULTS, ROOT, format_targets, machine, write_json
 from fastgossip.fanout import Fanout
-from fastgossip.network import ClusterNetwork
 from fastgossip.node import GossipNode, NodeConfig
+from fastgossip.testing import ClusterNetwork
 
 IMPLS = ("cython", "python")
 LONG_INTERVAL = 3600.0  # "never" for a node whose rounds we drive by hand

@@ -7,6 +7,10 @@ from typing import Any, Callable
 import pytest
 
 from bench import workloads as w
+from bench.conftest import PER_OP
+
+# timed FAST_BATCH operations per call, reported per operation (bench/conftest.py)
+pytestmark = PER_OP
 
 
 @pytest.mark.parametrize("k", w.SAMPLE_KS)

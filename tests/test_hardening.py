@@ -366,7 +366,7 @@ async def test_a_small_descriptor_budget_still_converges(
     """With few file descriptors, 100 nodes took 10 s and 300 never converged,
     with hundreds of thousands of 'Too many open files' tracebacks. Dials stop
     short of the budget and close the least recently used link instead."""
-    from fastgossip.network import ClusterNetwork
+    from fastgossip.testing import ClusterNetwork
 
     monkeypatch.setattr(FDS, "limit", FDS.in_use + 30)
     async with await ClusterNetwork.spawn(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -51,3 +52,42 @@ def test_unknown_implementation_is_refused() -> None:
         load("codec", "rust")
     with pytest.raises(ValueError, match="'cython', 'python' or None"):
         fastgossip.NodeConfig("n", implementation="rust")
+
+
+@pytest.mark.parametrize("name", ["codec", "table", "sampler"])
+def test_switch_modules_name_every_public_name_of_the_live_module(name: str) -> None:
+    """_codec.py & co. import each name explicitly (so type checkers see them):
+    they must list all of the implementation's public names, and be them."""
+    switch = importlib.import_module(f"fastgossip._{name}")
+    live = load(name)
+    assert sorted(switch.__all__) == sorted(live.__all__)
+    for attr in live.__all__:
+        assert getattr(switch, attr) is getattr(live, attr), attr
+
+
+@pytest.mark.parametrize(
+    "name, home",
+    [
+        ("ClusterNetwork", "fastgossip.testing"),
+        ("NetworkStats", "fastgossip.testing"),
+        ("ReplicationLog", "fastgossip.replication"),
+        ("LogEntry", "fastgossip.replication"),
+    ],
+)
+def test_moved_names_still_work_with_a_deprecation_warning(name: str, home: str) -> None:
+    assert name not in fastgossip.__all__
+    with pytest.warns(DeprecationWarning, match=f"import it from {home}"):
+        obj = getattr(fastgossip, name)
+    assert obj is getattr(importlib.import_module(home), name)
+
+
+def test_network_module_still_exports_the_test_harness() -> None:
+    from fastgossip import network, testing
+
+    assert network.ClusterNetwork is testing.ClusterNetwork
+    assert network.NetworkStats is testing.NetworkStats
+
+
+def test_unknown_top_level_names_raise_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Gosip'"):
+        fastgossip.Gosip  # noqa: B018

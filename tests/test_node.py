@@ -13,7 +13,6 @@ import zlib
 import pytest
 
 from fastgossip import (
-    ClusterNetwork,
     Fanout,
     GossipNode,
     NodeConfig,
@@ -26,6 +25,7 @@ from fastgossip import (
     read_message,
     write_message,
 )
+from fastgossip.testing import ClusterNetwork
 
 from .conftest import wait_for
 
@@ -474,7 +474,7 @@ async def test_dead_lives_leave_the_digests(implementation: str) -> None:
             answer = await asyncio.wait_for(read_message(reader), 5)
         finally:
             writer.close()
-        assert type(answer) is Digest and not answer.reply
+        assert isinstance(answer, Digest) and not answer.reply
         assert {origin for origin, _ in answer.watermarks} == {lives[-1], b.origin}
         fresh = await GossipNode.start(config("c", implementation))
         fresh.add_peer(b.addr)

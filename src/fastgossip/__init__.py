@@ -3,33 +3,42 @@
 Hot paths (frame codec, LWW table, peer sampler) are compiled with Cython;
 ``FASTGOSSIP_NO_EXTENSIONS=1`` selects their pure-Python twins and
 ``IMPLEMENTATION`` says which is live.
+
+The message types here are abstract (see _messages.py): calling one makes the
+live implementation's message, and ``isinstance`` holds for messages of either
+implementation. Test helpers live in ``fastgossip.testing``; the replication
+log in ``fastgossip.replication``.
 """
+
+from typing import TYPE_CHECKING, Any, Dict
 
 from ._codec import (
     DEFAULT_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
-    Digest,
-    Entry,
     FrameDecoder,
-    Gossip,
-    GossipBatch,
-    Ping,
-    Pong,
-    Replicate,
-    ReplicateAck,
     decode,
     encode,
     encode_many,
 )
 from ._impl import IMPLEMENTATION
+from ._messages import (
+    Digest,
+    Entry,
+    Gossip,
+    GossipBatch,
+    Message,
+    Ping,
+    Pong,
+    Replicate,
+    ReplicateAck,
+    Value,
+)
 from ._sampler import XorShift64
 from ._table import GossipState
 from .clock import HybridClock
 from .errors import FrameError, GossipError, NodeError
 from .fanout import Fanout
-from .network import ClusterNetwork, NetworkStats
 from .node import GossipNode, NodeConfig, NodeStats, node_of
-from .replication import LogEntry, ReplicationLog
 from .streams import read_message, write_message
 
 __version__ = "0.1.0"
@@ -38,7 +47,6 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "IMPLEMENTATION",
     "PROTOCOL_VERSION",
-    "ClusterNetwork",
     "Digest",
     "Entry",
     "Fanout",
@@ -50,8 +58,7 @@ __all__ = [
     "GossipNode",
     "GossipState",
     "HybridClock",
-    "LogEntry",
-    "NetworkStats",
+    "Message",
     "NodeConfig",
     "NodeError",
     "NodeStats",
@@ -59,7 +66,7 @@ __all__ = [
     "Pong",
     "Replicate",
     "ReplicateAck",
-    "ReplicationLog",
+    "Value",
     "XorShift64",
     "decode",
     "encode",
@@ -68,3 +75,28 @@ __all__ = [
     "read_message",
     "write_message",
 ]
+
+# Names that moved out of the top level: still found here, with a warning,
+# for one release. (Hidden from type checkers, which then point at the move.)
+_MOVED: Dict[str, str] = {
+    "ClusterNetwork": "fastgossip.testing",
+    "NetworkStats": "fastgossip.testing",
+    "ReplicationLog": "fastgossip.replication",
+    "LogEntry": "fastgossip.replication",
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        home = _MOVED.get(name)
+        if home is None:
+            raise AttributeError(f"module 'fastgossip' has no attribute {name!r}")
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"fastgossip.{name} is deprecated and will be removed: import it from {home}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(home), name)

@@ -3,6 +3,11 @@
 ``FASTGOSSIP_NO_EXTENSIONS=1`` (read once, at import) selects the twins. Without
 it the compiled modules must be importable: a missing build is an error that
 says how to fix it, never a silent fallback to slow code.
+
+The switch modules (_codec.py, _table.py, _sampler.py) import the chosen
+module's names statically, so that type checkers see them (from the stubs
+_<name>_c.pyi); ``load`` picks a module at run time, for a node that runs on
+the other implementation (``NodeConfig(implementation="python")``) and tests.
 """
 
 from __future__ import annotations
@@ -28,8 +33,13 @@ def load(name: str, implementation: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(f"fastgossip._{name}_c")
     except ImportError as exc:
-        raise ImportError(
-            f"fastgossip's compiled module _{name}_c is not built ({exc}). Install with "
-            "'pip install .' (needs a C compiler), or set FASTGOSSIP_NO_EXTENSIONS=1 "
-            "to run the pure-Python implementation."
-        ) from exc
+        raise not_built(name, exc) from exc
+
+
+def not_built(name: str, exc: ImportError) -> ImportError:
+    """The error for a compiled module ``_<name>_c`` that cannot be imported."""
+    return ImportError(
+        f"fastgossip's compiled module _{name}_c is not built ({exc}). Install with "
+        "'pip install .' (needs a C compiler), or set FASTGOSSIP_NO_EXTENSIONS=1 "
+        "to run the pure-Python implementation."
+    )

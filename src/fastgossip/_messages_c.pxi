@@ -1,5 +1,5 @@
 # Compiled message types, included into _codec_c.pyx. Their pure-Python twins
-# live in _codec_py.py and must behave identically: same constructor
+# live in _messages_py.py and must behave identically: same constructor
 # signatures, same repr, equality and hashing by (type, fields).
 
 cimport cython
@@ -37,6 +37,14 @@ cdef class Message:
 
     def __reduce__(self):
         return (type(self), self.astuple())
+
+
+# fastgossip.Message, fastgossip.Entry, ... are the abstract types of
+# _messages.py; every type here registers with its own (Entry and Gossip too,
+# which have no Message base), as the twins do. (cdef classes exist before the
+# module body runs, so the later ones can be named here.)
+from fastgossip._messages import register as _register_abstract
+_register_abstract(Message, Entry, Gossip, Ping, Pong, Replicate, ReplicateAck, GossipBatch, Digest)
 
 
 # Entry, Gossip, Ping, Pong, Replicate and ReplicateAck hold only str, int and

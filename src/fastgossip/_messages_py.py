@@ -1,15 +1,19 @@
 """Pure-Python twins of the compiled message types (see _messages_c.pxi).
 
-Same constructors, same repr, equality and hashing by (type, fields).
+Same constructors, same repr, equality and hashing by (type, fields). Each
+registers with its abstract type in _messages.py, as the compiled ones do.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Tuple, Union
 
+from . import _messages as _abstract
+
 Value = Union[int, bytes]
 
 
+@_abstract.Message.register
 class Message:
     """Base of every message type: immutable, equal and hashed by its fields."""
 
@@ -58,6 +62,7 @@ def _check_str(name: str, value: object) -> str:
     )
 
 
+@_abstract.Entry.register
 class Entry(Message):
     """One LWW table entry: key, value, version, origin and stamp.
 
@@ -85,6 +90,7 @@ class Entry(Message):
         )
 
 
+@_abstract.Gossip.register
 class Gossip(Message):
     """A single key/value update (the reference's Gossip message)."""
 
@@ -108,6 +114,7 @@ class Gossip(Message):
         )
 
 
+@_abstract.Ping.register
 class Ping(Message):
     """Liveness probe; answered by a Pong with the same seq."""
 
@@ -120,6 +127,7 @@ class Ping(Message):
         self._init(_check_str("sender_id", sender_id), seq)
 
 
+@_abstract.Pong.register
 class Pong(Message):
     """Answer to a Ping, echoing its seq."""
 
@@ -132,6 +140,7 @@ class Pong(Message):
         self._init(_check_str("sender_id", sender_id), seq)
 
 
+@_abstract.Replicate.register
 class Replicate(Message):
     """A replication log entry offered by a leader."""
 
@@ -154,6 +163,7 @@ class Replicate(Message):
         self._init(_check_str("leader_id", leader_id), index, term, checksum, payload)
 
 
+@_abstract.ReplicateAck.register
 class ReplicateAck(Message):
     """A follower's verdict on one Replicate."""
 
@@ -167,6 +177,7 @@ class ReplicateAck(Message):
         self._init(_check_str("follower_id", follower_id), index, bool(success))
 
 
+@_abstract.GossipBatch.register
 class GossipBatch(Message):
     """Many entries in one frame: what a delta is sent as."""
 
@@ -179,6 +190,7 @@ class GossipBatch(Message):
         self._init(_check_str("sender_id", sender_id), tuple(entries))
 
 
+@_abstract.Digest.register
 class Digest(Message):
     """Per-origin high-water marks: ((origin, max_stamp), ...).
 

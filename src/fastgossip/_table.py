@@ -1,10 +1,20 @@
 """The table implementation in use: compiled, or the pure-Python twin.
 
 The rest of the package imports from here, never from _table_c/_table_py directly.
+Type checkers read the compiled module's stub (_table_c.pyi); at run time the
+names come from the module ``FASTGOSSIP_NO_EXTENSIONS`` selects (see _impl.py).
 """
 
-from ._impl import load
+from typing import TYPE_CHECKING
 
-_mod = load("table")
-globals().update({k: v for k, v in vars(_mod).items() if not k.startswith("__")})
-del load
+from ._impl import IMPLEMENTATION, not_built
+
+__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Entry", "GossipState"]
+
+if not TYPE_CHECKING and IMPLEMENTATION == "python":
+    from ._table_py import DEFAULT_MAX_FRAME_SIZE, Entry, GossipState
+else:
+    try:
+        from ._table_c import DEFAULT_MAX_FRAME_SIZE, Entry, GossipState
+    except ImportError as exc:
+        raise not_built("table", exc) from exc

@@ -319,20 +319,6 @@ cdef inline int wire_open(WireReader* r, const unsigned char* buf, Py_ssize_t n,
     return buf[5]
 
 
-cdef inline int rd_need(WireReader* r, Py_ssize_t size, const char* field) noexcept nogil:
-    if r.end - r.pos < size:
-        return wire_fail(r, WE_TRUNCATED, r.pos, field, size, r.end - r.pos, 0)
-    return 0
-
-
-cdef inline int rd_u8(WireReader* r, const char* field, uint8_t* out) noexcept nogil:
-    if r.end - r.pos < 1:
-        return wire_fail(r, WE_TRUNCATED, r.pos, field, 1, r.end - r.pos, 0)
-    out[0] = r.buf[r.pos]
-    r.pos += 1
-    return 0
-
-
 cdef inline int rd_u16(WireReader* r, const char* field, uint16_t* out) noexcept nogil:
     if r.end - r.pos < 2:
         return wire_fail(r, WE_TRUNCATED, r.pos, field, 2, r.end - r.pos, 0)

@@ -14,7 +14,7 @@ from . import __version__
 from ._impl import IMPLEMENTATION
 from .errors import NodeError
 from .fanout import Fanout
-from .network import ClusterNetwork
+from .testing import ClusterNetwork
 from .transport import FDS
 
 DEMO_HELP = """\

@@ -28,7 +28,8 @@ from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Optional
 
 
 class LogEntry(NamedTuple):
-    index: int
+    # the field hides tuple.index(), as it has since the first release
+    index: int  # type: ignore[assignment]
     term: int
     checksum: int
     payload: bytes

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 from types import ModuleType
-from typing import Any, Optional
+from typing import Optional
 
 from . import _codec
-from ._codec_py import DEFAULT_MAX_FRAME_SIZE, _length_error
+from ._codec import DEFAULT_MAX_FRAME_SIZE
+from ._messages import AnyMessage
 from .errors import FrameError
 
 __all__ = ["read_message", "write_message"]
@@ -32,7 +33,7 @@ _PREFIX_SIZE = 4
 
 
 async def write_message(
-    writer: asyncio.StreamWriter, msg: Any, *, codec: Optional[ModuleType] = None
+    writer: asyncio.StreamWriter, msg: AnyMessage, *, codec: Optional[ModuleType] = None
 ) -> None:
     """Encode ``msg`` as one frame, write it and wait for the buffer to drain."""
     writer.write((codec or _codec).encode(msg))
@@ -44,7 +45,7 @@ async def read_message(
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     *,
     codec: Optional[ModuleType] = None,
-) -> Any:
+) -> AnyMessage:
     """Read and decode one frame.
 
     Raises ``FrameError`` for a malformed frame (an oversized length prefix is
@@ -59,15 +60,16 @@ async def read_message(
         if exc.partial:
             raise _cut(len(exc.partial), None) from exc
         raise
+    # the codec's own check of a length prefix, with its words: a FrameError
+    # for a length below the minimum or above max_frame_size
+    mod.FrameDecoder(max_frame_size).feed_frames(prefix)
     length = int.from_bytes(prefix, "big")
-    error = _length_error(length, max_frame_size)
-    if error is not None:
-        raise error
     try:
         body = await reader.readexactly(length)
     except asyncio.IncompleteReadError as exc:
         raise _cut(_PREFIX_SIZE + len(exc.partial), _PREFIX_SIZE + length) from exc
-    return mod.decode(prefix + body, max_frame_size)
+    msg: AnyMessage = mod.decode(prefix + body, max_frame_size)
+    return msg
 
 
 def _cut(have: int, total: Optional[int]) -> FrameError:
