@@ -212,9 +212,10 @@ def test_decode_rejects_non_buffers(codec: ModuleType) -> None:
 
 def test_max_frame_size_argument(codec: ModuleType) -> None:
     frame = codec.encode(codec.Replicate("l", 1, 2, 3, b"x" * 100))
-    assert codec.decode(frame, max_frame_size=len(frame) - 4) is not None
-    assert frame_error(codec.decode, frame, max_frame_size=len(frame) - 5) == (
-        f"frame length {len(frame) - 4} exceeds max_frame_size {len(frame) - 5} at offset 0",
+    # max_frame_size bounds the whole frame, its 4-byte length prefix included
+    assert codec.decode(frame, max_frame_size=len(frame)) is not None
+    assert frame_error(codec.decode, frame, max_frame_size=len(frame) - 1) == (
+        f"frame of {len(frame)} bytes exceeds max_frame_size {len(frame) - 1} at offset 0",
         0,
     )
     assert encode_error(codec.decode, frame, 1) == (
@@ -288,7 +289,12 @@ MALFORMED = [
     (b"\x00\x00\x00", "truncated length prefix: 3 of 4 bytes present at offset 0", 0),
     (b"\x00\x00\x00\x00", "frame length 0 is below the minimum of 2 at offset 0", 0),
     (b"\x00\x00\x00\x01\x01", "frame length 1 is below the minimum of 2 at offset 0", 0),
-    (b"\xff\xff\xff\xff", "frame length 4294967295 exceeds max_frame_size 1048576 at offset 0", 0),
+    (
+        b"\xff\xff\xff\xff",
+        "frame of 4294967299 bytes exceeds max_frame_size 1048576 at offset 0",
+        0,
+    ),
+    (b"\x00\x0f\xff\xfd", "frame of 1048577 bytes exceeds max_frame_size 1048576 at offset 0", 0),
     (PING[:-1], "length prefix says 14 bytes follow but the frame holds 13 at offset 0", 0),
     (PING + b"\x00", "length prefix says 14 bytes follow but the frame holds 15 at offset 0", 0),
     (with_prefix(b"\x00\x02"), "unknown protocol version 0 at offset 4", 4),
@@ -797,18 +803,18 @@ def test_decoder_oversized_prefix_fails_at_once(codec: ModuleType) -> None:
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert err == ("frame length 4294967295 exceeds max_frame_size 1048576 at offset 0", 0)
+        assert err == ("frame of 4294967299 bytes exceeds max_frame_size 1048576 at offset 0", 0)
         assert peak < 64 * 1024
         assert dec.buffered == 0
 
 
 def test_decoder_small_limit(codec: ModuleType) -> None:
-    dec = codec.FrameDecoder(max_frame_size=16)
-    ok = codec.encode(codec.Ping("n", 1))  # length 13
+    dec = codec.FrameDecoder(max_frame_size=17)
+    ok = codec.encode(codec.Ping("n", 1))  # 17 bytes, prefix included
     assert dec.feed(ok) == [codec.Ping("n", 1)]
-    big = codec.encode(codec.Ping("n" * 10, 1))  # length 22
+    big = codec.encode(codec.Ping("n" * 2, 1))  # 18 bytes
     assert frame_error(dec.feed, big[:4]) == (
-        "frame length 22 exceeds max_frame_size 16 at offset 0",
+        "frame of 18 bytes exceeds max_frame_size 17 at offset 0",
         0,
     )
 
@@ -840,7 +846,7 @@ def test_decoder_memory_stays_bounded(codec: ModuleType) -> None:
         for _ in range(3):
             for i in range(0, len(frame), chunk):
                 dec.feed(frame[i : i + chunk])
-                assert dec.buffered <= limit + 4
+                assert dec.buffered <= limit
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -903,7 +909,7 @@ async def test_streams_oversized_prefix(codec: ModuleType) -> None:
         assert await reader.read() == b""  # the server gave up and closed
         (err,) = received
         assert isinstance(err, FrameError)
-        assert str(err) == "frame length 4294967295 exceeds max_frame_size 1000 at offset 0"
+        assert str(err) == "frame of 4294967299 bytes exceeds max_frame_size 1000 at offset 0"
         writer.close()
         await writer.wait_closed()
     finally:

@@ -1489,7 +1489,7 @@ cdef object _decode_frame(const unsigned char* buf, Py_ssize_t n, uint64_t max_f
     cdef object o
     if (n >= HEADER_SIZE and buf[5] == T_GOSSIP and buf[4] == PROTOCOL_VERSION
             and <uint64_t>rd32(buf) + PREFIX_SIZE == <uint64_t>n
-            and <uint64_t>rd32(buf) <= max_frame_size):
+            and <uint64_t>rd32(buf) + PREFIX_SIZE <= max_frame_size):
         o = _decode_gossip(buf, n, cache)
         if o is not None:
             return o
@@ -1582,9 +1582,10 @@ cdef class FrameDecoder:
     feed(data) takes any buffer, cut at any byte boundary, and returns the
     messages completed by it; feed_frames(data) returns the completed raw frames
     (bytes, prefix included) after checking only their length prefix. A prefix
-    above max_frame_size raises FrameError as soon as its 4 bytes are seen.
+    announcing a frame (prefix included) above max_frame_size raises
+    FrameError as soon as its 4 bytes are seen.
     After a FrameError the decoder stays failed. It holds at most one
-    incomplete frame (never more than max_frame_size + 4 bytes).
+    incomplete frame (never more than max_frame_size bytes, prefix included).
     """
 
     cdef unsigned char* _buf
@@ -1679,7 +1680,7 @@ cdef class FrameDecoder:
 
     cdef inline int _check_length(self, uint32_t length) except -1:
         cdef WireReader r
-        if length < MIN_FRAME_LENGTH or length > self._max:
+        if length < MIN_FRAME_LENGTH or <uint64_t>length + PREFIX_SIZE > self._max:
             wire_init(&r, NULL, 0)
             wire_check_length(&r, length, self._max)
             _raise(&r)
@@ -1728,7 +1729,7 @@ cdef class FrameDecoder:
         # whole frames straight from the caller's buffer
         while n - i >= PREFIX_SIZE:
             length = rd32(p + i)
-            if length < MIN_FRAME_LENGTH or length > self._max:
+            if length < MIN_FRAME_LENGTH or <uint64_t>length + PREFIX_SIZE > self._max:
                 self._check_length(length)
             flen = <Py_ssize_t>length + PREFIX_SIZE
             if n - i < flen:

@@ -373,11 +373,14 @@ def _overrun(
 
 def _length_error(length: int, max_frame_size: int) -> Optional[FrameError]:
     """The error for a bad length prefix, or None: the check a stream reader
-    makes as soon as it has the 4 prefix bytes (used by streams.py too)."""
+    makes as soon as it has the 4 prefix bytes (used by streams.py too).
+    ``max_frame_size`` bounds the whole frame, the 4 prefix bytes included."""
     if length < _MIN_FRAME_LENGTH:
         return _fail(f"frame length {length} is below the minimum of 2", 0)
-    if length > max_frame_size:
-        return _fail(f"frame length {length} exceeds max_frame_size {max_frame_size}", 0)
+    if length + _PREFIX_SIZE > max_frame_size:
+        return _fail(
+            f"frame of {length + _PREFIX_SIZE} bytes exceeds max_frame_size {max_frame_size}", 0
+        )
     return None
 
 
@@ -810,7 +813,7 @@ def _decode_at(buf: bytes, base: int, end: int, max_frame_size: int) -> AnyMessa
     if n < _PREFIX_SIZE:
         raise _truncated("length prefix", _PREFIX_SIZE, n, 0)
     length = _unpack_u32(buf, base)[0]
-    if length < _MIN_FRAME_LENGTH or length > max_frame_size:
+    if length < _MIN_FRAME_LENGTH or length + _PREFIX_SIZE > max_frame_size:
         raise _length_error(length, max_frame_size)  # type: ignore[misc]
     if length != n - _PREFIX_SIZE:
         raise _fail(
@@ -870,9 +873,10 @@ class FrameDecoder:
     feed(data) takes any buffer, cut at any byte boundary, and returns the
     messages completed by it; feed_frames(data) returns the completed raw frames
     (bytes, prefix included) after checking only their length prefix. A prefix
-    above max_frame_size raises FrameError as soon as its 4 bytes are seen.
+    announcing a frame (prefix included) above max_frame_size raises
+    FrameError as soon as its 4 bytes are seen.
     After a FrameError the decoder stays failed. It holds at most one
-    incomplete frame (never more than max_frame_size + 4 bytes).
+    incomplete frame (never more than max_frame_size bytes, prefix included).
     """
 
     __slots__ = ("_buf", "_max", "_error", "_busy")
@@ -934,7 +938,7 @@ class FrameDecoder:
                 if len(buf) < _PREFIX_SIZE:
                     return
                 length = _unpack_u32(buf, 0)[0]
-                if length < _MIN_FRAME_LENGTH or length > limit:
+                if length < _MIN_FRAME_LENGTH or length + _PREFIX_SIZE > limit:
                     raise _length_error(length, limit)  # type: ignore[misc]
             flen = _unpack_u32(buf, 0)[0] + _PREFIX_SIZE
             take = min(flen - len(buf), n - i)
@@ -948,7 +952,7 @@ class FrameDecoder:
         # whole frames straight from data
         while n - i >= _PREFIX_SIZE:
             length = _unpack_u32(data, i)[0]
-            if length < _MIN_FRAME_LENGTH or length > limit:
+            if length < _MIN_FRAME_LENGTH or length + _PREFIX_SIZE > limit:
                 raise _length_error(length, limit)  # type: ignore[misc]
             j = i + length + _PREFIX_SIZE
             if j > n:

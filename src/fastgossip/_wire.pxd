@@ -40,7 +40,7 @@ cdef enum:
     WE_COUNT = 7             # count the rest cannot hold            a=count b=left c=min item size
     WE_TRAILING = 8          # bytes left after the payload          a=left
     WE_LENGTH_MIN = 9        # length prefix < 2                     a=length
-    WE_LENGTH_MAX = 10       # length prefix > max_frame_size        a=length b=max
+    WE_LENGTH_MAX = 10       # length prefix + 4 > max_frame_size    a=length b=max
     WE_LENGTH_MISMATCH = 11  # length prefix != buffer size - 4      a=length b=actual
     WE_VERSION = 12          # unknown protocol version              a=version
     WE_TYPE = 13             # unknown message type                  a=type
@@ -289,10 +289,11 @@ cdef inline int wire_init(WireReader* r, const unsigned char* buf, Py_ssize_t n)
 
 
 cdef inline int wire_check_length(WireReader* r, uint32_t length, uint64_t max_frame_size) noexcept nogil:
-    """Check a length prefix on its own (what a stream decoder can do first)."""
+    """Check a length prefix on its own (what a stream decoder can do first).
+    max_frame_size bounds the whole frame, the 4 prefix bytes included."""
     if length < MIN_FRAME_LENGTH:
         return wire_fail(r, WE_LENGTH_MIN, 0, "length", length, 0, 0)
-    if length > max_frame_size:
+    if <uint64_t>length + PREFIX_SIZE > max_frame_size:
         return wire_fail(r, WE_LENGTH_MAX, 0, "length", length, max_frame_size, 0)
     return 0
 
@@ -499,7 +500,7 @@ cdef inline str wire_error_message(WireReader* r):
     elif code == WE_LENGTH_MIN:
         text = "frame length %d is below the minimum of 2" % r.err_a
     elif code == WE_LENGTH_MAX:
-        text = "frame length %d exceeds max_frame_size %d" % (r.err_a, r.err_b)
+        text = "frame of %d bytes exceeds max_frame_size %d" % (r.err_a + PREFIX_SIZE, r.err_b)
     elif code == WE_LENGTH_MISMATCH:
         text = "length prefix says %d bytes follow but the frame holds %d" % (r.err_a, r.err_b)
     elif code == WE_VERSION:
