@@ -390,3 +390,60 @@ def test_compiled_and_python_refuse_alike(
                 out.append(str(exc))
         states.append((out, snapshot(s), s.refusals(), s.bytes_held, s.origin_stats()))
     assert states[0] == states[1]
+
+
+# -- 8. restamp ----------------------------------------------------------------------
+
+
+def test_restamp(table: ModuleType) -> None:
+    s = table.GossipState()
+    s.set("b", 1, 10, "me", 10)
+    s.set("a", 2, 10, "me", 10)  # same stamp: (stamp, key) order puts "a" first
+    s.set("c", 3, 5, "me", 5)
+    s.set("c", 4, 12, "me", 12)  # its older record is stale
+    s.set("x", 9, 11, "other", 11)
+    s.set("d", 5, 13, "me", 13)
+    s.set("d", 6, 14, "other", 14)  # no longer held under "me"
+    forged = U64_MAX - 100
+    assert s.merge_frame(batch_frame("p", [("z", 1, 1, "me", forged)])) == 1  # a forgery
+    before = {e.key: e for e in s}
+    assert s.restamp("me", forged + 1) == 4
+    assert {e.key: e.stamp for e in s if e.origin == "me"} == {
+        "a": forged + 1,
+        "b": forged + 2,
+        "c": forged + 3,
+        "z": forged + 4,
+    }
+    for e in s:  # only stamps moved
+        assert e.astuple()[:4] == before[e.key].astuple()[:4]
+    assert s.watermarks() == {"me": forged + 4, "other": 14}
+    # a peer that took the forged watermark fetches every entry again, in order
+    assert [e.key for e in s.delta({"me": forged, "other": 14})] == ["a", "b", "c", "z"]
+    assert [e.key for e in s.delta({"me": forged + 2, "other": 14})] == ["c", "z"]
+    frames = s.delta_frames("me", {"me": forged, "other": 14})
+    peer = table.GossipState()
+    for f in frames:
+        peer.merge_frame(f)
+    assert peer.watermarks() == {"me": forged + 4}
+    # later writes continue above
+    s.set("c", 7, 20, "me", forged + 5)
+    assert [e.key for e in s.delta({"me": forged + 4, "other": 14})] == ["c"]
+
+
+def test_restamp_edges(table: ModuleType) -> None:
+    s = table.GossipState()
+    assert s.restamp("nobody", 5) == 0
+    s.set("a", 1, 1, "o", 7)
+    s.set("a", 2, 2, "q", 3)  # "o" holds nothing now
+    assert s.restamp("o", 100) == 0
+    assert s.watermarks() == {"o": 7, "q": 3}
+    assert s.restamp("q", 1) == 1  # a lower first stamp keeps the watermark
+    assert s.get_entry("a").stamp == 1 and s.watermarks()["q"] == 3
+    s.set("b", 1, 1, "q", 2)
+    with pytest.raises(ValueError, match=r"restamp: 2 stamps from 18446744073709551615 pass"):
+        s.restamp("q", U64_MAX)
+    assert s.restamp("q", U64_MAX - 1) == 2
+    with pytest.raises(TypeError, match="origin must be str, not int"):
+        s.restamp(1, 1)
+    with pytest.raises(ValueError, match=r"first_stamp must be in range \[0, 2\*\*64\)"):
+        s.restamp("q", -1)
