@@ -11,6 +11,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastgossip import streams
 from fastgossip._impl import load
@@ -140,7 +142,11 @@ def test_decoded_field_types(codec: ModuleType) -> None:
     assert entry.astuple() == ("a", 5, 1, "o", 9)
     digest = codec.decode(codec.encode(codec.Digest("s", {"a": 1}, True)))
     assert digest.watermarks == (("a", 1),) and type(digest.watermarks[0]) is tuple
-    assert digest.reply is True
+    assert digest.reply is True and digest.more is False
+    digest = codec.decode(codec.encode(codec.Digest("s", {"a": 1}, more=True)))
+    assert digest.reply is False and digest.more is True
+    assert digest == codec.Digest("s", {"a": 1}, False, True) != codec.Digest("s", {"a": 1})
+    assert repr(digest) == "Digest(sender_id='s', watermarks=(('a', 1),), reply=False, more=True)"
 
 
 def test_batch_origin_table(codec: ModuleType) -> None:
@@ -439,10 +445,16 @@ MALFORMED = [
     ),
     # Digest
     (
-        with_prefix(b"\x01\x07\x00\x01s\x03\x00\x00\x00\x00"),
-        "invalid bool byte 3 in reply at offset 9",
+        with_prefix(b"\x01\x07\x00\x01s\x04\x00\x00\x00\x00"),
+        "unknown digest flags 4 at offset 9",
         9,
     ),
+    (
+        with_prefix(b"\x01\x07\x00\x01s\xff\x00\x00\x00\x00"),
+        "unknown digest flags 255 at offset 9",
+        9,
+    ),
+    (with_prefix(b"\x01\x07\x00\x01s"), "truncated flags: 0 of 1 bytes present at offset 9", 9),
     (
         with_prefix(b"\x01\x07\x00\x01s\x00\x00\x00\x00\x01" + b"\x00" * 9),
         "n_watermarks 1 needs at least 10 bytes, 9 left at offset 10",
@@ -945,3 +957,69 @@ async def test_streams_bad_frame_and_default_codec() -> None:
     reader = asyncio.StreamReader()
     reader.feed_data(_codec.encode(_codec.Ping("x", 2)))
     assert await streams.read_message(reader) == _codec.Ping("x", 2)
+
+
+# ---------------------------------------------------------------------------
+# digest_frames: a digest too large for one frame, in parts
+
+
+def test_digest_frames_one_frame_when_it_fits(codec: ModuleType) -> None:
+    wms = {f"n{i}#abc": i for i in range(50)}
+    (frame,) = codec.digest_frames("me", wms, True, 1 << 20)
+    assert frame == codec.encode(codec.Digest("me", wms, reply=True))
+    (frame,) = codec.digest_frames("me", {}, False, 13 + 2)
+    assert codec.decode(frame) == codec.Digest("me")
+
+
+def test_digest_frames_split(codec: ModuleType) -> None:
+    wms = {f"origin-{i}": i for i in range(100)}
+    whole = len(codec.encode(codec.Digest("me", wms)))
+    frames = codec.digest_frames("me", wms, True, 300)
+    assert whole > 300 and len(frames) > 1
+    parts = [codec.FrameDecoder(300).feed(f)[0] for f in frames]
+    assert all(len(f) <= 300 for f in frames)
+    assert [p.more for p in parts] == [True] * (len(parts) - 1) + [False]
+    assert all(p.reply and p.sender_id == "me" for p in parts)
+    assert [w for p in parts for w in p.watermarks] == list(wms.items())
+    # greedy: each part but the last could not take the next watermark
+    for p, nxt in zip(parts, parts[1:]):
+        assert len(codec.encode(p)) + 10 + len(nxt.watermarks[0][0]) > 300
+
+
+def test_digest_frames_errors(codec: ModuleType) -> None:
+    with pytest.raises(ValueError, match="the watermark of origin 'x{40}' needs a 65-byte"):
+        codec.digest_frames("me", {"a": 1, "x" * 40: 2}, False, 64)
+    with pytest.raises(ValueError, match="a Digest from 'm{60}' needs a 73-byte frame"):
+        codec.digest_frames("m" * 60, {}, False, 64)
+    with pytest.raises(TypeError, match="Digest.watermarks.0..stamp must be int, not str"):
+        codec.digest_frames("me", {"a": "1"}, False, 64)
+    with pytest.raises(ValueError, match=r"max_frame_size must be in \[2, 4294967295\], got 1"):
+        codec.digest_frames("me", {}, False, 1)
+
+
+def test_digest_frames_twins_agree() -> None:
+    wms = {"é" * i: i for i in range(1, 60)}
+    c, py = load("codec", "cython"), load("codec", "python")
+    for limit in (200, 333, 1000, 1 << 20):
+        assert c.digest_frames("s", wms, False, limit) == py.digest_frames("s", wms, False, limit)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=30), st.integers(0, (1 << 64) - 1), max_size=40),
+    st.booleans(),
+    st.integers(19 + 10 + 4 * 30, 2000),  # room for the sender and the longest origin
+)
+def test_digest_frames_round_trip(wms: dict, reply: bool, limit: int) -> None:
+    """Splitting a digest, then merging its parts' watermarks, gives it back."""
+    for codec in (load("codec", "cython"), load("codec", "python")):
+        frames = codec.digest_frames("sender", wms, reply, limit)
+        parts = [codec.decode(f, limit) for f in frames]
+        assert all(len(f) <= limit for f in frames)
+        assert [p.more for p in parts] == [True] * (len(parts) - 1) + [False]
+        assert all(p.reply == reply for p in parts)
+        merged: dict = {}
+        for p in parts:
+            merged.update(p.watermarks)
+        assert merged == wms
+        assert all(p.watermarks for p in parts) or len(parts) == 1

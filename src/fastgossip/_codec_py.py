@@ -44,6 +44,7 @@ __all__ = [
     "Replicate",
     "ReplicateAck",
     "decode",
+    "digest_frames",
     "encode",
     "encode_many",
     "frame_type",
@@ -71,6 +72,8 @@ _MIN_ENTRY_SIZE = 22
 _MIN_WATERMARK_SIZE = 10
 _V_INT = 0
 _V_BYTES = 1
+_DIGEST_REPLY = 1  # Digest flags: bit 0 reply, bit 1 more; the others must be 0
+_DIGEST_MORE = 2
 
 _HEADER = struct.Struct(">IBB")
 _U16 = struct.Struct(">H")
@@ -303,7 +306,8 @@ def _e_batch(m: GossipBatch) -> bytes:
 
 def _e_digest(m: Digest) -> bytes:
     sender = _utf8(m.sender_id, "Digest", "sender_id")
-    parts = [_str16(sender), b"\x01" if m.reply else b"\x00", _pack_u32(len(m.watermarks))]
+    flags = (_DIGEST_REPLY if m.reply else 0) | (_DIGEST_MORE if m.more else 0)
+    parts = [_str16(sender), bytes((flags,)), _pack_u32(len(m.watermarks))]
     for i, w in enumerate(m.watermarks):
         if type(w) is not tuple or len(w) != 2:
             raise ValueError(f"Digest.watermarks[{i}] must be an (origin, stamp) pair")
@@ -638,7 +642,11 @@ def _d_batch(buf: bytes, base: int, pos: int, end: int) -> GossipBatch:
 
 def _d_digest(buf: bytes, base: int, pos: int, end: int) -> Digest:
     sender, _, pos = _sender_at(buf, base, pos, end, "sender_id")
-    reply = _bool_at(buf, base, pos, end, "reply")
+    if end - pos < 1:
+        raise _truncated("flags", 1, end - pos, pos - base)
+    flags = buf[pos]
+    if flags & ~(_DIGEST_REPLY | _DIGEST_MORE):
+        raise _fail(f"unknown digest flags {flags}", pos - base)
     pos += 1
     at = pos
     if end - pos < 4:
@@ -659,7 +667,8 @@ def _d_digest(buf: bytes, base: int, pos: int, end: int) -> Digest:
     m = _new(Digest)
     _oset(m, "sender_id", sender)
     _oset(m, "watermarks", tuple(wms))
-    _oset(m, "reply", reply)
+    _oset(m, "reply", bool(flags & _DIGEST_REPLY))
+    _oset(m, "more", bool(flags & _DIGEST_MORE))
     return m
 
 
@@ -852,6 +861,45 @@ def decode(frame: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> AnyMessa
         max_frame_size = _check_max(max_frame_size)
     buf = frame if type(frame) is bytes else _as_bytes(frame, "decode")
     return _decode_at(buf, 0, len(buf), max_frame_size)
+
+
+def digest_frames(sender_id: str, watermarks: Any, reply: bool, max_frame_size: int) -> List[bytes]:
+    """The Digest of ``watermarks`` (a dict or (origin, stamp) pairs) as encoded
+    frames of at most ``max_frame_size`` bytes each (prefix included): one
+    frame when it fits (one encode call), else parts in order, every one but
+    the last with ``more=True``, each with ``reply``. ValueError when one
+    watermark alone cannot fit a frame.
+    """
+    limit = _check_max(max_frame_size)
+    msg = Digest(sender_id, watermarks, reply)
+    frame = encode(msg)
+    if len(frame) <= limit:
+        return [frame]
+    base = 13 + ((frame[6] << 8) | frame[7])  # header, sender, flags, count
+    if base > limit:
+        raise ValueError(
+            f"a Digest from {msg.sender_id!r} needs a {base}-byte frame, more than "
+            f"max_frame_size {limit}"
+        )
+    parts: List[list] = []
+    part: list = []
+    size = base
+    for pair in msg.watermarks:
+        item = 10 + len(pair[0].encode("utf-8"))
+        if base + item > limit:
+            raise ValueError(
+                f"the watermark of origin {pair[0]!r} needs a {base + item}-byte Digest frame, "
+                f"more than max_frame_size {limit}"
+            )
+        if size + item > limit:
+            parts.append(part)
+            part = []
+            size = base
+        part.append(pair)
+        size += item
+    parts.append(part)
+    last = len(parts) - 1
+    return [encode(Digest(msg.sender_id, p, reply, i < last)) for i, p in enumerate(parts)]
 
 
 def frame_type(frame: Any) -> int:

@@ -27,6 +27,8 @@ cdef enum:
     MAX_STR_SIZE = 65535     # str16 payload bytes
     MAX_ORIGINS = 65535      # u16 n_origins
     MAX_TYPE = 7             # highest known type code
+    DIGEST_REPLY = 1         # Digest flags: bit 0
+    DIGEST_MORE = 2          # bit 1; the others must be 0
 
 # Error codes recorded in WireReader.err (see wire_error_message for the text).
 cdef enum:
@@ -44,6 +46,7 @@ cdef enum:
     WE_LENGTH_MISMATCH = 11  # length prefix != buffer size - 4      a=length b=actual
     WE_VERSION = 12          # unknown protocol version              a=version
     WE_TYPE = 13             # unknown message type                  a=type
+    WE_FLAGS = 14            # unknown bits in Digest flags          a=flags byte
 
 
 cdef inline uint16_t rd16(const unsigned char* p) noexcept nogil:
@@ -507,6 +510,8 @@ cdef inline str wire_error_message(WireReader* r):
         text = "unknown protocol version %d" % r.err_a
     elif code == WE_TYPE:
         text = "unknown message type %d" % r.err_a
+    elif code == WE_FLAGS:
+        text = "unknown digest flags %d" % r.err_a
     else:
         text = "malformed frame"
     return "%s at offset %d" % (text, r.err_offset)
