@@ -1072,6 +1072,8 @@ cdef class GossipState:
                 + (4 + <Py_ssize_t>e.blen if e.tag == V_BYTES else 8)) > max_size:
             kind = R_TOO_LARGE
         else:
+            if self._max_keys < 0 and self._max_bytes < 0:
+                self._resolve(e, oidp)  # nothing can refuse it now: intern it first
             done = self._apply(e, oidp)
             if done != 2:
                 return done
@@ -1086,7 +1088,8 @@ cdef class GossipState:
         refused (see _table_py.py's docstring) are counted in ``refusals()``."""
         cdef Py_ssize_t max_size = 1 << 20
         cdef uint64_t mstamp = _U64_MAX, mversion = _U64_MAX
-        cdef uint32_t oid
+        cdef uint32_t oid = UNINTERNED
+        cdef PyObject* prev
         if max_frame_size is not DEFAULT_MAX_FRAME_SIZE:
             max_size = _conv_max_frame_size(max_frame_size)
         if max_stamp is not _U64_MAX_OBJ:
@@ -1148,9 +1151,12 @@ cdef class GossipState:
                 ins[i].oname = op
                 ins[i].olen = on
                 ins[i].opy = <PyObject*>origin
+            prev = NULL
             for i in range(n):
                 ins[i].h = _hash(ins[i].key, ins[i].klen)
-                oid = UNINTERNED
+                if ins[i].opy != prev:  # (runs of one origin object look it up once)
+                    oid = UNINTERNED
+                    prev = ins[i].opy
                 if self._merge_one(&ins[i], &oid, max_size, mstamp, mversion) == 1:
                     changed.append(self._result(<object>PyList_GET_ITEM(items, i), &ins[i],
                                                 origins[i]))
