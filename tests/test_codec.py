@@ -11,6 +11,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastgossip import streams
 from fastgossip._impl import load
@@ -140,7 +142,11 @@ def test_decoded_field_types(codec: ModuleType) -> None:
     assert entry.astuple() == ("a", 5, 1, "o", 9)
     digest = codec.decode(codec.encode(codec.Digest("s", {"a": 1}, True)))
     assert digest.watermarks == (("a", 1),) and type(digest.watermarks[0]) is tuple
-    assert digest.reply is True
+    assert digest.reply is True and digest.more is False
+    digest = codec.decode(codec.encode(codec.Digest("s", {"a": 1}, more=True)))
+    assert digest.reply is False and digest.more is True
+    assert digest == codec.Digest("s", {"a": 1}, False, True) != codec.Digest("s", {"a": 1})
+    assert repr(digest) == "Digest(sender_id='s', watermarks=(('a', 1),), reply=False, more=True)"
 
 
 def test_batch_origin_table(codec: ModuleType) -> None:
@@ -212,9 +218,10 @@ def test_decode_rejects_non_buffers(codec: ModuleType) -> None:
 
 def test_max_frame_size_argument(codec: ModuleType) -> None:
     frame = codec.encode(codec.Replicate("l", 1, 2, 3, b"x" * 100))
-    assert codec.decode(frame, max_frame_size=len(frame) - 4) is not None
-    assert frame_error(codec.decode, frame, max_frame_size=len(frame) - 5) == (
-        f"frame length {len(frame) - 4} exceeds max_frame_size {len(frame) - 5} at offset 0",
+    # max_frame_size bounds the whole frame, its 4-byte length prefix included
+    assert codec.decode(frame, max_frame_size=len(frame)) is not None
+    assert frame_error(codec.decode, frame, max_frame_size=len(frame) - 1) == (
+        f"frame of {len(frame)} bytes exceeds max_frame_size {len(frame) - 1} at offset 0",
         0,
     )
     assert encode_error(codec.decode, frame, 1) == (
@@ -288,7 +295,12 @@ MALFORMED = [
     (b"\x00\x00\x00", "truncated length prefix: 3 of 4 bytes present at offset 0", 0),
     (b"\x00\x00\x00\x00", "frame length 0 is below the minimum of 2 at offset 0", 0),
     (b"\x00\x00\x00\x01\x01", "frame length 1 is below the minimum of 2 at offset 0", 0),
-    (b"\xff\xff\xff\xff", "frame length 4294967295 exceeds max_frame_size 1048576 at offset 0", 0),
+    (
+        b"\xff\xff\xff\xff",
+        "frame of 4294967299 bytes exceeds max_frame_size 1048576 at offset 0",
+        0,
+    ),
+    (b"\x00\x0f\xff\xfd", "frame of 1048577 bytes exceeds max_frame_size 1048576 at offset 0", 0),
     (PING[:-1], "length prefix says 14 bytes follow but the frame holds 13 at offset 0", 0),
     (PING + b"\x00", "length prefix says 14 bytes follow but the frame holds 15 at offset 0", 0),
     (with_prefix(b"\x00\x02"), "unknown protocol version 0 at offset 4", 4),
@@ -433,10 +445,16 @@ MALFORMED = [
     ),
     # Digest
     (
-        with_prefix(b"\x01\x07\x00\x01s\x03\x00\x00\x00\x00"),
-        "invalid bool byte 3 in reply at offset 9",
+        with_prefix(b"\x01\x07\x00\x01s\x04\x00\x00\x00\x00"),
+        "unknown digest flags 4 at offset 9",
         9,
     ),
+    (
+        with_prefix(b"\x01\x07\x00\x01s\xff\x00\x00\x00\x00"),
+        "unknown digest flags 255 at offset 9",
+        9,
+    ),
+    (with_prefix(b"\x01\x07\x00\x01s"), "truncated flags: 0 of 1 bytes present at offset 9", 9),
     (
         with_prefix(b"\x01\x07\x00\x01s\x00\x00\x00\x00\x01" + b"\x00" * 9),
         "n_watermarks 1 needs at least 10 bytes, 9 left at offset 10",
@@ -797,18 +815,18 @@ def test_decoder_oversized_prefix_fails_at_once(codec: ModuleType) -> None:
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert err == ("frame length 4294967295 exceeds max_frame_size 1048576 at offset 0", 0)
+        assert err == ("frame of 4294967299 bytes exceeds max_frame_size 1048576 at offset 0", 0)
         assert peak < 64 * 1024
         assert dec.buffered == 0
 
 
 def test_decoder_small_limit(codec: ModuleType) -> None:
-    dec = codec.FrameDecoder(max_frame_size=16)
-    ok = codec.encode(codec.Ping("n", 1))  # length 13
+    dec = codec.FrameDecoder(max_frame_size=17)
+    ok = codec.encode(codec.Ping("n", 1))  # 17 bytes, prefix included
     assert dec.feed(ok) == [codec.Ping("n", 1)]
-    big = codec.encode(codec.Ping("n" * 10, 1))  # length 22
+    big = codec.encode(codec.Ping("n" * 2, 1))  # 18 bytes
     assert frame_error(dec.feed, big[:4]) == (
-        "frame length 22 exceeds max_frame_size 16 at offset 0",
+        "frame of 18 bytes exceeds max_frame_size 17 at offset 0",
         0,
     )
 
@@ -840,7 +858,7 @@ def test_decoder_memory_stays_bounded(codec: ModuleType) -> None:
         for _ in range(3):
             for i in range(0, len(frame), chunk):
                 dec.feed(frame[i : i + chunk])
-                assert dec.buffered <= limit + 4
+                assert dec.buffered <= limit
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -903,7 +921,7 @@ async def test_streams_oversized_prefix(codec: ModuleType) -> None:
         assert await reader.read() == b""  # the server gave up and closed
         (err,) = received
         assert isinstance(err, FrameError)
-        assert str(err) == "frame length 4294967295 exceeds max_frame_size 1000 at offset 0"
+        assert str(err) == "frame of 4294967299 bytes exceeds max_frame_size 1000 at offset 0"
         writer.close()
         await writer.wait_closed()
     finally:
@@ -939,3 +957,69 @@ async def test_streams_bad_frame_and_default_codec() -> None:
     reader = asyncio.StreamReader()
     reader.feed_data(_codec.encode(_codec.Ping("x", 2)))
     assert await streams.read_message(reader) == _codec.Ping("x", 2)
+
+
+# ---------------------------------------------------------------------------
+# digest_frames: a digest too large for one frame, in parts
+
+
+def test_digest_frames_one_frame_when_it_fits(codec: ModuleType) -> None:
+    wms = {f"n{i}#abc": i for i in range(50)}
+    (frame,) = codec.digest_frames("me", wms, True, 1 << 20)
+    assert frame == codec.encode(codec.Digest("me", wms, reply=True))
+    (frame,) = codec.digest_frames("me", {}, False, 13 + 2)
+    assert codec.decode(frame) == codec.Digest("me")
+
+
+def test_digest_frames_split(codec: ModuleType) -> None:
+    wms = {f"origin-{i}": i for i in range(100)}
+    whole = len(codec.encode(codec.Digest("me", wms)))
+    frames = codec.digest_frames("me", wms, True, 300)
+    assert whole > 300 and len(frames) > 1
+    parts = [codec.FrameDecoder(300).feed(f)[0] for f in frames]
+    assert all(len(f) <= 300 for f in frames)
+    assert [p.more for p in parts] == [True] * (len(parts) - 1) + [False]
+    assert all(p.reply and p.sender_id == "me" for p in parts)
+    assert [w for p in parts for w in p.watermarks] == list(wms.items())
+    # greedy: each part but the last could not take the next watermark
+    for p, nxt in zip(parts, parts[1:]):
+        assert len(codec.encode(p)) + 10 + len(nxt.watermarks[0][0]) > 300
+
+
+def test_digest_frames_errors(codec: ModuleType) -> None:
+    with pytest.raises(ValueError, match="the watermark of origin 'x{40}' needs a 65-byte"):
+        codec.digest_frames("me", {"a": 1, "x" * 40: 2}, False, 64)
+    with pytest.raises(ValueError, match="a Digest from 'm{60}' needs a 73-byte frame"):
+        codec.digest_frames("m" * 60, {}, False, 64)
+    with pytest.raises(TypeError, match="Digest.watermarks.0..stamp must be int, not str"):
+        codec.digest_frames("me", {"a": "1"}, False, 64)
+    with pytest.raises(ValueError, match=r"max_frame_size must be in \[2, 4294967295\], got 1"):
+        codec.digest_frames("me", {}, False, 1)
+
+
+def test_digest_frames_twins_agree() -> None:
+    wms = {"é" * i: i for i in range(1, 60)}
+    c, py = load("codec", "cython"), load("codec", "python")
+    for limit in (200, 333, 1000, 1 << 20):
+        assert c.digest_frames("s", wms, False, limit) == py.digest_frames("s", wms, False, limit)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=30), st.integers(0, (1 << 64) - 1), max_size=40),
+    st.booleans(),
+    st.integers(19 + 10 + 4 * 30, 2000),  # room for the sender and the longest origin
+)
+def test_digest_frames_round_trip(wms: dict, reply: bool, limit: int) -> None:
+    """Splitting a digest, then merging its parts' watermarks, gives it back."""
+    for codec in (load("codec", "cython"), load("codec", "python")):
+        frames = codec.digest_frames("sender", wms, reply, limit)
+        parts = [codec.decode(f, limit) for f in frames]
+        assert all(len(f) <= limit for f in frames)
+        assert [p.more for p in parts] == [True] * (len(parts) - 1) + [False]
+        assert all(p.reply == reply for p in parts)
+        merged: dict = {}
+        for p in parts:
+            merged.update(p.watermarks)
+        assert merged == wms
+        assert all(p.watermarks for p in parts) or len(parts) == 1

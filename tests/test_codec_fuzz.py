@@ -38,7 +38,11 @@ message_specs = st.one_of(
     st.tuples(st.just("ReplicateAck"), texts, u64s, st.booleans()),
     st.tuples(st.just("GossipBatch"), texts, st.lists(entry_specs, max_size=8)),
     st.tuples(
-        st.just("Digest"), texts, st.lists(st.tuples(origins, u64s), max_size=6), st.booleans()
+        st.just("Digest"),
+        texts,
+        st.lists(st.tuples(origins, u64s), max_size=6),
+        st.booleans(),
+        st.booleans(),
     ),
 )
 

@@ -228,7 +228,7 @@ def test_set_validation(
 
 def test_limits_are_accepted(table: ModuleType) -> None:
     s = table.GossipState()
-    assert s.set("x" * 65535, U64_MAX, U64_MAX, "o" * 65535, U64_MAX)
+    assert s.set("x" * 65535, U64_MAX, U64_MAX, "o" * table.MAX_ORIGIN_BYTES, U64_MAX)
     assert s.get("x" * 65535) == (U64_MAX, U64_MAX)
     assert s.max_version == U64_MAX
 
@@ -563,10 +563,14 @@ def test_header_errors() -> None:
         assert str(err) == f"unknown message type {mtype} at offset 5"
     for mtype in (2, 3, 4, 5, 7):  # the codec's error for such a payload
         _both_fail_alike(frame[:5] + bytes([mtype]) + frame[6:])
-    err = _both_fail_alike(frame, max_frame_size=len(frame) - 5)
+    err = _both_fail_alike(frame, max_frame_size=len(frame) - 1)  # the prefix counts
     assert err.offset == 0
     for mod in both():
-        assert mod.GossipState().merge_frame(frame, max_frame_size=len(frame) - 4) == 4
+        s = mod.GossipState()
+        # the frame is accepted; its entries are not storable under so small a limit
+        assert s.merge_frame(frame, max_frame_size=len(frame)) == 0
+        assert s.refusals()["too_large"] == len(ENTRIES)
+        assert mod.GossipState().merge_frame(frame) == 4
 
 
 def _entry_offsets() -> Tuple[bytes, int]:
@@ -1057,17 +1061,17 @@ def test_delta_frames_oversized_entry(table: ModuleType) -> None:
     s.set("small", 1, 1, "", 1)
     s.set("big", b"x" * 1000, 2, "", 2)
     s.set("after", 1, 3, "", 3)
-    # frames stop before an entry no frame can hold...
+    # an entry no frame can hold is skipped and counted; the others still go
     frames = s.delta_frames("me", {}, max_frame_size=200)
-    assert [e[0] for f in frames for e in _decode_batch(f)[1]] == ["small"]
-    # ...and it raises once it is the first due
-    with pytest.raises(
-        ValueError,
-        match="entry for key 'big' needs a 1046-byte frame, more than max_frame_size 200",
-    ):
-        s.delta_frames("me", {"": 1}, max_frame_size=200)
+    assert [e[0] for f in frames for e in _decode_batch(f)[1]] == ["small", "after"]
+    assert s.refusals()["unrelayable"] == 1
+    # ...also when it is the first due: never a ValueError
+    frames = s.delta_frames("me", {"": 1}, max_frame_size=200)
+    assert [e[0] for f in frames for e in _decode_batch(f)[1]] == ["after"]
+    assert s.refusals()["unrelayable"] == 2
     assert len(s.delta_frames("me", {}, max_frame_size=1046)) == 3
     assert len(s.delta_frames("me", {}, max_frame_size=1045)) == 1
+    assert s.refusals()["unrelayable"] == 3
 
 
 def test_delta_frames_arguments(table: ModuleType) -> None:

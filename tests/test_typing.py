@@ -25,11 +25,6 @@ if importlib.util.find_spec("mypy") is None:
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(fastgossip.__file__).resolve().parent
 
-# Files being rewritten on another branch, whose mypy errors are fixed there.
-# Errors in them make test_package_is_mypy_clean xfail; errors anywhere else
-# fail it. Tighten (empty this set) once that branch has landed.
-OTHER_BRANCH = {"node.py", "protocol.py", "_codec_py.py"}
-
 ERROR = re.compile(r"^(?P<path>[^:\n]+\.pyi?):(?P<line>\d+): error: (?P<text>.*)$", re.M)
 
 
@@ -55,14 +50,8 @@ def test_package_is_mypy_clean() -> None:
     if not (ROOT / "pyproject.toml").exists() or not (ROOT / "src" / "fastgossip").exists():
         pytest.skip("needs the source tree (pyproject.toml's [tool.mypy])")
     output = run_mypy(cwd=ROOT)  # files and options from pyproject.toml
-    errors = errors_in(output)
-    ours = [m.group(0) for m in errors if Path(m.group("path")).name not in OTHER_BRANCH]
-    assert not ours, "mypy errors:\n" + "\n".join(ours)
-    if errors:
-        pytest.xfail(
-            f"{len(errors)} mypy errors, all in {sorted(OTHER_BRANCH)}, which another "
-            "branch rewrites"
-        )
+    errors = [m.group(0) for m in errors_in(output)]
+    assert not errors, "mypy errors:\n" + "\n".join(errors)
 
 
 USER_SCRIPT = """\
@@ -132,14 +121,8 @@ def test_stubs_agree_with_the_compiled_modules(tmp_path: Path) -> None:
     modules = ["fastgossip._codec_c", "fastgossip._table_c", "fastgossip._sampler_c"]
     for name in modules:
         pytest.importorskip(name, reason=f"{name} is not built")
-    # stubtest checks nothing while the package has mypy errors; those of the
-    # files another branch rewrites are the other test's business
     config = tmp_path / "mypy.ini"
-    config.write_text(
-        "[mypy]\n[mypy-"
-        + ",".join(f"fastgossip.{Path(f).stem}" for f in sorted(OTHER_BRANCH))
-        + "]\nignore_errors = True\n"
-    )
+    config.write_text("[mypy]\n")
     env = dict(os.environ, PYTHONPATH=str(PACKAGE_DIR.parent), MYPYPATH="")
     args = [sys.executable, "-m", "mypy.stubtest", "--mypy-config-file", str(config)]
     # PEP 800's disjoint bases (every cdef class is one) need typing_extensions

@@ -95,3 +95,4 @@ cdef class Digest(Message):
     cdef readonly str sender_id
     cdef readonly tuple watermarks
     cdef readonly bint reply
+    cdef readonly bint more

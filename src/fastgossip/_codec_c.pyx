@@ -266,7 +266,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE", "PROTOCOL_VERSION", "T_DIGEST", "T_GOSSIP", "T_GOSSIP_BATCH",
     "T_PING", "T_PONG", "T_REPLICATE", "T_REPLICATE_ACK", "Digest", "Entry", "FrameDecoder",
     "Gossip", "GossipBatch", "Message", "Ping", "Pong", "Replicate", "ReplicateAck", "decode",
-    "encode", "encode_many", "frame_type",
+    "digest_frames", "encode", "encode_many", "frame_type",
 ]
 
 globals()["PROTOCOL_VERSION"] = PROTOCOL_VERSION
@@ -869,7 +869,7 @@ cdef Py_ssize_t _m_digest(Digest m, Plan* p) except -1:
     cdef object w
     cdef ItemPlan* it
     _get_str(m.sender_id, &p.s0, &p.n0, "Digest", "sender_id", -1, NULL)
-    p.flag = m.reply
+    p.u0 = (DIGEST_REPLY if m.reply else 0) | (DIGEST_MORE if m.more else 0)
     if wms is None:
         _type_error(wms, "tuple", "Digest", "watermarks", -1, NULL)
     n = PyTuple_GET_SIZE(wms)
@@ -975,7 +975,7 @@ cdef unsigned char* _write(Plan* p, unsigned char* q) noexcept nogil:
             memcpy(q, block + at, p.elen - at)
             q += p.elen - at
     elif t == T_DIGEST:
-        q[0] = 1 if p.flag else 0
+        q[0] = <unsigned char>p.u0
         wr32(q + 1, <uint32_t>p.count)
         q += 5
         for i in range(p.count):
@@ -1371,7 +1371,7 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
 cdef object _d_digest(WireReader* r, StrCache* cache):
     cdef const unsigned char* s = NULL
     cdef Py_ssize_t n = 0, at, i
-    cdef bint reply = 0
+    cdef uint8_t flags = 0
     cdef uint32_t count = 0
     cdef uint64_t stamp = 0
     cdef tuple wms, pair
@@ -1379,7 +1379,10 @@ cdef object _d_digest(WireReader* r, StrCache* cache):
     if rd_str(r, "sender_id", &s, &n) < 0:
         _raise(r)
     sender = _dec_sender(r, s, n, cache, "sender_id")
-    if rd_bool(r, "reply", &reply) < 0:
+    if rd_u8(r, "flags", &flags) < 0:
+        _raise(r)
+    if flags & ~(DIGEST_REPLY | DIGEST_MORE):
+        wire_fail(r, WE_FLAGS, r.pos - 1, "flags", flags, 0, 0)
         _raise(r)
     at = r.pos
     if (rd_u32(r, "n_watermarks", &count) < 0
@@ -1403,7 +1406,8 @@ cdef object _d_digest(WireReader* r, StrCache* cache):
     d = Digest.__new__(Digest)
     d.sender_id = sender
     d.watermarks = wms
-    d.reply = reply
+    d.reply = flags & DIGEST_REPLY
+    d.more = (flags & DIGEST_MORE) != 0
     return d
 
 
@@ -1489,7 +1493,7 @@ cdef object _decode_frame(const unsigned char* buf, Py_ssize_t n, uint64_t max_f
     cdef object o
     if (n >= HEADER_SIZE and buf[5] == T_GOSSIP and buf[4] == PROTOCOL_VERSION
             and <uint64_t>rd32(buf) + PREFIX_SIZE == <uint64_t>n
-            and <uint64_t>rd32(buf) <= max_frame_size):
+            and <uint64_t>rd32(buf) + PREFIX_SIZE <= max_frame_size):
         o = _decode_gossip(buf, n, cache)
         if o is not None:
             return o
@@ -1553,6 +1557,45 @@ def decode(frame, max_frame_size=_DEFAULT_MAX):
         PyBuffer_Release(&view)
 
 
+def digest_frames(sender_id, watermarks, reply, max_frame_size) -> list:
+    """The Digest of ``watermarks`` (a dict or (origin, stamp) pairs) as encoded
+    frames of at most ``max_frame_size`` bytes each (prefix included): one
+    frame when it fits (one encode call), else parts in order, every one but
+    the last with ``more=True``, each with ``reply``. ValueError when one
+    watermark alone cannot fit a frame.
+    """
+    limit = _check_max(max_frame_size)
+    msg = Digest(sender_id, watermarks, reply)
+    frame = encode(msg)
+    if len(frame) <= limit:
+        return [frame]
+    base = 13 + ((frame[6] << 8) | frame[7])  # header, sender, flags, count
+    if base > limit:
+        raise ValueError(
+            f"a Digest from {msg.sender_id!r} needs a {base}-byte frame, more than "
+            f"max_frame_size {limit}"
+        )
+    parts = []
+    part = []
+    size = base
+    for pair in msg.watermarks:
+        item = 10 + len(pair[0].encode("utf-8"))
+        if base + item > limit:
+            raise ValueError(
+                f"the watermark of origin {pair[0]!r} needs a {base + item}-byte Digest frame, "
+                f"more than max_frame_size {limit}"
+            )
+        if size + item > limit:
+            parts.append(part)
+            part = []
+            size = base
+        part.append(pair)
+        size += item
+    parts.append(part)
+    last = len(parts) - 1
+    return [encode(Digest(msg.sender_id, p, reply, i < last)) for i, p in enumerate(parts)]
+
+
 @cython.binding(False)
 @cython.always_allow_keywords(False)
 def frame_type(frame) -> int:
@@ -1582,9 +1625,10 @@ cdef class FrameDecoder:
     feed(data) takes any buffer, cut at any byte boundary, and returns the
     messages completed by it; feed_frames(data) returns the completed raw frames
     (bytes, prefix included) after checking only their length prefix. A prefix
-    above max_frame_size raises FrameError as soon as its 4 bytes are seen.
+    announcing a frame (prefix included) above max_frame_size raises
+    FrameError as soon as its 4 bytes are seen.
     After a FrameError the decoder stays failed. It holds at most one
-    incomplete frame (never more than max_frame_size + 4 bytes).
+    incomplete frame (never more than max_frame_size bytes, prefix included).
     """
 
     cdef unsigned char* _buf
@@ -1679,7 +1723,7 @@ cdef class FrameDecoder:
 
     cdef inline int _check_length(self, uint32_t length) except -1:
         cdef WireReader r
-        if length < MIN_FRAME_LENGTH or length > self._max:
+        if length < MIN_FRAME_LENGTH or <uint64_t>length + PREFIX_SIZE > self._max:
             wire_init(&r, NULL, 0)
             wire_check_length(&r, length, self._max)
             _raise(&r)
@@ -1728,7 +1772,7 @@ cdef class FrameDecoder:
         # whole frames straight from the caller's buffer
         while n - i >= PREFIX_SIZE:
             length = rd32(p + i)
-            if length < MIN_FRAME_LENGTH or length > self._max:
+            if length < MIN_FRAME_LENGTH or <uint64_t>length + PREFIX_SIZE > self._max:
                 self._check_length(length)
             flen = <Py_ssize_t>length + PREFIX_SIZE
             if n - i < flen:

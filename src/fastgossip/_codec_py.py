@@ -8,7 +8,7 @@ checks below run in exactly the order of the compiled readers in _wire.pxd.
 from __future__ import annotations
 
 import struct
-from typing import Any, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 from ._messages_py import (
     Digest,
@@ -44,6 +44,7 @@ __all__ = [
     "Replicate",
     "ReplicateAck",
     "decode",
+    "digest_frames",
     "encode",
     "encode_many",
     "frame_type",
@@ -71,6 +72,8 @@ _MIN_ENTRY_SIZE = 22
 _MIN_WATERMARK_SIZE = 10
 _V_INT = 0
 _V_BYTES = 1
+_DIGEST_REPLY = 1  # Digest flags: bit 0 reply, bit 1 more; the others must be 0
+_DIGEST_MORE = 2
 
 _HEADER = struct.Struct(">IBB")
 _U16 = struct.Struct(">H")
@@ -303,7 +306,8 @@ def _e_batch(m: GossipBatch) -> bytes:
 
 def _e_digest(m: Digest) -> bytes:
     sender = _utf8(m.sender_id, "Digest", "sender_id")
-    parts = [_str16(sender), b"\x01" if m.reply else b"\x00", _pack_u32(len(m.watermarks))]
+    flags = (_DIGEST_REPLY if m.reply else 0) | (_DIGEST_MORE if m.more else 0)
+    parts = [_str16(sender), bytes((flags,)), _pack_u32(len(m.watermarks))]
     for i, w in enumerate(m.watermarks):
         if type(w) is not tuple or len(w) != 2:
             raise ValueError(f"Digest.watermarks[{i}] must be an (origin, stamp) pair")
@@ -373,11 +377,14 @@ def _overrun(
 
 def _length_error(length: int, max_frame_size: int) -> Optional[FrameError]:
     """The error for a bad length prefix, or None: the check a stream reader
-    makes as soon as it has the 4 prefix bytes (used by streams.py too)."""
+    makes as soon as it has the 4 prefix bytes (used by streams.py too).
+    ``max_frame_size`` bounds the whole frame, the 4 prefix bytes included."""
     if length < _MIN_FRAME_LENGTH:
         return _fail(f"frame length {length} is below the minimum of 2", 0)
-    if length > max_frame_size:
-        return _fail(f"frame length {length} exceeds max_frame_size {max_frame_size}", 0)
+    if length + _PREFIX_SIZE > max_frame_size:
+        return _fail(
+            f"frame of {length + _PREFIX_SIZE} bytes exceeds max_frame_size {max_frame_size}", 0
+        )
     return None
 
 
@@ -455,13 +462,16 @@ def _end_check(pos: int, end: int, base: int, cls: str) -> None:
 
 
 _new = object.__new__
-_set_gossip = [
-    Gossip.sender_id.__set__,
-    Gossip.key.__set__,  # type: ignore[attr-defined]
-    Gossip.value.__set__,
-    Gossip.version.__set__,  # type: ignore[attr-defined]
-    Gossip.origin.__set__,
-]  # type: ignore[attr-defined]
+_Setter = Callable[[Any, Any], None]
+
+
+def _setters(cls: type, *names: str) -> List[_Setter]:
+    """The slot descriptors' setters of ``cls``, to fill a decoded message
+    past its constructor's checks."""
+    return [vars(cls)[name].__set__ for name in names]
+
+
+_set_gossip = _setters(Gossip, "sender_id", "key", "value", "version", "origin")
 
 
 def _new_gossip(sender: str, key: str, value: Value, version: int, origin: str) -> Any:
@@ -476,17 +486,9 @@ def _new_gossip(sender: str, key: str, value: Value, version: int, origin: str) 
     return g
 
 
-_set_ping_sender = Ping.sender_id.__set__  # type: ignore[attr-defined]
-_set_ping_seq = Ping.seq.__set__  # type: ignore[attr-defined]
-_set_pong_sender = Pong.sender_id.__set__  # type: ignore[attr-defined]
-_set_pong_seq = Pong.seq.__set__  # type: ignore[attr-defined]
-_set_entry = [
-    Entry.key.__set__,
-    Entry.value.__set__,  # type: ignore[attr-defined]
-    Entry.version.__set__,
-    Entry.origin.__set__,  # type: ignore[attr-defined]
-    Entry.stamp.__set__,
-]  # type: ignore[attr-defined]
+_set_ping_sender, _set_ping_seq = _setters(Ping, "sender_id", "seq")
+_set_pong_sender, _set_pong_seq = _setters(Pong, "sender_id", "seq")
+_set_entry = _setters(Entry, "key", "value", "version", "origin", "stamp")
 _oset = object.__setattr__
 
 
@@ -523,7 +525,7 @@ def _d_sender_seq(cls: type, set_sender: Any, set_seq: Any) -> Any:
         sender, _, pos = _sender_at(buf, base, pos, end, "sender_id")
         seq = _u64_at(buf, base, pos, end, "seq")
         _end_check(pos + 8, end, base, name)
-        m = _new(cls)
+        m: Any = _new(cls)
         set_sender(m, sender)
         set_seq(m, seq)
         return m
@@ -589,7 +591,7 @@ def _d_batch(buf: bytes, base: int, pos: int, end: int) -> GossipBatch:
     n_entries = _unpack_u32(buf, pos)[0]
     pos += 4
     _count_check("n_entries", n_entries, _MIN_ENTRY_SIZE, end - pos, at - base)
-    entries = []
+    entries: List[Any] = []
     append = entries.append
     s_key, s_value, s_version, s_origin, s_stamp = _set_entry
     for i in range(n_entries):
@@ -635,7 +637,11 @@ def _d_batch(buf: bytes, base: int, pos: int, end: int) -> GossipBatch:
 
 def _d_digest(buf: bytes, base: int, pos: int, end: int) -> Digest:
     sender, _, pos = _sender_at(buf, base, pos, end, "sender_id")
-    reply = _bool_at(buf, base, pos, end, "reply")
+    if end - pos < 1:
+        raise _truncated("flags", 1, end - pos, pos - base)
+    flags = buf[pos]
+    if flags & ~(_DIGEST_REPLY | _DIGEST_MORE):
+        raise _fail(f"unknown digest flags {flags}", pos - base)
     pos += 1
     at = pos
     if end - pos < 4:
@@ -656,7 +662,8 @@ def _d_digest(buf: bytes, base: int, pos: int, end: int) -> Digest:
     m = _new(Digest)
     _oset(m, "sender_id", sender)
     _oset(m, "watermarks", tuple(wms))
-    _oset(m, "reply", reply)
+    _oset(m, "reply", bool(flags & _DIGEST_REPLY))
+    _oset(m, "more", bool(flags & _DIGEST_MORE))
     return m
 
 
@@ -718,7 +725,7 @@ def _f_sender_seq(cls: type, set_sender: Any, set_seq: Any) -> Any:
         pos += 2
         if pos + n + 8 != end:
             raise _Irregular
-        m = _new(cls)
+        m: Any = _new(cls)
         set_sender(m, buf[pos : pos + n].decode())
         set_seq(m, _unpack_u64(buf, pos + n)[0])
         return m
@@ -751,7 +758,7 @@ def _f_batch(buf: bytes, pos: int, end: int) -> GossipBatch:
     pos += 4
     if n_entries * _MIN_ENTRY_SIZE > end - pos:
         raise _Irregular
-    entries = []
+    entries: List[Any] = []
     append = entries.append
     s_key, s_value, s_version, s_origin, s_stamp = _set_entry
     for _ in range(n_entries):
@@ -810,7 +817,7 @@ def _decode_at(buf: bytes, base: int, end: int, max_frame_size: int) -> AnyMessa
     if n < _PREFIX_SIZE:
         raise _truncated("length prefix", _PREFIX_SIZE, n, 0)
     length = _unpack_u32(buf, base)[0]
-    if length < _MIN_FRAME_LENGTH or length > max_frame_size:
+    if length < _MIN_FRAME_LENGTH or length + _PREFIX_SIZE > max_frame_size:
         raise _length_error(length, max_frame_size)  # type: ignore[misc]
     if length != n - _PREFIX_SIZE:
         raise _fail(
@@ -851,6 +858,45 @@ def decode(frame: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> AnyMessa
     return _decode_at(buf, 0, len(buf), max_frame_size)
 
 
+def digest_frames(sender_id: str, watermarks: Any, reply: bool, max_frame_size: int) -> List[bytes]:
+    """The Digest of ``watermarks`` (a dict or (origin, stamp) pairs) as encoded
+    frames of at most ``max_frame_size`` bytes each (prefix included): one
+    frame when it fits (one encode call), else parts in order, every one but
+    the last with ``more=True``, each with ``reply``. ValueError when one
+    watermark alone cannot fit a frame.
+    """
+    limit = _check_max(max_frame_size)
+    msg = Digest(sender_id, watermarks, reply)
+    frame = encode(msg)
+    if len(frame) <= limit:
+        return [frame]
+    base = 13 + ((frame[6] << 8) | frame[7])  # header, sender, flags, count
+    if base > limit:
+        raise ValueError(
+            f"a Digest from {msg.sender_id!r} needs a {base}-byte frame, more than "
+            f"max_frame_size {limit}"
+        )
+    parts: List[list] = []
+    part: list = []
+    size = base
+    for pair in msg.watermarks:
+        item = 10 + len(pair[0].encode("utf-8"))
+        if base + item > limit:
+            raise ValueError(
+                f"the watermark of origin {pair[0]!r} needs a {base + item}-byte Digest frame, "
+                f"more than max_frame_size {limit}"
+            )
+        if size + item > limit:
+            parts.append(part)
+            part = []
+            size = base
+        part.append(pair)
+        size += item
+    parts.append(part)
+    last = len(parts) - 1
+    return [encode(Digest(msg.sender_id, p, reply, i < last)) for i, p in enumerate(parts)]
+
+
 def frame_type(frame: Any) -> int:
     """The type byte of a full frame (FrameError if it is too short to hold one)."""
     buf = frame if type(frame) is bytes else _as_bytes(frame, "frame_type")
@@ -870,9 +916,10 @@ class FrameDecoder:
     feed(data) takes any buffer, cut at any byte boundary, and returns the
     messages completed by it; feed_frames(data) returns the completed raw frames
     (bytes, prefix included) after checking only their length prefix. A prefix
-    above max_frame_size raises FrameError as soon as its 4 bytes are seen.
+    announcing a frame (prefix included) above max_frame_size raises
+    FrameError as soon as its 4 bytes are seen.
     After a FrameError the decoder stays failed. It holds at most one
-    incomplete frame (never more than max_frame_size + 4 bytes).
+    incomplete frame (never more than max_frame_size bytes, prefix included).
     """
 
     __slots__ = ("_buf", "_max", "_error", "_busy")
@@ -934,7 +981,7 @@ class FrameDecoder:
                 if len(buf) < _PREFIX_SIZE:
                     return
                 length = _unpack_u32(buf, 0)[0]
-                if length < _MIN_FRAME_LENGTH or length > limit:
+                if length < _MIN_FRAME_LENGTH or length + _PREFIX_SIZE > limit:
                     raise _length_error(length, limit)  # type: ignore[misc]
             flen = _unpack_u32(buf, 0)[0] + _PREFIX_SIZE
             take = min(flen - len(buf), n - i)
@@ -948,7 +995,7 @@ class FrameDecoder:
         # whole frames straight from data
         while n - i >= _PREFIX_SIZE:
             length = _unpack_u32(data, i)[0]
-            if length < _MIN_FRAME_LENGTH or length > limit:
+            if length < _MIN_FRAME_LENGTH or length + _PREFIX_SIZE > limit:
                 raise _length_error(length, limit)  # type: ignore[misc]
             j = i + length + _PREFIX_SIZE
             if j > n:

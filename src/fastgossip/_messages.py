@@ -251,7 +251,9 @@ class Digest(Message):
     """Per-origin high-water marks: ((origin, max_stamp), ...).
 
     ``reply=True`` asks the receiver to answer with its delta *and* its own
-    digest (push-pull); ``reply=False`` asks for the delta only.
+    digest (push-pull); ``reply=False`` asks for the delta only. ``more=True``
+    marks a part of a digest too large for one frame: more parts follow, and
+    the receiver answers after the last (``digest_frames`` splits one).
     """
 
     __slots__ = ()
@@ -261,6 +263,7 @@ class Digest(Message):
         sender_id: str,
         watermarks: Union[Mapping[str, int], Iterable[Tuple[str, int]]] = (),
         reply: bool = False,
+        more: bool = False,
     ) -> None:
         """The signature only: construction goes to the live implementation."""
 
@@ -274,6 +277,10 @@ class Digest(Message):
 
     @property
     def reply(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def more(self) -> bool:
         raise NotImplementedError
 
 

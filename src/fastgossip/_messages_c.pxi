@@ -274,19 +274,22 @@ cdef class Digest(Message):
     """Per-origin high-water marks: ((origin, max_stamp), ...).
 
     ``reply=True`` asks the receiver to answer with its delta *and* its own
-    digest (push-pull); ``reply=False`` asks for the delta only.
+    digest (push-pull); ``reply=False`` asks for the delta only. ``more=True``
+    says that more parts of this digest follow (one too large for a frame is
+    sent in parts, see ``digest_frames``): the receiver answers after the last.
     """
 
-    _fields = ("sender_id", "watermarks", "reply")
+    _fields = ("sender_id", "watermarks", "reply", "more")
 
-    def __init__(self, sender_id, watermarks=(), bint reply=False):
+    def __init__(self, sender_id, watermarks=(), bint reply=False, bint more=False):
         _init_once(self.sender_id, self)
         self.sender_id = _text(sender_id, "sender_id")
         if isinstance(watermarks, dict):
             watermarks = watermarks.items()
         self.watermarks = tuple([tuple(p) for p in watermarks])
         self.reply = reply
+        self.more = more
 
     cpdef tuple astuple(self):
-        return (self.sender_id, self.watermarks, bool(self.reply))
+        return (self.sender_id, self.watermarks, bool(self.reply), bool(self.more))
 

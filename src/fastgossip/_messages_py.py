@@ -195,18 +195,26 @@ class Digest(Message):
     """Per-origin high-water marks: ((origin, max_stamp), ...).
 
     ``reply=True`` asks the receiver to answer with its delta *and* its own
-    digest (push-pull); ``reply=False`` asks for the delta only.
+    digest (push-pull); ``reply=False`` asks for the delta only. ``more=True``
+    says that more parts of this digest follow (one too large for a frame is
+    sent in parts, see ``digest_frames``): the receiver answers after the last.
     """
 
-    __slots__ = ("sender_id", "watermarks", "reply")
+    __slots__ = ("sender_id", "watermarks", "reply", "more")
     _fields = __slots__
     sender_id: str
     watermarks: Tuple[Tuple[str, int], ...]
     reply: bool
+    more: bool
 
-    def __init__(self, sender_id: str, watermarks: Any = (), reply: bool = False) -> None:
+    def __init__(
+        self, sender_id: str, watermarks: Any = (), reply: bool = False, more: bool = False
+    ) -> None:
         if isinstance(watermarks, dict):
             watermarks = watermarks.items()
         self._init(
-            _check_str("sender_id", sender_id), tuple(tuple(p) for p in watermarks), bool(reply)
+            _check_str("sender_id", sender_id),
+            tuple(tuple(p) for p in watermarks),
+            bool(reply),
+            bool(more),
         )

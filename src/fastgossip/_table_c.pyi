@@ -11,21 +11,57 @@ from _typeshed import ReadableBuffer
 from . import _messages
 from ._codec_c import Entry as Entry
 from ._messages import Value
+from .errors import TableFull as TableFull
 
-__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Entry", "GossipState"]
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "ENTRY_OVERHEAD",
+    "MAX_LIFE_CHARS",
+    "MAX_NODE_ID_BYTES",
+    "MAX_ORIGIN_BYTES",
+    "REFUSAL_KINDS",
+    "Entry",
+    "GossipState",
+    "TableFull",
+    "relay_size",
+]
 
 DEFAULT_MAX_FRAME_SIZE: int
+ENTRY_OVERHEAD: int
+MAX_LIFE_CHARS: int
+MAX_NODE_ID_BYTES: int
+MAX_ORIGIN_BYTES: int
+REFUSAL_KINDS: Tuple[str, ...]
+
+def relay_size(key: str, value: Value, origin: str) -> int: ...
 
 @final
 class GossipState:
-    def __init__(self) -> None: ...
+    own_origin: Optional[str]
+    max_keys: Optional[int]
+    max_bytes: Optional[int]
+    def __init__(self, max_keys: Optional[int] = None, max_bytes: Optional[int] = None) -> None: ...
+    @property
+    def bytes_held(self) -> int: ...
+    def refusals(self) -> Dict[str, int]: ...
+    def restamp(self, origin: str, first_stamp: int) -> int: ...
     def set(
         self, key: str, value: Value, version: int, origin: str = "", stamp: Optional[int] = None
     ) -> bool: ...
     def merge(
-        self, entries: Iterable[Union[_messages.Entry, _messages.Gossip]]
+        self,
+        entries: Iterable[Union[_messages.Entry, _messages.Gossip]],
+        max_frame_size: int = ...,
+        max_stamp: int = ...,
+        max_version: int = ...,
     ) -> List[_messages.Entry]: ...
-    def merge_frame(self, frame: ReadableBuffer, max_frame_size: int = ...) -> int: ...
+    def merge_frame(
+        self,
+        frame: ReadableBuffer,
+        max_frame_size: int = ...,
+        max_stamp: int = ...,
+        max_version: int = ...,
+    ) -> int: ...
     def get(self, key: str) -> Optional[Tuple[Value, int]]: ...
     def get_entry(self, key: str) -> Optional[_messages.Entry]: ...
     def keys(self) -> List[str]: ...

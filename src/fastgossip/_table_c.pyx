@@ -17,6 +17,9 @@ and stamp; stale records are skipped and a log is compacted once its stale
 records outnumber its live ones. Python objects (Entry, str, bytes) are made
 only when Python asks for them: ``merge_frame`` parses a frame and merges it
 with none made per entry.
+
+Refusals (the rules and their order: _table_py.py's docstring) are counted in
+C integers; an origin is interned only once an entry of it is accepted.
 """
 
 cimport cython
@@ -25,7 +28,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SI
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcmp, memcpy, memset
 
 from fastgossip._codec_c cimport U_STAMP, U_VALUE, U_VERSION, Entry, Gossip, new_entry
@@ -67,7 +70,14 @@ import os
 
 import fastgossip._codec_c as _codec_c
 
-from fastgossip.errors import FrameError
+from fastgossip._limits import (
+    BATCH_FIXED_BYTES,
+    ENTRY_OVERHEAD,
+    MAX_LIFE_CHARS,
+    MAX_NODE_ID_BYTES,
+    MAX_ORIGIN_BYTES,
+)
+from fastgossip.errors import FrameError, TableFull
 
 cdef extern from *:
     """
@@ -87,8 +97,22 @@ cdef extern from "Python.h":
     Py_ssize_t PyLong_AsSsize_t(object v) except? -1
     Py_ssize_t PY_SSIZE_T_MAX
 
-__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Entry", "GossipState"]
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "ENTRY_OVERHEAD",
+    "MAX_LIFE_CHARS",
+    "MAX_NODE_ID_BYTES",
+    "MAX_ORIGIN_BYTES",
+    "REFUSAL_KINDS",
+    "Entry",
+    "GossipState",
+    "TableFull",
+    "relay_size",
+]
 globals()["Entry"] = _codec_c.Entry
+
+#: The keys of GossipState.refusals(), in the order merges check them.
+REFUSAL_KINDS = ("origin_too_long", "own_origin", "future", "too_large", "table_full", "unrelayable")
 
 DEFAULT_MAX_FRAME_SIZE = 1 << 20
 
@@ -99,7 +123,26 @@ cdef enum:
     INSERTION_SORT = 16
     ENTRY_FIXED = 21         # u16 key length + u16 origin index + u64 version + u64 stamp + tag
 
+    # refusal counters, indexes into GossipState._refused (as REFUSAL_KINDS)
+    R_ORIGIN_TOO_LONG = 0
+    R_OWN_ORIGIN = 1
+    R_FUTURE = 2
+    R_TOO_LARGE = 3
+    R_TABLE_FULL = 4
+    R_UNRELAYABLE = 5
+    N_REFUSALS = 6
+
 cdef uint32_t NO_ORIGIN = 0xFFFFFFFF
+# An origin id slot during a merge: an id, or one of these (all above any id)
+cdef uint32_t UNINTERNED = 0xFFFFFFFC     # acceptable, not interned yet
+cdef uint32_t O_OWN = 0xFFFFFFFD          # refused: own_origin
+cdef uint32_t O_TOO_LONG = 0xFFFFFFFE     # refused: origin_too_long
+# The limits (fastgossip/_limits.py is their one home)
+cdef Py_ssize_t MAX_ORIGIN = MAX_ORIGIN_BYTES
+cdef Py_ssize_t RELAY_FIXED = BATCH_FIXED_BYTES + MAX_NODE_ID_BYTES
+cdef Py_ssize_t OVERHEAD = ENTRY_OVERHEAD
+cdef uint64_t _U64_MAX = 0xFFFFFFFFFFFFFFFF
+cdef object _U64_MAX_OBJ = (1 << 64) - 1
 cdef uint64_t MAX_LENGTH = 0xFFFFFFFF      # the u32 length prefix
 cdef uint64_t MAX_SLOTS = 0xFFFFFFFE
 cdef dict _TYPE_NAMES = {2: "Ping", 3: "Pong", 4: "Replicate", 5: "ReplicateAck", 7: "Digest"}
@@ -267,6 +310,36 @@ cdef Py_ssize_t _conv_size(str name, object v, Py_ssize_t minimum) except -1:
         return PY_SSIZE_T_MAX
 
 
+cdef Py_ssize_t _conv_limit(str name, object v) except -2:
+    """A max_keys / max_bytes setting: -1 for None, else an int >= 0 (saturated)."""
+    if v is None:
+        return -1
+    if type(v) is bool or not isinstance(v, int):
+        raise TypeError(f"{name} must be int or None, not {type(v).__name__}")
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, not {v}")
+    try:
+        return PyLong_AsSsize_t(v)
+    except OverflowError:
+        return PY_SSIZE_T_MAX
+
+
+def relay_size(key, value, origin) -> int:
+    """Bytes of the frame (length prefix included) of a one-entry GossipBatch
+    carrying this entry, sent by a sender with a MAX_NODE_ID_BYTES-byte id.
+
+    An entry is *storable* under a max_frame_size when this is <= it: merges
+    refuse the others (``too_large``) and a node refuses to write them.
+    """
+    cdef In e
+    cdef const unsigned char* op
+    cdef Py_ssize_t on
+    _conv_str("key", key, &e.key, &e.klen)
+    _in_value(value, &e)
+    _conv_str("origin", origin, &op, &on)
+    return RELAY_FIXED + on + e.klen + (4 + <Py_ssize_t>e.blen if e.tag == V_BYTES else 8)
+
+
 cdef Py_ssize_t _conv_max_frame_size(object v) except -1:
     """max_frame_size as the codec checks it."""
     if type(v) is bool or not isinstance(v, int):
@@ -316,12 +389,21 @@ cdef struct In:            # an incoming entry, borrowed pointers
     uint64_t h             # _hash(key, klen), set by whoever fills the struct
     const unsigned char* key
     Py_ssize_t klen
+    const unsigned char* oname   # the origin's UTF-8 (interned only when accepted)
+    Py_ssize_t olen
+    PyObject* opy          # the origin as a str, or NULL (decoded when interned)
     uint64_t version
     uint64_t stamp
     uint64_t ival
     const unsigned char* bval
     uint32_t blen
     uint8_t tag
+
+
+cdef struct FOrigin:       # an origin of the frame being merged
+    uint32_t off           # frame offset of its str field
+    uint32_t id            # interned id, UNINTERNED, O_OWN or O_TOO_LONG
+    Py_ssize_t room        # key + value bytes above which its entries are too_large
 
 
 cdef struct Cur:           # a delta cursor over one origin's log
@@ -382,7 +464,21 @@ cdef int _in_value(object value, In* e) except -1:
 
 @cython.final
 cdef class GossipState:
-    """Last-writer-wins key/value table with per-origin watermarks and deltas."""
+    """Last-writer-wins key/value table with per-origin watermarks and deltas.
+
+    Bounds: ``max_keys`` (keys held) and ``max_bytes`` (``bytes_held``: per
+    entry, its key's UTF-8 bytes + its value's bytes, 8 for an int, +
+    ENTRY_OVERHEAD), None for no bound; both settable. At a bound, an entry for
+    a new key, or one that would replace a held value by a larger one and so
+    pass ``max_bytes``, is refused: a merge skips it and counts it as
+    ``table_full``, a local ``set`` raises TableFull (a ValueError). Writes
+    that fit, and every update that does not grow the bytes held, are always
+    accepted. Lowering a bound below what is held removes nothing.
+
+    ``own_origin`` (None, or the origin this process writes under): a merge
+    refuses entries under exactly that origin (``own_origin``); ``set`` may
+    write under it.
+    """
 
     cdef Rec* _recs
     cdef Py_ssize_t _n
@@ -399,9 +495,26 @@ cdef class GossipState:
     cdef uint64_t* _oindex
     cdef size_t _omask
     cdef uint64_t _max_version
+    cdef Py_ssize_t _bytes_held
+    cdef Py_ssize_t _max_keys      # -1: no bound
+    cdef Py_ssize_t _max_bytes     # -1: no bound
+    cdef object _max_keys_obj
+    cdef object _max_bytes_obj
+    cdef object _own               # own_origin (str) or None
+    cdef bytes _own_utf8
+    cdef Py_ssize_t _own_n         # its UTF-8 length, -1 when None
+    cdef uint64_t _refused[N_REFUSALS]
 
     def __cinit__(self):
+        self._max_keys = -1
+        self._max_bytes = -1
+        self._own_n = -1
+        memset(self._refused, 0, sizeof(self._refused))
         self._init()
+
+    def __init__(self, max_keys=None, max_bytes=None):
+        self.max_keys = max_keys
+        self.max_bytes = max_bytes
 
     def __dealloc__(self):
         self._free()
@@ -445,6 +558,7 @@ cdef class GossipState:
         self._arena_len = self._arena_cap = 0
         self._n_origins = self._origins_cap = 0
         self._max_version = 0
+        self._bytes_held = 0
 
     # -- the key index -------------------------------------------------------------
 
@@ -503,6 +617,22 @@ cdef class GossipState:
             return 0
         return _bytes_cmp(self._origins[a].name, self._origins[a].name_len,
                           self._origins[b].name, self._origins[b].name_len)
+
+    cdef uint32_t _origin_find(self, const unsigned char* name, Py_ssize_t nlen) noexcept:
+        """The id of an interned origin, or NO_ORIGIN."""
+        cdef uint32_t tag = <uint32_t>(_hash(name, nlen) >> 32)
+        cdef size_t i = tag & self._omask
+        cdef uint64_t b
+        cdef Origin* o
+        while True:
+            b = self._oindex[i]
+            if b == 0:
+                return NO_ORIGIN
+            if <uint32_t>(b >> 32) == tag:
+                o = &self._origins[<uint32_t>b - 1]
+                if o.name_len == nlen and memcmp(o.name, name, nlen) == 0:
+                    return <uint32_t>b - 1
+            i = (i + 1) & self._omask
 
     cdef uint32_t _origin_id(self, const unsigned char* name, Py_ssize_t nlen,
                              object pystr) except? 0xFFFFFFFF:
@@ -701,32 +831,48 @@ cdef class GossipState:
 
     # -- merging one entry ---------------------------------------------------------
 
-    cdef int _apply(self, In* e, uint32_t oid) except -1:
-        """Merge one entry; 1 when it changed the table, else 0."""
-        cdef Origin* o = &self._origins[oid]
-        cdef uint64_t h
+    cdef inline uint32_t _resolve(self, In* e, uint32_t* oidp) except? 0xFFFFFFFF:
+        """The entry's origin id, interning it now if it is not yet."""
+        if oidp[0] == UNINTERNED:
+            oidp[0] = self._origin_id(e.oname, e.olen,
+                                      <object>e.opy if e.opy != NULL else None)
+        return oidp[0]
+
+    cdef int _apply(self, In* e, uint32_t* oidp) except -1:
+        """Merge one entry: 1 when it changed the table, 0 when it lost, 2 when
+        it does not fit max_keys / max_bytes (then nothing moved). *oidp is the
+        origin's id, or UNINTERNED: it is interned (from e.oname) only once the
+        entry is accepted, so that refused entries leave no origin behind."""
+        cdef Origin* o
         cdef size_t pos
-        cdef Py_ssize_t slot
+        cdef Py_ssize_t slot, vsize, grow = 0
         cdef Rec* r
+        cdef Origin* ro
         cdef int c
         cdef bint wins
         cdef unsigned char* buf = NULL
-        cdef uint32_t old_origin
+        cdef uint32_t oid, old_origin
         cdef uint64_t old_stamp
-        if e.stamp > o.watermark:
-            o.watermark = e.stamp
-        o.seen += 1
-        if e.version > self._max_version:
-            self._max_version = e.version
-        h = e.h
-        slot = self._find(e.key, e.klen, h, &pos)
+        vsize = <Py_ssize_t>e.blen if e.tag == V_BYTES else 8
+        slot = self._find(e.key, e.klen, e.h, &pos)
         if slot < 0:
-            return self._insert(e, oid, h, pos)
+            if self._max_keys >= 0 and self._n >= self._max_keys:
+                return 2
+            if (self._max_bytes >= 0
+                    and self._bytes_held + e.klen + vsize + OVERHEAD > self._max_bytes):
+                return 2
+            oid = self._resolve(e, oidp)
+            self._note(e, oid)
+            return self._insert(e, oid, e.h, pos)
         r = &self._recs[slot]
         if e.version != r.version:
             wins = e.version > r.version
         else:
-            c = self._origin_cmp(oid, r.origin)
+            if oidp[0] < UNINTERNED:
+                c = self._origin_cmp(oidp[0], r.origin)
+            else:
+                ro = &self._origins[r.origin]
+                c = _bytes_cmp(e.oname, e.olen, ro.name, ro.name_len)
             if c != 0:
                 wins = c > 0
             elif e.tag != r.tag:
@@ -735,8 +881,15 @@ cdef class GossipState:
                 wins = e.ival > r.val.i
             else:
                 wins = _bytes_cmp(e.bval, e.blen, r.val.b, r.blen) > 0
+        if wins:
+            grow = vsize - (<Py_ssize_t>r.blen if r.tag == V_BYTES else 8)
+            if grow > 0 and self._max_bytes >= 0 and self._bytes_held + grow > self._max_bytes:
+                return 2
+        oid = self._resolve(e, oidp)
+        self._note(e, oid)
         if not wins:
             return 0
+        r = &self._recs[slot]
         old_origin = r.origin
         old_stamp = r.stamp
         if old_origin != oid or old_stamp != e.stamp:
@@ -759,6 +912,7 @@ cdef class GossipState:
         else:
             r.val.i = e.ival
             r.blen = 0
+        self._bytes_held += grow
         if old_origin != oid:
             self._origins[old_origin].live -= 1
             self._origins[oid].live += 1
@@ -767,6 +921,15 @@ cdef class GossipState:
         elif old_stamp != e.stamp:
             self._log_push(oid, e.stamp, <uint32_t>slot)
         return 1
+
+    cdef inline void _note(self, In* e, uint32_t oid) noexcept:
+        """An entry set or merged (won or lost): its watermark, counts, max version."""
+        cdef Origin* o = &self._origins[oid]
+        if e.stamp > o.watermark:
+            o.watermark = e.stamp
+        o.seen += 1
+        if e.version > self._max_version:
+            self._max_version = e.version
 
     cdef int _insert(self, In* e, uint32_t oid, uint64_t h, size_t pos) except -1:
         cdef Py_ssize_t cap
@@ -823,6 +986,7 @@ cdef class GossipState:
         self._arena_len += e.klen
         self._index[pos] = (h >> 32 << 32) | (<uint64_t>slot + 1)
         self._n += 1
+        self._bytes_held += e.klen + (<Py_ssize_t>e.blen if e.tag == V_BYTES else 8) + OVERHEAD
         self._origins[oid].live += 1
         self._log_push(oid, e.stamp, slot)
         return 1
@@ -856,24 +1020,82 @@ cdef class GossipState:
     # -- writing -------------------------------------------------------------------
 
     def set(self, key, value, version, origin="", stamp=None) -> bool:
-        """Write one entry; True when the table changed (the entry won)."""
+        """Write one entry; True when the table changed (the entry won).
+
+        Raises ValueError for an origin above MAX_ORIGIN_BYTES and TableFull
+        when the entry does not fit ``max_keys`` / ``max_bytes``.
+        """
         cdef In e
-        cdef const unsigned char* op
-        cdef Py_ssize_t on
+        cdef uint32_t oid = UNINTERNED
+        cdef int done
         _conv_str("key", key, &e.key, &e.klen)
         _in_value(value, &e)
         _conv_u64("version", version, &e.version)
-        _conv_str("origin", origin, &op, &on)
+        _conv_str("origin", origin, &e.oname, &e.olen)
+        e.opy = <PyObject*>origin
         if stamp is None:
             e.stamp = e.version
         else:
             _conv_u64("stamp", stamp, &e.stamp)
+        if e.olen > MAX_ORIGIN:
+            raise ValueError(f"origin is {e.olen} bytes in UTF-8, more than MAX_ORIGIN_BYTES "
+                             f"({MAX_ORIGIN})")
         e.h = _hash(e.key, e.klen)
-        return self._apply(&e, self._origin_id(op, on, origin)) == 1
+        done = self._apply(&e, &oid)
+        if done == 2:
+            raise self._full_error(&e)
+        return done == 1
 
-    def merge(self, entries) -> list:
+    cdef object _full_error(self, In* e):
+        cdef size_t pos
+        cdef bint new = self._find(e.key, e.klen, e.h, &pos) < 0
+        return TableFull(
+            f"table full: {'adding' if new else 'growing'} key "
+            f"{PyUnicode_DecodeUTF8(<const char*>e.key, e.klen, NULL)!r} would pass "
+            f"max_keys={self._max_keys_obj} / max_bytes={self._max_bytes_obj} "
+            f"({self._n} keys, {self._bytes_held} bytes held)")
+
+    cdef int _merge_one(self, In* e, uint32_t* oidp, Py_ssize_t max_size, uint64_t max_stamp,
+                        uint64_t max_version) except -1:
+        """Merge an entry that arrived from a peer: _apply, after the refusals
+        (counted). 1 when it changed the table, 0 when it lost, 2 when refused."""
+        cdef int done
+        cdef int kind
+        if e.olen > MAX_ORIGIN:
+            kind = R_ORIGIN_TOO_LONG
+        elif (e.olen == self._own_n
+                and memcmp(e.oname, PyBytes_AS_STRING(self._own_utf8), e.olen) == 0):
+            kind = R_OWN_ORIGIN
+        elif e.stamp > max_stamp or e.version > max_version:
+            kind = R_FUTURE
+        elif (RELAY_FIXED + e.olen + e.klen
+                + (4 + <Py_ssize_t>e.blen if e.tag == V_BYTES else 8)) > max_size:
+            kind = R_TOO_LARGE
+        else:
+            if self._max_keys < 0 and self._max_bytes < 0:
+                self._resolve(e, oidp)  # nothing can refuse it now: intern it first
+            done = self._apply(e, oidp)
+            if done != 2:
+                return done
+            kind = R_TABLE_FULL
+        self._refused[kind] += 1
+        return 2
+
+    def merge(self, entries, max_frame_size=DEFAULT_MAX_FRAME_SIZE, max_stamp=_U64_MAX_OBJ,
+              max_version=_U64_MAX_OBJ) -> list:
         """Merge entries (or Gossip messages); returns those that changed the table,
-        in input order. Every entry is validated before any is merged."""
+        in input order. Every entry is validated before any is merged; entries
+        refused (see _table_py.py's docstring) are counted in ``refusals()``."""
+        cdef Py_ssize_t max_size = 1 << 20
+        cdef uint64_t mstamp = _U64_MAX, mversion = _U64_MAX
+        cdef uint32_t oid = UNINTERNED
+        cdef PyObject* prev
+        if max_frame_size is not DEFAULT_MAX_FRAME_SIZE:
+            max_size = _conv_max_frame_size(max_frame_size)
+        if max_stamp is not _U64_MAX_OBJ:
+            _conv_u64("max_stamp", max_stamp, &mstamp)
+        if max_version is not _U64_MAX_OBJ:
+            _conv_u64("max_version", max_version, &mversion)
         cdef list items = list(entries)
         cdef Py_ssize_t n = PyList_GET_SIZE(items), i
         cdef In* ins
@@ -926,9 +1148,16 @@ cdef class GossipState:
                     else:
                         _conv_u64("stamp", stamp, &ins[i].stamp)
                 origins[i] = origin
+                ins[i].oname = op
+                ins[i].olen = on
+                ins[i].opy = <PyObject*>origin
+            prev = NULL
             for i in range(n):
                 ins[i].h = _hash(ins[i].key, ins[i].klen)
-                if self._apply(&ins[i], self._origin_of(origins[i])):
+                if ins[i].opy != prev:  # (runs of one origin object look it up once)
+                    oid = UNINTERNED
+                    prev = ins[i].opy
+                if self._merge_one(&ins[i], &oid, max_size, mstamp, mversion) == 1:
                     changed.append(self._result(<object>PyList_GET_ITEM(items, i), &ins[i],
                                                 origins[i]))
         finally:
@@ -951,45 +1180,57 @@ cdef class GossipState:
             PyBytes_FromStringAndSize(<const char*>e.bval, e.blen) if e.tag == V_BYTES else None,
             e.ival, e.version, e.stamp)
 
-    def merge_frame(self, frame, max_frame_size=DEFAULT_MAX_FRAME_SIZE) -> int:
+    def merge_frame(self, frame, max_frame_size=DEFAULT_MAX_FRAME_SIZE, max_stamp=_U64_MAX_OBJ,
+                    max_version=_U64_MAX_OBJ) -> int:
         """Merge one complete Gossip or GossipBatch frame (length prefix included).
 
         The frame is checked as the codec's ``decode`` checks it (same FrameError,
         same message and offset) before anything is merged, so a malformed frame
         leaves the table unchanged; a well-formed frame of another type raises
-        FrameError too. Returns the number of entries that changed the table.
+        FrameError too. Entries of a well-formed frame that are not acceptable
+        are skipped and counted (see _table_py.py's docstring). Returns the
+        number of entries that changed the table.
         """
         cdef Py_ssize_t max_size = 1 << 20
+        cdef uint64_t mstamp = _U64_MAX, mversion = _U64_MAX
         cdef Py_buffer view
         if max_frame_size is not DEFAULT_MAX_FRAME_SIZE:
             max_size = _conv_max_frame_size(max_frame_size)
+        if max_stamp is not _U64_MAX_OBJ:
+            _conv_u64("max_stamp", max_stamp, &mstamp)
+        if max_version is not _U64_MAX_OBJ:
+            _conv_u64("max_version", max_version, &mversion)
         if PyBytes_CheckExact(frame):
             return self._merge_frame(<const unsigned char*>PyBytes_AS_STRING(frame),
-                                     PyBytes_GET_SIZE(frame), max_size)
+                                     PyBytes_GET_SIZE(frame), max_size, mstamp, mversion)
         if not PyObject_CheckBuffer(frame):
             raise TypeError(f"merge_frame() needs a bytes-like object, not {type(frame).__name__}")
         PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
         try:
-            return self._merge_frame(<const unsigned char*>view.buf, view.len, max_size)
+            return self._merge_frame(<const unsigned char*>view.buf, view.len, max_size, mstamp,
+                                     mversion)
         finally:
             PyBuffer_Release(&view)
 
     cdef Py_ssize_t _merge_frame(self, const unsigned char* buf, Py_ssize_t n,
-                                 Py_ssize_t max_size) except -1:
+                                 Py_ssize_t max_size, uint64_t max_stamp,
+                                 uint64_t max_version) except -1:
         cdef WireReader r
         cdef int t = wire_open(&r, buf, n, <uint64_t>max_size)
         if t == T_GOSSIP_BATCH:
-            return self._merge_batch(&r)
+            return self._merge_batch(&r, max_size, max_stamp, max_version)
         if t == T_GOSSIP:
-            return self._merge_gossip(&r)
+            return self._merge_gossip(&r, max_size, max_stamp, max_version)
         if t < 0:
             _raise(&r)
         # another type: the codec reports what is wrong with it, if anything
         _codec_c.decode(PyBytes_FromStringAndSize(<const char*>buf, n), max_size)
         raise FrameError(f"cannot merge a {_TYPE_NAMES[t]} frame (type {t}) at offset 5", 5)
 
-    cdef Py_ssize_t _merge_gossip(self, WireReader* r) except -1:
+    cdef Py_ssize_t _merge_gossip(self, WireReader* r, Py_ssize_t max_size, uint64_t max_stamp,
+                                  uint64_t max_version) except -1:
         cdef In e
+        cdef uint32_t oid = UNINTERNED
         cdef const unsigned char* s = NULL
         cdef const unsigned char* o = NULL
         cdef Py_ssize_t n = 0, on = 0, blen = 0
@@ -1012,19 +1253,25 @@ cdef class GossipState:
         if rd_end(r, "Gossip") < 0:
             _raise(r)
         e.h = _hash(e.key, e.klen)
-        return self._apply(&e, self._origin_id(o, on, None))
+        e.oname = o
+        e.olen = on
+        e.opy = NULL
+        return self._merge_one(&e, &oid, max_size, max_stamp, max_version) == 1
 
-    cdef Py_ssize_t _merge_batch(self, WireReader* r) except -1:
+    cdef Py_ssize_t _merge_batch(self, WireReader* r, Py_ssize_t max_size, uint64_t max_stamp,
+                                 uint64_t max_version) except -1:
         cdef const unsigned char* buf = r.buf
         cdef const unsigned char* s = NULL
-        cdef Py_ssize_t n = 0, at, start, pos, opos, changed = 0
+        cdef Py_ssize_t n = 0, at, start, pos, changed = 0
         cdef uint16_t n_origins = 0
         cdef uint32_t count = 0, i, idx
-        cdef uint32_t small[32]
-        cdef uint32_t* table = small        # per frame origin: [offset, id]
+        cdef FOrigin small[16]
+        cdef FOrigin* table = small        # per frame origin
+        cdef FOrigin* fo
         cdef EntryView ev
         cdef In e, nxt
         cdef uint32_t nidx = 0
+        cdef int done
         memset(&ev, 0, sizeof(ev))
         memset(&nxt, 0, sizeof(nxt))
         if rd_str(r, "sender_id", &s, &n) < 0:
@@ -1035,19 +1282,27 @@ cdef class GossipState:
                 or rd_count(r, "n_origins", n_origins, MIN_ORIGIN_SIZE, at) < 0):
             _raise(r)
         if n_origins > 16:
-            table = <uint32_t*>PyMem_Malloc(n_origins * 2 * sizeof(uint32_t))
+            table = <FOrigin*>PyMem_Malloc(n_origins * sizeof(FOrigin))
             if table == NULL:
                 raise MemoryError()
         try:
-            # 1. walk: check the whole frame, as the codec does, before merging anything
+            # 1. walk: check the whole frame, as the codec does, before merging
+            # anything; judge each origin once (too long, our own)
             r.item_group = "origins"
             for i in range(n_origins):
                 r.item_index = i
-                table[2 * i] = <uint32_t>r.pos
-                table[2 * i + 1] = NO_ORIGIN
+                fo = &table[i]
+                fo.off = <uint32_t>r.pos
                 if rd_str(r, "", &s, &n) < 0:
                     _raise(r)
                 _check_utf8(r, s, n, "")
+                if n > MAX_ORIGIN:
+                    fo.id = O_TOO_LONG
+                elif n == self._own_n and memcmp(s, PyBytes_AS_STRING(self._own_utf8), n) == 0:
+                    fo.id = O_OWN
+                else:
+                    fo.id = UNINTERNED
+                fo.room = max_size - RELAY_FIXED - n
             r.item_group = NULL
             at = r.pos
             if (rd_u32(r, "n_entries", &count) < 0
@@ -1073,10 +1328,25 @@ cdef class GossipState:
                 if i + 1 < count:
                     pos = _read_entry(buf, pos, &nxt, &nidx)
                     _prefetch(&self._index[<uint32_t>(nxt.h >> 32) & self._mask])
-                if table[2 * idx + 1] == NO_ORIGIN:
-                    opos = table[2 * idx]
-                    table[2 * idx + 1] = self._origin_id(buf + opos + 2, rd16(buf + opos), None)
-                changed += self._apply(&e, table[2 * idx + 1])
+                # the refusals, in _merge_one's order
+                fo = &table[idx]
+                if fo.id > UNINTERNED:
+                    self._refused[R_ORIGIN_TOO_LONG if fo.id == O_TOO_LONG else R_OWN_ORIGIN] += 1
+                    continue
+                if e.stamp > max_stamp or e.version > max_version:
+                    self._refused[R_FUTURE] += 1
+                    continue
+                if e.klen + (4 + <Py_ssize_t>e.blen if e.tag == V_BYTES else 8) > fo.room:
+                    self._refused[R_TOO_LARGE] += 1
+                    continue
+                e.oname = buf + fo.off + 2
+                e.olen = rd16(buf + fo.off)
+                e.opy = NULL
+                done = self._apply(&e, &fo.id)
+                if done == 2:
+                    self._refused[R_TABLE_FULL] += 1
+                else:
+                    changed += done
         finally:
             if table != small:
                 PyMem_Free(table)
@@ -1155,9 +1425,103 @@ cdef class GossipState:
                 for i in range(self._n_origins)}
 
     def clear(self) -> None:
-        """Forget every entry, watermark and the max version."""
+        """Forget every entry, watermark and the max version (the bounds,
+        ``own_origin`` and the refusal counts stay)."""
         self._free()
         self._init()
+
+    def restamp(self, origin, first_stamp) -> int:
+        """Give every entry held under ``origin`` a new stamp, consecutive from
+        ``first_stamp`` in their current (stamp, key) order; the origin's
+        watermark becomes the last of them if that is higher. Returns how many
+        entries were restamped. (A node whose own origin's watermark was forged
+        above its clock moves its entries past the forgery this way, so that
+        peers fetch them again.)"""
+        cdef const unsigned char* op
+        cdef Py_ssize_t on
+        cdef uint64_t first, last
+        cdef uint32_t oid, i, k = 0
+        cdef Origin* o
+        _conv_str("origin", origin, &op, &on)
+        _conv_u64("first_stamp", first_stamp, &first)
+        oid = self._origin_find(op, on)
+        if oid == NO_ORIGIN or self._origins[oid].live == 0:
+            return 0
+        o = &self._origins[oid]
+        if not self._sort_log(oid):
+            raise MemoryError()
+        # keep exactly the live records (one per key held), in (stamp, key) order
+        for i in range(o.log_len):
+            if not self._live(oid, &o.log[i]):
+                continue
+            if k and o.log[k - 1].slot == o.log[i].slot and o.log[k - 1].stamp == o.log[i].stamp:
+                continue
+            o.log[k] = o.log[i]
+            k += 1
+        o.log_len = k
+        o.log_sorted = k
+        if first > _U64_MAX - (k - 1):
+            raise ValueError(f"restamp: {k} stamps from {first} pass 2**64 - 1")
+        for i in range(k):
+            o.log[i].stamp = first + i
+            self._recs[o.log[i].slot].stamp = first + i
+        last = first + (k - 1)
+        if last > o.watermark:
+            o.watermark = last
+        return k
+
+    # -- bounds, own origin, refusals ---------------------------------------------------
+
+    @property
+    def max_keys(self):
+        """The most keys held (None: no bound); see the class docstring."""
+        return self._max_keys_obj
+
+    @max_keys.setter
+    def max_keys(self, value):
+        self._max_keys = _conv_limit("max_keys", value)
+        self._max_keys_obj = None if value is None else int(value)
+
+    @property
+    def max_bytes(self):
+        """The most ``bytes_held`` (None: no bound); see the class docstring."""
+        return self._max_bytes_obj
+
+    @max_bytes.setter
+    def max_bytes(self, value):
+        self._max_bytes = _conv_limit("max_bytes", value)
+        self._max_bytes_obj = None if value is None else int(value)
+
+    @property
+    def own_origin(self):
+        """The origin merges refuse (this process's own), or None."""
+        return self._own
+
+    @own_origin.setter
+    def own_origin(self, value):
+        cdef const unsigned char* p
+        cdef Py_ssize_t n
+        if value is None:
+            self._own = None
+            self._own_utf8 = None
+            self._own_n = -1
+            return
+        if not isinstance(value, str):
+            raise TypeError(f"own_origin must be str or None, not {type(value).__name__}")
+        _conv_str("own_origin", value, &p, &n)
+        self._own = value if type(value) is str else str.__str__(value)
+        self._own_utf8 = PyBytes_FromStringAndSize(<const char*>p, n)
+        self._own_n = n
+
+    @property
+    def bytes_held(self) -> int:
+        """Key bytes + value bytes (8 per int) + ENTRY_OVERHEAD per entry held."""
+        return self._bytes_held
+
+    def refusals(self) -> dict:
+        """Entries refused so far, by reason (REFUSAL_KINDS; see _table_py.py)."""
+        cdef int i
+        return {REFUSAL_KINDS[i]: self._refused[i] for i in range(N_REFUSALS)}
 
     # -- deltas --------------------------------------------------------------------
 
@@ -1384,8 +1748,8 @@ cdef class GossipState:
         bytes each (length prefix included), stopping before the frames' total
         would pass ``max_bytes`` (yet with at least one entry when any is due).
 
-        The frames stop before an entry that no frame of ``max_frame_size`` can
-        hold; when that entry is the first due, ValueError is raised.
+        An entry that no frame of ``max_frame_size`` can hold (with this
+        sender_id) is skipped and counted as ``unrelayable``: it never raises.
         """
         cdef const unsigned char* sp
         cdef Py_ssize_t sn, max_size, budget = -1, n_cur, count = 0, cap = 0, total = 0
@@ -1413,10 +1777,9 @@ cdef class GossipState:
             memset(pk.fgen, 0, (self._n_origins + 1) * sizeof(uint32_t))
             # pass 1: how far the byte budget reaches
             while self._delta_next(heap, &n_cur, &slot, &oid, &stamp):
-                if count and not self._fits(&pk, slot):
-                    # stop before an entry no frame holds; it raises once it comes first
-                    count = self._back_off(slots, count, oid, stamp)
-                    break
+                if not self._fits(&pk, slot):
+                    self._refused[R_UNRELAYABLE] += 1
+                    continue
                 grow = self._pack(&pk, slot)
                 if budget >= 0 and count and total + grow > budget:
                     count = self._back_off(slots, count, oid, stamp)

@@ -9,6 +9,16 @@ Besides the entries the table keeps, per origin, the highest stamp it has seen
 (its *watermarks*, what a Digest carries) and a log of ``(stamp, key)`` records
 so that ``delta`` costs about what changed since a peer's watermarks, not the
 size of the table.
+
+Refusals. ``merge`` and ``merge_frame`` skip (and count, see ``refusals()``)
+entries that are well formed but not acceptable, checked in this order:
+``origin_too_long`` (origin above MAX_ORIGIN_BYTES), ``own_origin`` (the origin
+is ``own_origin``), ``future`` (stamp above ``max_stamp`` or version above
+``max_version``), ``too_large`` (not storable: ``relay_size`` above the call's
+``max_frame_size``), ``table_full`` (see ``GossipState``). A refused entry
+changes nothing: no value, watermark, origin count or ``max_version`` moves.
+``delta_frames`` counts as ``unrelayable`` the entries it skips because no
+frame of its ``max_frame_size`` holds them.
 """
 
 from __future__ import annotations
@@ -18,15 +28,45 @@ from bisect import bisect_left
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from ._codec_py import decode
+from ._limits import (
+    BATCH_FIXED_BYTES,
+    ENTRY_OVERHEAD,
+    MAX_LIFE_CHARS,
+    MAX_NODE_ID_BYTES,
+    MAX_ORIGIN_BYTES,
+)
 from ._messages_py import Entry, Gossip, GossipBatch
-from .errors import FrameError
+from .errors import FrameError, TableFull
 
-__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Entry", "GossipState"]
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "ENTRY_OVERHEAD",
+    "MAX_LIFE_CHARS",
+    "MAX_NODE_ID_BYTES",
+    "MAX_ORIGIN_BYTES",
+    "REFUSAL_KINDS",
+    "Entry",
+    "GossipState",
+    "TableFull",
+    "relay_size",
+]
 
 Value = Union[int, bytes]
 
 DEFAULT_MAX_FRAME_SIZE = 1 << 20
 _U64 = 1 << 64
+_U64_MAX = _U64 - 1
+# relay_size without the origin, key and value bytes: the batch and a longest sender
+_RELAY_FIXED = BATCH_FIXED_BYTES + MAX_NODE_ID_BYTES
+#: The keys of GossipState.refusals(), in the order merges check them.
+REFUSAL_KINDS = (
+    "origin_too_long",
+    "own_origin",
+    "future",
+    "too_large",
+    "table_full",
+    "unrelayable",
+)
 _MAX_STR = 0xFFFF
 _MAX_BYTES = 0xFFFFFFFF
 _MAX_LENGTH = 0xFFFFFFFF  # the u32 length prefix
@@ -109,6 +149,47 @@ def _lww_key(version: int, origin: str, value: Value) -> tuple:
     return (version, origin, (1, value) if type(value) is bytes else (0, value))
 
 
+def _check_limit(name: str, v: object) -> Optional[int]:
+    """A max_keys / max_bytes setting: None or an int >= 0."""
+    if v is None:
+        return None
+    if type(v) is bool or not isinstance(v, int):
+        raise TypeError(f"{name} must be int or None, not {type(v).__name__}")
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, not {v}")
+    return int(v)
+
+
+def _value_size(value: Value) -> int:
+    return len(value) if type(value) is bytes else 8
+
+
+def relay_size(key: str, value: Value, origin: str) -> int:
+    """Bytes of the frame (length prefix included) of a one-entry GossipBatch
+    carrying this entry, sent by a sender with a MAX_NODE_ID_BYTES-byte id.
+
+    An entry is *storable* under a max_frame_size when this is <= it: merges
+    refuse the others (``too_large``) and a node refuses to write them.
+    """
+    key = _check_str("key", key)
+    value = _check_value(value)
+    origin = _check_str("origin", origin)
+    return _relay_size(len(key.encode("utf-8")), value, len(origin.encode("utf-8")))
+
+
+def _relay_size(key_len: int, value: Value, origin_len: int) -> int:
+    size = _RELAY_FIXED + origin_len + key_len
+    return size + (4 + len(value) if type(value) is bytes else 8)
+
+
+def _full_error(table: GossipState, key: str, new: bool) -> TableFull:
+    return TableFull(
+        f"table full: {'adding' if new else 'growing'} key {key!r} would pass "
+        f"max_keys={table._max_keys} / max_bytes={table._max_bytes} "
+        f"({len(table._keys)} keys, {table._bytes_held} bytes held)"
+    )
+
+
 def _entry_size(key: str, value: Value) -> int:
     """Bytes a batch entry takes: str key, u16 origin, u64 version, u64 stamp, value."""
     size = 2 + len(key.encode("utf-8")) + 2 + 8 + 8 + 1
@@ -116,7 +197,21 @@ def _entry_size(key: str, value: Value) -> int:
 
 
 class GossipState:
-    """Last-writer-wins key/value table with per-origin watermarks and deltas."""
+    """Last-writer-wins key/value table with per-origin watermarks and deltas.
+
+    Bounds: ``max_keys`` (keys held) and ``max_bytes`` (``bytes_held``: per
+    entry, its key's UTF-8 bytes + its value's bytes, 8 for an int, +
+    ENTRY_OVERHEAD), None for no bound; both settable. At a bound, an entry for
+    a new key, or one that would replace a held value by a larger one and so
+    pass ``max_bytes``, is refused: a merge skips it and counts it as
+    ``table_full``, a local ``set`` raises TableFull (a ValueError). Writes
+    that fit, and every update that does not grow the bytes held, are always
+    accepted. Lowering a bound below what is held removes nothing.
+
+    ``own_origin`` (None, or the origin this process writes under): a merge
+    refuses entries under exactly that origin (``own_origin``); ``set`` may
+    write under it.
+    """
 
     __slots__ = (
         "_entries",
@@ -127,9 +222,21 @@ class GossipState:
         "_seen",
         "_sorted",
         "_max_version",
+        "_bytes_held",
+        "_max_keys",
+        "_max_bytes",
+        "_own_origin",
+        "_refused",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_keys: Optional[int] = None, max_bytes: Optional[int] = None) -> None:
+        self._max_keys = _check_limit("max_keys", max_keys)
+        self._max_bytes = _check_limit("max_bytes", max_bytes)
+        self._own_origin: Optional[str] = None
+        self._refused: Dict[str, int] = dict.fromkeys(REFUSAL_KINDS, 0)
+        self._reset()
+
+    def _reset(self) -> None:
         self._entries: Dict[str, list] = {}
         self._keys: List[str] = []  # first-insertion order
         self._watermarks: Dict[str, int] = {}  # origin -> highest stamp seen
@@ -138,23 +245,91 @@ class GossipState:
         self._seen: Dict[str, int] = {}  # origin -> entries of it set or merged, won or lost
         self._sorted: Dict[str, int] = {}  # origin -> length of the log's sorted prefix
         self._max_version = 0
+        self._bytes_held = 0
+
+    # -- settings and counters -------------------------------------------------------
+
+    @property
+    def max_keys(self) -> Optional[int]:
+        """The most keys held (None: no bound); see the class docstring."""
+        return self._max_keys
+
+    @max_keys.setter
+    def max_keys(self, value: Optional[int]) -> None:
+        self._max_keys = _check_limit("max_keys", value)
+
+    @property
+    def max_bytes(self) -> Optional[int]:
+        """The most ``bytes_held`` (None: no bound); see the class docstring."""
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: Optional[int]) -> None:
+        self._max_bytes = _check_limit("max_bytes", value)
+
+    @property
+    def own_origin(self) -> Optional[str]:
+        """The origin merges refuse (this process's own), or None."""
+        return self._own_origin
+
+    @own_origin.setter
+    def own_origin(self, value: Optional[str]) -> None:
+        if value is not None:
+            if not isinstance(value, str):
+                raise TypeError(f"own_origin must be str or None, not {type(value).__name__}")
+            value = _check_str("own_origin", value)
+        self._own_origin = value
+
+    @property
+    def bytes_held(self) -> int:
+        """Key bytes + value bytes (8 per int) + ENTRY_OVERHEAD per entry held."""
+        return self._bytes_held
+
+    def refusals(self) -> Dict[str, int]:
+        """Entries refused so far, by reason (REFUSAL_KINDS; see the module docstring)."""
+        return dict(self._refused)
 
     # -- writing -------------------------------------------------------------------
 
     def set(
         self, key: str, value: Value, version: int, origin: str = "", stamp: Optional[int] = None
     ) -> bool:
-        """Write one entry; True when the table changed (the entry won)."""
+        """Write one entry; True when the table changed (the entry won).
+
+        Raises ValueError for an origin above MAX_ORIGIN_BYTES and TableFull
+        when the entry does not fit ``max_keys`` / ``max_bytes``.
+        """
         key = _check_str("key", key)
         value = _check_value(value)
         version = _check_u64("version", version)
         origin = _check_str("origin", origin)
         stamp = version if stamp is None else _check_u64("stamp", stamp)
-        return self._apply(key, value, version, origin, stamp)
+        n = len(origin.encode("utf-8"))
+        if n > MAX_ORIGIN_BYTES:
+            raise ValueError(
+                f"origin is {n} bytes in UTF-8, more than MAX_ORIGIN_BYTES ({MAX_ORIGIN_BYTES})"
+            )
+        done = self._apply(key, value, version, origin, stamp)
+        if done == 2:
+            raise _full_error(self, key, key not in self._entries)
+        return done == 1
 
-    def merge(self, entries: Iterable[Union[Entry, Gossip]]) -> List[Entry]:
+    def merge(
+        self,
+        entries: Iterable[Union[Entry, Gossip]],
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_stamp: int = _U64_MAX,
+        max_version: int = _U64_MAX,
+    ) -> List[Entry]:
         """Merge entries (or Gossip messages); returns those that changed the table,
-        in input order. Every entry is validated before any is merged."""
+        in input order. Every entry is validated before any is merged; entries
+        refused (see the module docstring) are counted in ``refusals()``."""
+        if max_frame_size is not DEFAULT_MAX_FRAME_SIZE:
+            max_frame_size = _check_max_frame_size(max_frame_size)
+        if max_stamp is not _U64_MAX:
+            max_stamp = _check_u64("max_stamp", max_stamp)
+        if max_version is not _U64_MAX:
+            max_version = _check_u64("max_version", max_version)
         checked = []
         for e in entries:
             stamp = getattr(e, "stamp", None)
@@ -166,8 +341,9 @@ class GossipState:
             stamp = version if stamp is None else _check_u64("stamp", stamp)
             checked.append((e, key, value, version, origin, stamp))
         changed = []
+        limits = (max_frame_size, max_stamp, max_version)
         for e, key, value, version, origin, stamp in checked:
-            if self._apply(key, value, version, origin, stamp):
+            if self._merge_one(key, value, version, origin, stamp, limits) == 1:
                 if (
                     type(e) is Entry
                     and type(e.key) is str
@@ -181,16 +357,28 @@ class GossipState:
                     changed.append(Entry(key, value, version, origin, stamp))
         return changed
 
-    def merge_frame(self, frame: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> int:
+    def merge_frame(
+        self,
+        frame: Any,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_stamp: int = _U64_MAX,
+        max_version: int = _U64_MAX,
+    ) -> int:
         """Merge one complete Gossip or GossipBatch frame (length prefix included).
 
         The frame is checked as the codec's ``decode`` checks it (same FrameError,
         same message and offset) before anything is merged, so a malformed frame
         leaves the table unchanged; a well-formed frame of another type raises
-        FrameError too. Returns the number of entries that changed the table.
+        FrameError too. Entries of a well-formed frame that are not acceptable
+        are skipped and counted (see the module docstring). Returns the number
+        of entries that changed the table.
         """
         if max_frame_size is not DEFAULT_MAX_FRAME_SIZE:
             max_frame_size = _check_max_frame_size(max_frame_size)
+        if max_stamp is not _U64_MAX:
+            max_stamp = _check_u64("max_stamp", max_stamp)
+        if max_version is not _U64_MAX:
+            max_version = _check_u64("max_version", max_version)
         if type(frame) is not bytes:
             try:
                 frame = memoryview(frame).tobytes()
@@ -209,26 +397,70 @@ class GossipState:
                 f"cannot merge a {type(msg).__name__} frame (type {mtype}) at offset 5", 5
             )
         changed = 0
+        limits = (max_frame_size, max_stamp, max_version)
         for key, value, version, origin, stamp in items:
-            changed += self._apply(key, value, version, origin, stamp)
+            changed += self._merge_one(key, value, version, origin, stamp, limits) == 1
         return changed
 
-    def _apply(self, key: str, value: Value, version: int, origin: str, stamp: int) -> bool:
-        wm = self._watermarks.get(origin)
-        if wm is None or stamp > wm:
-            self._watermarks[origin] = stamp
-        self._seen[origin] = self._seen.get(origin, 0) + 1
-        if version > self._max_version:
-            self._max_version = version
+    def _merge_one(
+        self,
+        key: str,
+        value: Value,
+        version: int,
+        origin: str,
+        stamp: int,
+        limits: Tuple[int, int, int],
+    ) -> int:
+        """Merge an entry that arrived from a peer: _apply, after the refusals."""
+        max_frame_size, max_stamp, max_version = limits
+        olen = len(origin.encode("utf-8"))
+        if olen > MAX_ORIGIN_BYTES:
+            kind = "origin_too_long"
+        elif origin == self._own_origin:
+            kind = "own_origin"
+        elif stamp > max_stamp or version > max_version:
+            kind = "future"
+        elif _relay_size(len(key.encode("utf-8")), value, olen) > max_frame_size:
+            kind = "too_large"
+        else:
+            done = self._apply(key, value, version, origin, stamp)
+            if done != 2:
+                return done
+            kind = "table_full"
+        self._refused[kind] += 1
+        return 2
+
+    def _apply(self, key: str, value: Value, version: int, origin: str, stamp: int) -> int:
+        """1 when the entry changed the table, 0 when it lost, 2 when it does not
+        fit max_keys / max_bytes (then nothing moved)."""
         cur = self._entries.get(key)
         if cur is None:
+            size = len(key.encode("utf-8")) + _value_size(value) + ENTRY_OVERHEAD
+            if (self._max_keys is not None and len(self._keys) >= self._max_keys) or (
+                self._max_bytes is not None and self._bytes_held + size > self._max_bytes
+            ):
+                return 2
+            self._note(version, origin, stamp)
             self._entries[key] = [value, version, origin, stamp]
             self._keys.append(key)
+            self._bytes_held += size
             self._live[origin] = self._live.get(origin, 0) + 1
             self._log(origin, stamp, key)
-            return True
-        if _lww_key(version, origin, value) <= _lww_key(cur[_VERSION], cur[_ORIGIN], cur[_VALUE]):
-            return False
+            return 1
+        wins = _lww_key(version, origin, value) > _lww_key(cur[_VERSION], cur[_ORIGIN], cur[_VALUE])
+        grow = 0
+        if wins:
+            grow = _value_size(value) - _value_size(cur[_VALUE])
+            if (
+                grow > 0
+                and self._max_bytes is not None
+                and self._bytes_held + grow > self._max_bytes
+            ):
+                return 2
+        self._note(version, origin, stamp)
+        if not wins:
+            return 0
+        self._bytes_held += grow
         old_origin, old_stamp = cur[_ORIGIN], cur[_STAMP]
         cur[:] = [value, version, origin, stamp]
         if old_origin != origin:
@@ -238,7 +470,16 @@ class GossipState:
             self._maybe_compact(old_origin)
         elif old_stamp != stamp:
             self._log(origin, stamp, key)
-        return True
+        return 1
+
+    def _note(self, version: int, origin: str, stamp: int) -> None:
+        """An entry set or merged (won or lost): its watermark, counts, max version."""
+        wm = self._watermarks.get(origin)
+        if wm is None or stamp > wm:
+            self._watermarks[origin] = stamp
+        self._seen[origin] = self._seen.get(origin, 0) + 1
+        if version > self._max_version:
+            self._max_version = version
 
     # -- the per-origin logs ----------------------------------------------------------
 
@@ -358,8 +599,38 @@ class GossipState:
         return dict(self._watermarks)
 
     def clear(self) -> None:
-        """Forget every entry, watermark and the max version."""
-        self.__init__()  # type: ignore[misc]
+        """Forget every entry, watermark and the max version (the bounds,
+        ``own_origin`` and the refusal counts stay)."""
+        self._reset()
+
+    def restamp(self, origin: str, first_stamp: int) -> int:
+        """Give every entry held under ``origin`` a new stamp, consecutive from
+        ``first_stamp`` in their current (stamp, key) order; the origin's
+        watermark becomes the last of them if that is higher. Returns how many
+        entries were restamped. (A node whose own origin's watermark was forged
+        above its clock moves its entries past the forgery this way, so that
+        peers fetch them again.)"""
+        origin = _check_str("origin", origin)
+        first = _check_u64("first_stamp", first_stamp)
+        if not self._live.get(origin):
+            return 0
+        kept: List[Tuple[int, str]] = []
+        prev = None
+        for rec in self._sorted_log(origin):
+            if rec != prev and self._is_live(origin, rec):
+                kept.append(rec)
+            prev = rec
+        n = len(kept)
+        if first + n - 1 > _U64_MAX:
+            raise ValueError(f"restamp: {n} stamps from {first} pass 2**64 - 1")
+        log = self._logs[origin]
+        log[:] = [(first + i, key) for i, (_, key) in enumerate(kept)]
+        self._sorted[origin] = n
+        for stamp, key in log:
+            self._entries[key][_STAMP] = stamp
+        if first + n - 1 > self._watermarks[origin]:
+            self._watermarks[origin] = first + n - 1
+        return n
 
     # -- deltas --------------------------------------------------------------------
 
@@ -393,8 +664,8 @@ class GossipState:
         bytes each (length prefix included), stopping before the frames' total
         would pass ``max_bytes`` (yet with at least one entry when any is due).
 
-        The frames stop before an entry that no frame of ``max_frame_size`` can
-        hold; when that entry is the first due, ValueError is raised.
+        An entry that no frame of ``max_frame_size`` can hold (with this
+        sender_id) is skipped and counted as ``unrelayable``: it never raises.
         """
         sender_id = _check_str("sender_id", sender_id)
         max_frame_size = _check_max_frame_size(max_frame_size)
@@ -409,10 +680,9 @@ class GossipState:
         for rec in self._due(watermarks):
             _, origin, key = rec
             size = _entry_size(key, self._entries[key][_VALUE])
-            if picked and not packer.fits(origin, size):
-                # stop before an entry no frame holds; it raises once it comes first
-                picked = picked[: _back_off(picked, rec)]
-                break
+            if not packer.fits(origin, size):
+                self._refused["unrelayable"] += 1
+                continue
             grow = packer.add(origin, size, key)
             if max_bytes is not None and picked and total + grow > max_bytes:
                 picked = picked[: _back_off(picked, rec)]

@@ -27,6 +27,8 @@ cdef enum:
     MAX_STR_SIZE = 65535     # str16 payload bytes
     MAX_ORIGINS = 65535      # u16 n_origins
     MAX_TYPE = 7             # highest known type code
+    DIGEST_REPLY = 1         # Digest flags: bit 0
+    DIGEST_MORE = 2          # bit 1; the others must be 0
 
 # Error codes recorded in WireReader.err (see wire_error_message for the text).
 cdef enum:
@@ -40,10 +42,11 @@ cdef enum:
     WE_COUNT = 7             # count the rest cannot hold            a=count b=left c=min item size
     WE_TRAILING = 8          # bytes left after the payload          a=left
     WE_LENGTH_MIN = 9        # length prefix < 2                     a=length
-    WE_LENGTH_MAX = 10       # length prefix > max_frame_size        a=length b=max
+    WE_LENGTH_MAX = 10       # length prefix + 4 > max_frame_size    a=length b=max
     WE_LENGTH_MISMATCH = 11  # length prefix != buffer size - 4      a=length b=actual
     WE_VERSION = 12          # unknown protocol version              a=version
     WE_TYPE = 13             # unknown message type                  a=type
+    WE_FLAGS = 14            # unknown bits in Digest flags          a=flags byte
 
 
 cdef inline uint16_t rd16(const unsigned char* p) noexcept nogil:
@@ -289,10 +292,11 @@ cdef inline int wire_init(WireReader* r, const unsigned char* buf, Py_ssize_t n)
 
 
 cdef inline int wire_check_length(WireReader* r, uint32_t length, uint64_t max_frame_size) noexcept nogil:
-    """Check a length prefix on its own (what a stream decoder can do first)."""
+    """Check a length prefix on its own (what a stream decoder can do first).
+    max_frame_size bounds the whole frame, the 4 prefix bytes included."""
     if length < MIN_FRAME_LENGTH:
         return wire_fail(r, WE_LENGTH_MIN, 0, "length", length, 0, 0)
-    if length > max_frame_size:
+    if <uint64_t>length + PREFIX_SIZE > max_frame_size:
         return wire_fail(r, WE_LENGTH_MAX, 0, "length", length, max_frame_size, 0)
     return 0
 
@@ -317,6 +321,14 @@ cdef inline int wire_open(WireReader* r, const unsigned char* buf, Py_ssize_t n,
         return wire_fail(r, WE_TYPE, 5, "type", buf[5], 0, 0)
     r.pos = HEADER_SIZE
     return buf[5]
+
+
+cdef inline int rd_u8(WireReader* r, const char* field, uint8_t* out) noexcept nogil:
+    if r.end - r.pos < 1:
+        return wire_fail(r, WE_TRUNCATED, r.pos, field, 1, r.end - r.pos, 0)
+    out[0] = r.buf[r.pos]
+    r.pos += 1
+    return 0
 
 
 cdef inline int rd_u16(WireReader* r, const char* field, uint16_t* out) noexcept nogil:
@@ -485,13 +497,15 @@ cdef inline str wire_error_message(WireReader* r):
     elif code == WE_LENGTH_MIN:
         text = "frame length %d is below the minimum of 2" % r.err_a
     elif code == WE_LENGTH_MAX:
-        text = "frame length %d exceeds max_frame_size %d" % (r.err_a, r.err_b)
+        text = "frame of %d bytes exceeds max_frame_size %d" % (r.err_a + PREFIX_SIZE, r.err_b)
     elif code == WE_LENGTH_MISMATCH:
         text = "length prefix says %d bytes follow but the frame holds %d" % (r.err_a, r.err_b)
     elif code == WE_VERSION:
         text = "unknown protocol version %d" % r.err_a
     elif code == WE_TYPE:
         text = "unknown message type %d" % r.err_a
+    elif code == WE_FLAGS:
+        text = "unknown digest flags %d" % r.err_a
     else:
         text = "malformed frame"
     return "%s at offset %d" % (text, r.err_offset)

@@ -39,7 +39,7 @@ def _human_bytes(n: float) -> str:
 def _quiet_fd_errors(loop: asyncio.AbstractEventLoop, out: TextIO) -> None:
     """Say once that descriptors ran out, instead of asyncio's traceback per
     failed accept; anything else goes to the default handler."""
-    told = []
+    told: List[bool] = []
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
         exc = context.get("exception")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FrameError", "GossipError", "NodeError"]
+__all__ = ["FrameError", "GossipError", "NodeError", "TableFull"]
 
 
 class GossipError(Exception):
@@ -24,3 +24,7 @@ class FrameError(GossipError, ValueError):
 
 class NodeError(GossipError):
     """A node could not do what was asked: a failed bind, use after shutdown."""
+
+
+class TableFull(GossipError, ValueError):
+    """A local write does not fit the table's ``max_keys`` / ``max_bytes``."""

@@ -36,6 +36,7 @@ import errno
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .core import ASK, CLOSE, EVENT, SEND, GossipCore, RateLimitedLog
@@ -132,27 +133,22 @@ class FdBudget:
 FDS = FdBudget()
 
 
+@dataclass(frozen=True)
 class TransportLimits:
-    """The transport's settings (``NodeConfig`` makes one)."""
+    """The transport's settings (``NodeConfig.transport_limits()`` makes one)."""
 
-    __slots__ = (
-        "max_frame_size",
-        "write_buffer_high",
-        "max_buffered_bytes",
-        "max_input_bytes",
-        "connect_timeout",
-        "reconnect_min",
-        "reconnect_max",
-        "max_connections",
-        "max_inbound",
-        "idle_timeout",
-        "frame_timeout",
-        "gossip_interval",
-    )
-
-    def __init__(self, **kwargs: Any) -> None:
-        for name in self.__slots__:
-            setattr(self, name, kwargs[name])
+    max_frame_size: int
+    write_buffer_high: int
+    max_buffered_bytes: int
+    max_input_bytes: int
+    connect_timeout: float
+    reconnect_min: float
+    reconnect_max: float
+    max_connections: Optional[int]
+    max_inbound: Optional[int]
+    idle_timeout: float
+    frame_timeout: float
+    gossip_interval: float
 
 
 class _Link:
