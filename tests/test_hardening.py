@@ -377,3 +377,124 @@ async def test_a_small_descriptor_budget_still_converges(
         stats = await net.wait_until(lambda: all(n.state_len() == 8 for n in net.nodes), 20)
         assert stats.converged
         assert FDS.in_use <= FDS.limit + 8  # accepted sockets may pass it by the few in flight
+
+
+# -- what a node takes in: the table's refusals, end to end ---------------------------
+
+
+async def send_batch(addr, entries) -> None:
+    reader, writer = await raw(addr)
+    try:
+        await write_message(
+            writer,
+            GossipBatch("evil", entries),
+        )
+        await write_message(writer, Ping("evil", 99))
+        assert (await asyncio.wait_for(read_message(reader), 5)).seq == 99  # handled
+    finally:
+        writer.close()
+
+
+async def test_an_entry_that_cannot_be_relayed_is_refused_on_arrival(
+    implementation: str,
+) -> None:
+    """Hole 1: a batch whose length field equalled max_frame_size was stored;
+    relaying it needs the prefix and a longer sender id, so every delta build
+    failed and the node sent nothing to anyone again. Now an entry is stored
+    only when a one-entry batch from the longest sender id carries it."""
+    size = 4096
+    a, b = await pair(implementation, max_frame_size=size)
+    async with a, b:
+        # the largest value that fits a frame from a short sender, not from a long one
+        big = b"x" * (size - 60)
+        await send_batch(a.addr, [Entry("big", big, 1, "someone#1", 1)])
+        assert a.get("big") is None and a.refusals()["too_large"] == 1
+        a.set("fresh", 1)
+        await wait_for(lambda: b.get("fresh") == 1)
+        assert a.stats.bad_frames == 0
+
+
+async def test_a_forged_stamp_from_the_far_future_is_refused(implementation: str) -> None:
+    """Hole 2: one ~60-byte frame with stamp 2**64-1 under b's origin raised every
+    watermark for b forever. Beyond the horizon it is refused on arrival."""
+    a, b = await pair(implementation)
+    async with a, b:
+        b.set("before", 1)
+        await wait_for(lambda: a.get("before") == 1)
+        hour = make_version(wall_ms() + 3_600_000)
+        await send_batch(
+            a.addr, [Entry("x", 1, 1, b.origin, 2**64 - 1), Entry("y", 1, 1, b.origin, hour)]
+        )
+        assert a.refusals()["future"] == 2
+        assert a.watermarks()[b.origin] < hour
+        b.set("after", 2)
+        await wait_for(lambda: a.get("after") == 2)
+
+
+async def test_a_node_refuses_entries_under_its_own_origin(implementation: str) -> None:
+    a, b = await pair(implementation)
+    async with a, b:
+        await send_batch(a.addr, [Entry("mine?", 1, 1, a.origin, 5)])
+        assert a.get("mine?") is None and a.refusals()["own_origin"] == 1
+
+
+async def test_a_key_cannot_be_made_unwritable(implementation: str) -> None:
+    """Hole 5: version 2**64-1 with a 64 KB origin of U+10FFFF beat every later
+    write, even set_with_version(key, v, 2**64-1). Both are refused now: the
+    version is beyond the horizon, and an origin is at most 266 bytes."""
+    a, b = await pair(implementation)
+    async with a, b:
+        huge_origin = "\U0010ffff" * 16_000
+        now = make_version(wall_ms())
+        await send_batch(
+            a.addr,
+            [
+                Entry("leader", b"evil", 2**64 - 1, "e#1", now),
+                Entry("leader", b"evil", 5, huge_origin, now),
+            ],
+        )
+        refused = a.refusals()
+        assert refused["future"] == 1 and refused["origin_too_long"] == 1
+        b.set("leader", b"honest")
+        await wait_for(lambda: a.get("leader") == b"honest")
+
+
+async def test_digests_larger_than_a_frame_are_split(implementation: str) -> None:
+    """Hole 3: with enough origins a digest passed max_frame_size and every peer
+    refused it: the node was cut off. Digests are now sent in parts."""
+    size = 8192
+    a, b = await pair(implementation, max_frame_size=size)
+    async with a, b:
+        stamp = make_version(wall_ms())
+        entries = [Entry(f"k{i}", i, stamp, f"writer-{i:04d}#1", stamp) for i in range(600)]
+        for start in range(0, 600, 100):  # ~20 bytes per origin: 12 kB of digest
+            await send_batch(a.addr, entries[start : start + 100])
+        assert len(a.digest_watermarks()) > size // 20
+        await wait_for(lambda: b.state_len() == 600, timeout=20)
+        a.set("fresh", 1)
+        await wait_for(lambda: b.get("fresh") == 1)
+        b.set("back", 1)
+        await wait_for(lambda: a.get("back") == 1)
+        assert a.stats.bad_frames == 0 and b.stats.bad_frames == 0
+
+
+async def test_a_bounded_table_refuses_a_flood_of_keys(implementation: str) -> None:
+    """400 MiB of junk keys reached every node and stayed. With max_keys (or
+    max_table_bytes) a node stores no more; entries beyond are refused and
+    counted, and a local write beyond raises TableFull."""
+    from fastgossip import TableFull
+
+    node = await GossipNode.start(config("n", implementation, max_keys=100))
+    async with node:
+        now = make_version(wall_ms())
+        for start in range(0, 1000, 250):
+            await send_batch(
+                node.addr,
+                [Entry(f"junk{i}", i, now, "e#1", now + i) for i in range(start, start + 250)],
+            )
+        assert node.state_len() == 100
+        assert node.refusals()["table_full"] == 900
+        with pytest.raises(TableFull):
+            node.set("one-more", 1)
+        node.set("junk0", 2)  # an update of a held key is still taken
+        assert node.get("junk0") == 2

@@ -36,7 +36,7 @@ from ._messages import (
 from ._sampler import XorShift64
 from ._table import GossipState
 from .clock import HybridClock
-from .errors import FrameError, GossipError, NodeError
+from .errors import FrameError, GossipError, NodeError, TableFull
 from .fanout import Fanout
 from .node import GossipNode, NodeConfig, NodeStats, node_of
 from .streams import read_message, write_message
@@ -66,6 +66,7 @@ __all__ = [
     "Pong",
     "Replicate",
     "ReplicateAck",
+    "TableFull",
     "Value",
     "XorShift64",
     "decode",

@@ -49,8 +49,6 @@ Output = Tuple[int, Any, Any]
 
 SEND, ASK, CLOSE, EVENT = 1, 2, 3, 4
 
-#: the longest node id, in UTF-8 bytes
-MAX_NODE_ID_BYTES = 255
 LIFE_SEPARATOR = "#"
 
 __all__ = [
@@ -181,8 +179,7 @@ class GossipCore:
         self._table = table
         self._now = 0.0
         self.state = state if state is not None else table.GossipState()
-        if hasattr(self.state, "own_origin"):
-            self.state.own_origin = origin
+        self.state.own_origin = origin
         self.rng = sampler.XorShift64(seed)
         self.clock = HybridClock(self._wall_ms)
         # Stamps are this origin's own reading of its wall clock: they never
@@ -200,7 +197,6 @@ class GossipCore:
         self._restamped_at = -1e18
         self.logs = RateLimitedLog(log)
         self._batch_type = codec.T_GOSSIP_BATCH
-        self._horizons = hasattr(self.state, "refusals")
         self._digest_type = codec.Digest
 
     # -- time ------------------------------------------------------------------
@@ -292,13 +288,11 @@ class GossipCore:
         """Refuse an entry that no frame could carry when relayed by any node."""
         if not isinstance(key, str):
             return  # the table raises the TypeError
-        relay_size = getattr(self._table, "relay_size", None)
-        if relay_size is not None:
-            size = relay_size(key, value, origin)
-        else:  # a one-entry GossipBatch from a 255-byte sender, prefix included
-            size = 4 + 37 + MAX_NODE_ID_BYTES + len(origin.encode("utf-8"))
-            size += len(key.encode("utf-8", "surrogatepass"))
-            size += 4 + len(value) if isinstance(value, (bytes, bytearray)) else 8
+        if not isinstance(value, (int, bytes, bytearray)):
+            return  # the table raises the TypeError
+        # a one-entry GossipBatch from the longest sender id, prefix included:
+        # what relaying it takes from any node (PROTOCOL.md, "Limits")
+        size = self._table.relay_size(key, value, origin)
         if size > self.limits.max_frame_size:
             raise ValueError(
                 f"entry of {size} bytes (key and value) does not fit one frame "
@@ -398,10 +392,9 @@ class GossipCore:
         """This node's digest as frames (more than one only when it is larger
         than a frame)."""
         watermarks = self.digest_watermarks(now)
-        split = getattr(self._codec, "digest_frames", None)
-        if split is not None:
-            return list(split(self.node_id, watermarks, reply, self.limits.max_frame_size))
-        return [self._codec.encode(self._codec.Digest(self.node_id, watermarks, reply))]
+        return self._codec.digest_frames(  # type: ignore[no-any-return]
+            self.node_id, watermarks, reply, self.limits.max_frame_size
+        )
 
     def digest_watermarks(self, now: Optional[float] = None) -> Dict[str, int]:
         """Per origin, the highest stamp held; without the retired origins.
@@ -469,12 +462,10 @@ class GossipCore:
         self._last_stamp = forged
         # and our entries written below it are sent again, re-stamped above it,
         # at most once per max_clock_skew (each costs one resend of our entries)
-        restamp = getattr(self.state, "restamp", None)
-        if restamp is not None and now - self._restamped_at >= self.limits.max_clock_skew:
+        if now - self._restamped_at >= self.limits.max_clock_skew:
             self._restamped_at = now
-            held = self.state.watermarks().get(self.origin, 0)
-            if held:
-                count = restamp(self.origin, self._last_stamp + 1)
+            if self.origin in self.state.watermarks():
+                count = self.state.restamp(self.origin, self._last_stamp + 1)
                 self._last_stamp += count
         self.logs.log(
             logging.WARNING,
@@ -497,15 +488,11 @@ class GossipCore:
         batch_type = self._batch_type
         max_frame_size = self.limits.max_frame_size
         max_stamp, max_version = self.horizon(now)
-        horizons = self._horizons
         merged = 0
         try:
             for frame in frames:
                 if frame[5] == batch_type:
-                    if horizons:
-                        merged += state.merge_frame(frame, max_frame_size, max_stamp, max_version)
-                    else:
-                        merged += state.merge_frame(frame, max_frame_size)
+                    merged += state.merge_frame(frame, max_frame_size, max_stamp, max_version)
                 else:
                     room -= self._handle(self._codec.decode(frame, max_frame_size), conn, now, room)
         finally:
@@ -555,7 +542,7 @@ class GossipCore:
         if c is None:
             return 0
         watermarks: Dict[str, int]
-        if getattr(msg, "more", False) or c.parts is not None:
+        if msg.more or c.parts is not None:
             # one part of a digest split over several frames: answer after the last
             if c.parts is None:
                 c.parts, c.parts_bytes = {}, 0
@@ -563,7 +550,7 @@ class GossipCore:
             c.parts_bytes += self.limits.max_frame_size
             if c.parts_bytes > self.limits.max_digest_bytes:
                 raise ValueError(f"digest longer than {self.limits.max_digest_bytes} bytes")
-            if getattr(msg, "more", False):
+            if msg.more:
                 return 0
             watermarks, c.parts = c.parts, None
         else:

@@ -18,7 +18,8 @@ from types import ModuleType
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from ._impl import load
-from .core import LIFE_SEPARATOR, MAX_NODE_ID_BYTES, CoreLimits, GossipCore, node_of
+from ._table import MAX_NODE_ID_BYTES
+from .core import LIFE_SEPARATOR, CoreLimits, GossipCore, node_of
 from .errors import NodeError
 from .fanout import Fanout
 from .replication import ReplicationLog
@@ -27,8 +28,6 @@ from .transport import Transport, TransportLimits
 Address = Tuple[str, int]
 Value = Union[int, bytes]
 
-MAX_LIFE_CHARS = 10  # base 36 milliseconds: 8 digits until 2059, 10 for ~100,000 years
-MAX_ORIGIN_BYTES = MAX_NODE_ID_BYTES + 1 + MAX_LIFE_CHARS
 _DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _last_life: Dict[str, int] = {}  # node id -> its latest life in this process
 
@@ -288,10 +287,7 @@ class GossipNode:
         self.implementation: str = "python" if self._codec.__name__.endswith("_py") else "cython"
         self.stats = NodeStats()
         origin = f"{config.node_id}{LIFE_SEPARATOR}{_new_life(config.node_id)}"
-        state = table.GossipState()
-        for name, value in (("max_keys", config.max_keys), ("max_bytes", config.max_table_bytes)):
-            if value is not None and hasattr(state, name):
-                setattr(state, name, value)
+        state = table.GossipState(max_keys=config.max_keys, max_bytes=config.max_table_bytes)
         self.replication_log = ReplicationLog(
             leaders=config.replication_leaders,
             max_entries=config.max_log_entries,
@@ -448,8 +444,7 @@ class GossipNode:
 
     def refusals(self) -> Dict[str, int]:
         """Entries the table refused, by cause (see docs/PROTOCOL.md, "Limits")."""
-        refusals = getattr(self._core.state, "refusals", None)
-        return dict(refusals()) if refusals is not None else {}
+        return dict(self._core.state.refusals())
 
     # -- rounds --------------------------------------------------------------
     def gossip_round(self) -> int:
