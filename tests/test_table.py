@@ -1130,3 +1130,29 @@ def test_compiled_table_frees_its_memory() -> None:
     grown = _rss() - base
     # one table of 200k entries is ~20 MB: eight leaked ones would be far above this
     assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 8 tables"
+
+
+def test_changes_counts_every_set_merge_restamp_and_clear(table: ModuleType) -> None:
+    """The core reuses its encoded digest while ``changes`` has not moved, so it
+    must move on anything that can move a watermark or an origin's counts:
+    a losing merge too, and a refused one must not."""
+    from fastgossip import Entry
+
+    s = table.GossipState()
+    seen = [s.changes]
+
+    def moved() -> bool:
+        seen.append(s.changes)
+        return seen[-1] > seen[-2]
+
+    s.set("k", 1, 10, "a#1", 10)
+    assert moved()
+    assert s.get("k") == (1, 10)
+    s.merge([Entry("k", 0, 5, "b#1", 7)])  # loses, yet b's watermark is new
+    assert moved() and s.watermarks()["b#1"] == 7
+    s.merge([Entry("k", 0, 5, "b#1", 2**64 - 1)], max_stamp=100)  # refused
+    assert not moved()
+    s.restamp("a#1", 50)
+    assert moved()
+    s.clear()
+    assert moved()

@@ -495,6 +495,7 @@ cdef class GossipState:
     cdef uint64_t* _oindex
     cdef size_t _omask
     cdef uint64_t _max_version
+    cdef uint64_t _changes        # see the changes property
     cdef Py_ssize_t _bytes_held
     cdef Py_ssize_t _max_keys      # -1: no bound
     cdef Py_ssize_t _max_bytes     # -1: no bound
@@ -925,6 +926,7 @@ cdef class GossipState:
     cdef inline void _note(self, In* e, uint32_t oid) noexcept:
         """An entry set or merged (won or lost): its watermark, counts, max version."""
         cdef Origin* o = &self._origins[oid]
+        self._changes += 1
         if e.stamp > o.watermark:
             o.watermark = e.stamp
         o.seen += 1
@@ -1429,6 +1431,14 @@ cdef class GossipState:
         ``own_origin`` and the refusal counts stay)."""
         self._free()
         self._init()
+        self._changes += 1
+
+    @property
+    def changes(self) -> int:
+        """A count that grows whenever an entry is set, merged (won or lost) or
+        restamped, or the table cleared: when it has not moved, neither have
+        the watermarks nor the origins' counts (a digest can be reused)."""
+        return self._changes
 
     def restamp(self, origin, first_stamp) -> int:
         """Give every entry held under ``origin`` a new stamp, consecutive from
@@ -1466,6 +1476,7 @@ cdef class GossipState:
             o.log[i].stamp = first + i
             self._recs[o.log[i].slot].stamp = first + i
         last = first + (k - 1)
+        self._changes += 1
         if last > o.watermark:
             o.watermark = last
         return k

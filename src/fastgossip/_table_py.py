@@ -227,6 +227,7 @@ class GossipState:
         "_max_bytes",
         "_own_origin",
         "_refused",
+        "_changes",
     )
 
     def __init__(self, max_keys: Optional[int] = None, max_bytes: Optional[int] = None) -> None:
@@ -234,6 +235,7 @@ class GossipState:
         self._max_bytes = _check_limit("max_bytes", max_bytes)
         self._own_origin: Optional[str] = None
         self._refused: Dict[str, int] = dict.fromkeys(REFUSAL_KINDS, 0)
+        self._changes = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -474,6 +476,7 @@ class GossipState:
 
     def _note(self, version: int, origin: str, stamp: int) -> None:
         """An entry set or merged (won or lost): its watermark, counts, max version."""
+        self._changes += 1
         wm = self._watermarks.get(origin)
         if wm is None or stamp > wm:
             self._watermarks[origin] = stamp
@@ -602,6 +605,14 @@ class GossipState:
         """Forget every entry, watermark and the max version (the bounds,
         ``own_origin`` and the refusal counts stay)."""
         self._reset()
+        self._changes += 1
+
+    @property
+    def changes(self) -> int:
+        """A count that grows whenever an entry is set, merged (won or lost) or
+        restamped, or the table cleared: when it has not moved, neither have
+        the watermarks nor the origins' counts (a digest can be reused)."""
+        return self._changes
 
     def restamp(self, origin: str, first_stamp: int) -> int:
         """Give every entry held under ``origin`` a new stamp, consecutive from
@@ -628,6 +639,7 @@ class GossipState:
         self._sorted[origin] = n
         for stamp, key in log:
             self._entries[key][_STAMP] = stamp
+        self._changes += 1
         if first + n - 1 > self._watermarks[origin]:
             self._watermarks[origin] = first + n - 1
         return n

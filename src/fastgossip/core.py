@@ -186,6 +186,9 @@ class GossipCore:
         # follow a peer (versions do), so a forged version cannot move them.
         self._last_stamp = 0
         self._quiet: Dict[str, _Quiet] = {}
+        self._digest_cache: Dict[bool, Tuple[Tuple[int, int], List[bytes]]] = {}
+        self._retire_check_at = -1e18
+        self._retire_generation = 0
         self._peers: Dict[Address, _Peer] = {}
         self._conns: Dict[int, _Conn] = {}
         self._linked: Dict[Address, _Peer] = {}  # peers with a connection of ours
@@ -390,11 +393,23 @@ class GossipCore:
 
     def encode_digest(self, reply: bool, now: float) -> List[bytes]:
         """This node's digest as frames (more than one only when it is larger
-        than a frame)."""
-        watermarks = self.digest_watermarks(now)
-        return self._codec.digest_frames(  # type: ignore[no-any-return]
-            self.node_id, watermarks, reply, self.limits.max_frame_size
+        than a frame). Reused while the table has not changed (``changes``) and
+        no retirement was due: an idle round costs no per-origin work."""
+        if self.limits.retire_after is not None and now >= self._retire_check_at:
+            # retirement windows are long; looking once per quarter window
+            # (at most once a second) is soon enough
+            window = max(self.limits.retire_after, 2 * self.limits.gossip_interval)
+            self._retire_check_at = now + min(1.0, window / 4)
+            self._retire_generation += 1
+        key = (self.state.changes, self._retire_generation)
+        cached = self._digest_cache.get(reply)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        frames: List[bytes] = self._codec.digest_frames(
+            self.node_id, self.digest_watermarks(now), reply, self.limits.max_frame_size
         )
+        self._digest_cache[reply] = (key, frames)
+        return frames
 
     def digest_watermarks(self, now: Optional[float] = None) -> Dict[str, int]:
         """Per origin, the highest stamp held; without the retired origins.

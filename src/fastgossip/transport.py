@@ -274,6 +274,7 @@ class GossipProtocol(asyncio.Protocol):
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         stats.frames_sent += len(frames)
         stats.bytes_sent += len(data)
+        self.owner.queued_estimate += len(data)
         transport.write(data)
         return True
 
@@ -312,6 +313,11 @@ class Transport:
         self.conns: Dict[int, GossipProtocol] = {}
         self._next_conn = 0
         self._input_total = 0
+        # an upper bound of the bytes queued on all connections: what was
+        # written since it was last counted exactly (every round, or when it
+        # nears max_buffered_bytes), so that answering costs O(1), not O(conns)
+        self.queued_estimate = 0
+        self._sweep_at = 0.0
         self._server: Optional[asyncio.AbstractServer] = None
         self._listen_fds = 0
         self._round_task: Optional[asyncio.Task[None]] = None
@@ -379,7 +385,10 @@ class Transport:
     def round(self) -> int:
         picked = self.core.tick(self.now())
         self.drive()
-        self._sweep()
+        now = self.loop.time()
+        if now >= self._sweep_at:  # deadlines are tens of seconds: look once a second
+            self._sweep_at = now + min(1.0, self.limits.frame_timeout / 4)
+            self._sweep()
         return picked
 
     def _sweep(self) -> None:
@@ -719,7 +728,9 @@ class Transport:
         while its large answer drains reconnects and asks again.)
         """
         cap = self.limits.max_buffered_bytes
-        total = self.buffered_total()
+        if self.queued_estimate < cap // 2:
+            return cap - self.queued_estimate
+        total = self.queued_estimate = self.buffered_total()
         if total < cap:
             return cap - total
         queued = [
