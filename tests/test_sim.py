@@ -108,7 +108,7 @@ schedules = st.fixed_dictionaries(
 
 
 @IMPLS
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedule=schedules)
 def test_faults_heal_to_the_greatest_surviving_write(implementation: str, schedule: dict) -> None:
     if implementation == "python" and schedule["seed"] % 3:
@@ -304,7 +304,7 @@ def test_measure_convergence_reports(implementation: str) -> None:
     # 50 origins of ~6 bytes in each digest: idle traffic grows with them
     assert r.idle_bytes_per_node_round > 50 * 16
     again = measure_convergence(
-        300, seed=3, idle_rounds=2, origins=50, implementation=implementation
+        150, seed=3, idle_rounds=2, origins=50, implementation=implementation
     )
     assert again.trace_hash == r.trace_hash
 

@@ -421,7 +421,9 @@ class Simulation:
         assert node.core is not None
         now = node.base + self.now * node.mul
         version = node.core.set(key, value, now)
-        self.writes.append(WriteRecord(self.now, i, node.life, key, value, version, node.core.origin))
+        self.writes.append(
+            WriteRecord(self.now, i, node.life, key, value, version, node.core.origin)
+        )
         if self._hash is not None:
             self._hash.update(_pack_event(self.now, 7, i, node.life))
             self._hash.update(f"{key}={value!r}@{version}".encode())
@@ -802,12 +804,14 @@ class Simulation:
 
     def expected_floor(self) -> Dict[str, WriteRecord]:
         """Per key, the greatest (version, origin, value) among the writes that
-        must survive: those whose node never lost its table after making them
-        (it stayed up, or restarted with its state)."""
+        must survive: those whose node is up and never lost its table after
+        making them (it stayed up, or restarted with its state). A write of a
+        node that is down, or lost its table, survives only if it reached
+        another node first: it may be there, but need not be."""
         out: Dict[str, WriteRecord] = {}
         for w in self.writes:
             lost = self.lost_table_at.get(w.node, ())
-            if any(t >= w.time for t in lost):
+            if not self.nodes[w.node].up or any(t >= w.time for t in lost):
                 continue
             cur = out.get(w.key)
             if cur is None or w.lww > cur.lww:
@@ -871,7 +875,9 @@ def schedule(sim: Simulation, faults: Sequence[Any]) -> None:
             raise TypeError(f"not a fault: {f!r}")
 
 
-def percentiles(values: Sequence[float], ps: Sequence[float] = (50, 90, 99, 100)) -> Dict[str, float]:
+def percentiles(
+    values: Sequence[float], ps: Sequence[float] = (50, 90, 99, 100)
+) -> Dict[str, float]:
     """Nearest-rank percentiles, keyed ``"p50"`` ... ``"max"`` (empty: {})."""
     data = sorted(values)
     out: Dict[str, float] = {}
@@ -924,7 +930,7 @@ class ConvergenceReport:
 def measure_convergence(
     nodes: int,
     *,
-    fanout: Fanout = Fanout.bounded(3),
+    fanout: Optional[Fanout] = None,
     seed: int = 1,
     network: NetworkModel = NetworkModel(),
     peers: Optional[int] = None,
@@ -943,6 +949,8 @@ def measure_convergence(
     writer origins (idle digests grow with them); ``idle_rounds``: then, with
     nothing changing, the bytes per node per round."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
+    if fanout is None:
+        fanout = Fanout.bounded(3)
     limits = CoreLimits(fanout=fanout, gossip_interval=interval)
     sim = Simulation(
         nodes,
@@ -956,9 +964,7 @@ def measure_convergence(
     )
     if origins:
         version = int(EPOCH * 1000) << 16
-        sim.preload(
-            (f"w{j}", j, version + j, f"w{j}#1", version + j) for j in range(origins)
-        )
+        sim.preload((f"w{j}", j, version + j, f"w{j}#1", version + j) for j in range(origins))
     setup = time.perf_counter() - wall0
     sim.run(warmup_rounds * interval)
     writer = sim.rng.randrange(nodes)
