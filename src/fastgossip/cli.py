@@ -1,4 +1,4 @@
-"""Command line: ``fastgossip demo`` (also ``python -m fastgossip demo``)."""
+"""Command line: ``fastgossip demo`` and ``fastgossip sim`` (also ``python -m fastgossip ...``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import errno
 import random
 import sys
 import time
-from typing import List, Optional, TextIO
+from typing import Any, List, Optional, TextIO
 
 from . import __version__
 from ._impl import IMPLEMENTATION
@@ -194,6 +194,152 @@ def _positive(kind: type):
     return parse
 
 
+SIM_HELP = """\
+Simulate a cluster in virtual time with the same gossip core real nodes run
+(fastgossip.sim): write a fresh key on one node and report the rounds until
+every node holds it, the bytes spent per node per round, their distributions
+over nodes, and the trace hash (the same seed gives the same hash)."""
+
+
+def run_sim(args: argparse.Namespace, out: Optional[TextIO] = None) -> bool:
+    """Run ``fastgossip sim`` with parsed arguments; True when it converged."""
+    import json
+
+    if out is None:
+        out = sys.stdout
+    from .sim import NetworkModel, measure_convergence
+
+    network = NetworkModel(
+        latency=args.latency / 1000.0,
+        jitter=args.jitter / 1000.0,
+        loss=args.loss,
+        loss_mode=args.loss_mode,
+        bandwidth=args.bandwidth,
+    )
+    report = measure_convergence(
+        args.nodes,
+        fanout=args.fanout,
+        seed=args.seed,
+        network=network,
+        peers=args.peers,
+        interval=args.interval,
+        warmup_rounds=args.warmup,
+        max_rounds=args.max_rounds,
+        idle_rounds=args.idle_rounds,
+        origins=args.origins,
+        sync_rounds=args.sync_rounds,
+        implementation=args.implementation,
+    )
+    if args.json:
+        print(json.dumps(report.as_dict(), sort_keys=True), file=out)
+        return report.converged
+    r = report
+
+    def dist(d: dict, fmt: str) -> str:
+        return "  ".join(f"{k} {format(v, fmt)}" for k, v in d.items())
+
+    phase = "synchronous rounds" if r.sync_rounds else "rounds at random phases"
+    print(
+        f"fastgossip sim ({r.implementation}): {r.nodes} nodes, {r.peers} peers each, "
+        f"fanout {r.fanout}, loss {r.loss:g} ({r.loss_mode}), {phase}, seed {r.seed}",
+        file=out,
+    )
+    if r.converged:
+        print(f"converged: a fresh key reached every node in {r.rounds:.2f} rounds", file=out)
+    else:
+        print(f"NOT converged within {args.max_rounds} rounds", file=out)
+    print(f"  rounds until a node holds it   {dist(r.node_rounds, '.2f')}", file=out)
+    print(f"  bytes per node per round       {r.bytes_per_node_round:.0f} (mean)", file=out)
+    print(f"    over nodes                   {dist(r.node_bytes_per_round, '.0f')}", file=out)
+    if r.idle_bytes_per_node_round is not None:
+        print(
+            f"  idle bytes per node per round  {r.idle_bytes_per_node_round:.0f} "
+            f"({r.origins} writer origins)",
+            file=out,
+        )
+    print(f"  connections opened             {r.connections_opened}", file=out)
+    print(f"  events / deliveries            {r.events} / {r.deliveries}", file=out)
+    print(f"  trace hash                     {r.trace_hash}", file=out)
+    print(
+        f"  wall time                      {r.wall_s:.2f} s (set-up {r.setup_s:.2f} s, "
+        f"CPU {r.cpu_s:.2f} s)",
+        file=out,
+    )
+    print(f"  peak RSS                       {r.peak_rss_mib:.0f} MiB", file=out)
+    return r.converged
+
+
+def _add_sim_parser(sub: Any) -> None:
+    sim = sub.add_parser(
+        "sim",
+        help="simulate a cluster in virtual time and measure convergence",
+        description=SIM_HELP,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sim.add_argument("--nodes", type=_positive(int), default=1000, help="number of nodes")
+    sim.add_argument(
+        "--fanout", type=_fanout_arg, default=Fanout.bounded(3), help="peers asked per round"
+    )
+    sim.add_argument(
+        "--peers",
+        type=_positive(int),
+        default=None,
+        help="peers each node knows (default: all up to 33 nodes, else 20)",
+    )
+    sim.add_argument("--loss", type=_fraction, default=0.0, help="message loss rate")
+    sim.add_argument(
+        "--loss-mode",
+        choices=("retransmit", "reset"),
+        default="retransmit",
+        help="a lost message is retransmitted after an RTO, or resets its connection",
+    )
+    sim.add_argument("--latency", type=float, default=1.0, help="one-way latency, ms")
+    sim.add_argument("--jitter", type=float, default=1.0, help="extra uniform latency, ms")
+    sim.add_argument(
+        "--bandwidth",
+        type=_positive(float),
+        default=None,
+        help="bytes/s per connection and direction (default: unbounded)",
+    )
+    sim.add_argument(
+        "--interval", type=_positive(float), default=0.2, help="seconds between rounds"
+    )
+    sim.add_argument("--warmup", type=int, default=2, help="rounds before the write")
+    sim.add_argument("--max-rounds", type=_positive(int), default=100, help="give up after")
+    sim.add_argument(
+        "--idle-rounds",
+        type=int,
+        default=2,
+        help="rounds to measure idle traffic after convergence (0: skip)",
+    )
+    sim.add_argument(
+        "--origins",
+        type=int,
+        default=0,
+        help="writer origins every table starts with (idle digests list each)",
+    )
+    sim.add_argument(
+        "--sync-rounds",
+        action="store_true",
+        help="every node ticks at the same instants (one hop per round)",
+    )
+    sim.add_argument(
+        "--implementation",
+        choices=("cython", "python"),
+        default=None,
+        help="the compiled modules or their pure-Python twins (default: the process's)",
+    )
+    sim.add_argument("--seed", type=int, default=1, help="seed of the whole run")
+    sim.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastgossip",
@@ -222,12 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive(float), default=60.0, help="give up after this many seconds"
     )
     demo.add_argument("--seed", type=int, default=None, help="seed for the demo's choices")
+    _add_sim_parser(sub)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "sim":
+        return 0 if run_sim(args) else 1
     if args.command != "demo":
         parser.print_help()
         return 2
