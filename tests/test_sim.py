@@ -331,3 +331,14 @@ def test_cli_sim_json_and_text(capsys: pytest.CaptureFixture[str]) -> None:
         assert field in text
     with pytest.raises(SystemExit):
         main(["sim", "--loss", "1.5"])
+
+
+def test_sim_stats_have_the_node_stats_fields() -> None:
+    from dataclasses import fields
+
+    from fastgossip.node import NodeStats
+    from fastgossip.sim import SimStats
+
+    names = [f.name for f in fields(NodeStats)]
+    assert list(SimStats.__slots__) == names
+    assert list(SimStats.__annotations__) == names

@@ -192,6 +192,28 @@ class SimStats:
     """A node's counters: ``NodeStats``'s fields, in slots (100,000 of them fit)."""
 
     __slots__ = _STAT_FIELDS
+    # the same fields, for type checkers (test_sim checks they match NodeStats)
+    bytes_sent: int
+    bytes_received: int
+    frames_sent: int
+    frames_received: int
+    connections_opened: int
+    connections_accepted: int
+    connect_failures: int
+    rounds: int
+    bad_frames: int
+    entries_merged: int
+    entries_refused: int
+    sends_dropped: int
+    connections_evicted: int
+    connections_refused: int
+    connections_shed: int
+    input_shed: int
+    timeouts: int
+    fd_limited: int
+    exchanges_skipped: int
+    exchanges_throttled: int
+    forged_stamps: int
 
     def __init__(self) -> None:
         for name in _STAT_FIELDS:
@@ -735,6 +757,7 @@ class Simulation:
                         continue  # closed meanwhile: dropped
                     node = nodes[conn.node]
                     core = node.core
+                    assert core is not None  # a crashed node's connections are closed
                     self.deliveries += 1
                     stats = node.stats
                     stats.frames_received += len(b)
@@ -749,7 +772,7 @@ class Simulation:
                         stats.bad_frames += 1
                         self._close(a)
                         continue
-                    if merged and wkey is not None and node.index not in watch.have:
+                    if merged and watch is not None and node.index not in watch.have:
                         self._check_watch(node, t)
                     if core.out:
                         self._drain(node)
