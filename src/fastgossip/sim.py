@@ -742,7 +742,6 @@ class Simulation:
         interval = self.interval
         wbh = self.network.write_buffer_high
         unbounded = self.network.bandwidth is None
-        wkey = watch.key if watch is not None else None
         events = 0
         try:
             while heap and heap[0][0] <= until:
@@ -797,7 +796,6 @@ class Simulation:
                 elif kind == _CALL:
                     a(*b)
                     watch = self._watch
-                    wkey = watch.key if watch is not None else None
         finally:
             self.events += events
         if not (stop_when_converged and self.converged_at is not None):
