@@ -146,7 +146,12 @@ def test_decoded_field_types(codec: ModuleType) -> None:
     digest = codec.decode(codec.encode(codec.Digest("s", {"a": 1}, more=True)))
     assert digest.reply is False and digest.more is True
     assert digest == codec.Digest("s", {"a": 1}, False, True) != codec.Digest("s", {"a": 1})
-    assert repr(digest) == "Digest(sender_id='s', watermarks=(('a', 1),), reply=False, more=True)"
+    assert repr(digest) == (
+        "Digest(sender_id='s', watermarks=(('a', 1),), reply=False, more=True, delta=False)"
+    )
+    digest = codec.decode(codec.encode(codec.Digest("s", {"a": 0}, delta=True)))
+    assert digest.delta is True and not digest.reply and not digest.more
+    assert digest != codec.Digest("s", {"a": 0})
 
 
 def test_batch_origin_table(codec: ModuleType) -> None:
@@ -445,8 +450,8 @@ MALFORMED = [
     ),
     # Digest
     (
-        with_prefix(b"\x01\x07\x00\x01s\x04\x00\x00\x00\x00"),
-        "unknown digest flags 4 at offset 9",
+        with_prefix(b"\x01\x07\x00\x01s\x08\x00\x00\x00\x00"),
+        "unknown digest flags 8 at offset 9",
         9,
     ),
     (

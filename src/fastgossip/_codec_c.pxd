@@ -96,3 +96,4 @@ cdef class Digest(Message):
     cdef readonly tuple watermarks
     cdef readonly bint reply
     cdef readonly bint more
+    cdef readonly bint delta

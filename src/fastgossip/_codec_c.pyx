@@ -869,7 +869,8 @@ cdef Py_ssize_t _m_digest(Digest m, Plan* p) except -1:
     cdef object w
     cdef ItemPlan* it
     _get_str(m.sender_id, &p.s0, &p.n0, "Digest", "sender_id", -1, NULL)
-    p.u0 = (DIGEST_REPLY if m.reply else 0) | (DIGEST_MORE if m.more else 0)
+    p.u0 = ((DIGEST_REPLY if m.reply else 0) | (DIGEST_MORE if m.more else 0)
+            | (DIGEST_DELTA if m.delta else 0))
     if wms is None:
         _type_error(wms, "tuple", "Digest", "watermarks", -1, NULL)
     n = PyTuple_GET_SIZE(wms)
@@ -1381,7 +1382,7 @@ cdef object _d_digest(WireReader* r, StrCache* cache):
     sender = _dec_sender(r, s, n, cache, "sender_id")
     if rd_u8(r, "flags", &flags) < 0:
         _raise(r)
-    if flags & ~(DIGEST_REPLY | DIGEST_MORE):
+    if flags & ~(DIGEST_REPLY | DIGEST_MORE | DIGEST_DELTA):
         wire_fail(r, WE_FLAGS, r.pos - 1, "flags", flags, 0, 0)
         _raise(r)
     at = r.pos
@@ -1408,6 +1409,7 @@ cdef object _d_digest(WireReader* r, StrCache* cache):
     d.watermarks = wms
     d.reply = flags & DIGEST_REPLY
     d.more = (flags & DIGEST_MORE) != 0
+    d.delta = (flags & DIGEST_DELTA) != 0
     return d
 
 
@@ -1557,15 +1559,15 @@ def decode(frame, max_frame_size=_DEFAULT_MAX):
         PyBuffer_Release(&view)
 
 
-def digest_frames(sender_id, watermarks, reply, max_frame_size) -> list:
+def digest_frames(sender_id, watermarks, reply, max_frame_size, delta=False) -> list:
     """The Digest of ``watermarks`` (a dict or (origin, stamp) pairs) as encoded
     frames of at most ``max_frame_size`` bytes each (prefix included): one
     frame when it fits (one encode call), else parts in order, every one but
-    the last with ``more=True``, each with ``reply``. ValueError when one
-    watermark alone cannot fit a frame.
+    the last with ``more=True``, each with ``reply`` and ``delta``. ValueError
+    when one watermark alone cannot fit a frame.
     """
     limit = _check_max(max_frame_size)
-    msg = Digest(sender_id, watermarks, reply)
+    msg = Digest(sender_id, watermarks, reply, False, delta)
     frame = encode(msg)
     if len(frame) <= limit:
         return [frame]
@@ -1593,7 +1595,8 @@ def digest_frames(sender_id, watermarks, reply, max_frame_size) -> list:
         size += item
     parts.append(part)
     last = len(parts) - 1
-    return [encode(Digest(msg.sender_id, p, reply, i < last)) for i, p in enumerate(parts)]
+    return [encode(Digest(msg.sender_id, p, reply, i < last, delta))
+            for i, p in enumerate(parts)]
 
 
 @cython.binding(False)

@@ -74,6 +74,7 @@ _V_INT = 0
 _V_BYTES = 1
 _DIGEST_REPLY = 1  # Digest flags: bit 0 reply, bit 1 more; the others must be 0
 _DIGEST_MORE = 2
+_DIGEST_DELTA = 4  # bit 2: the watermarks are changes since the previous digest
 
 _HEADER = struct.Struct(">IBB")
 _U16 = struct.Struct(">H")
@@ -306,7 +307,11 @@ def _e_batch(m: GossipBatch) -> bytes:
 
 def _e_digest(m: Digest) -> bytes:
     sender = _utf8(m.sender_id, "Digest", "sender_id")
-    flags = (_DIGEST_REPLY if m.reply else 0) | (_DIGEST_MORE if m.more else 0)
+    flags = (
+        (_DIGEST_REPLY if m.reply else 0)
+        | (_DIGEST_MORE if m.more else 0)
+        | (_DIGEST_DELTA if m.delta else 0)
+    )
     parts = [_str16(sender), bytes((flags,)), _pack_u32(len(m.watermarks))]
     for i, w in enumerate(m.watermarks):
         if type(w) is not tuple or len(w) != 2:
@@ -640,7 +645,7 @@ def _d_digest(buf: bytes, base: int, pos: int, end: int) -> Digest:
     if end - pos < 1:
         raise _truncated("flags", 1, end - pos, pos - base)
     flags = buf[pos]
-    if flags & ~(_DIGEST_REPLY | _DIGEST_MORE):
+    if flags & ~(_DIGEST_REPLY | _DIGEST_MORE | _DIGEST_DELTA):
         raise _fail(f"unknown digest flags {flags}", pos - base)
     pos += 1
     at = pos
@@ -664,6 +669,7 @@ def _d_digest(buf: bytes, base: int, pos: int, end: int) -> Digest:
     _oset(m, "watermarks", tuple(wms))
     _oset(m, "reply", bool(flags & _DIGEST_REPLY))
     _oset(m, "more", bool(flags & _DIGEST_MORE))
+    _oset(m, "delta", bool(flags & _DIGEST_DELTA))
     return m
 
 
@@ -858,15 +864,17 @@ def decode(frame: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> AnyMessa
     return _decode_at(buf, 0, len(buf), max_frame_size)
 
 
-def digest_frames(sender_id: str, watermarks: Any, reply: bool, max_frame_size: int) -> List[bytes]:
+def digest_frames(
+    sender_id: str, watermarks: Any, reply: bool, max_frame_size: int, delta: bool = False
+) -> List[bytes]:
     """The Digest of ``watermarks`` (a dict or (origin, stamp) pairs) as encoded
     frames of at most ``max_frame_size`` bytes each (prefix included): one
     frame when it fits (one encode call), else parts in order, every one but
-    the last with ``more=True``, each with ``reply``. ValueError when one
-    watermark alone cannot fit a frame.
+    the last with ``more=True``, each with ``reply`` and ``delta``. ValueError
+    when one watermark alone cannot fit a frame.
     """
     limit = _check_max(max_frame_size)
-    msg = Digest(sender_id, watermarks, reply)
+    msg = Digest(sender_id, watermarks, reply, False, delta)
     frame = encode(msg)
     if len(frame) <= limit:
         return [frame]
@@ -894,7 +902,9 @@ def digest_frames(sender_id: str, watermarks: Any, reply: bool, max_frame_size: 
         size += item
     parts.append(part)
     last = len(parts) - 1
-    return [encode(Digest(msg.sender_id, p, reply, i < last)) for i, p in enumerate(parts)]
+    return [
+        encode(Digest(msg.sender_id, p, reply, i < last, delta)) for i, p in enumerate(parts)
+    ]
 
 
 def frame_type(frame: Any) -> int:

@@ -254,6 +254,8 @@ class Digest(Message):
     digest (push-pull); ``reply=False`` asks for the delta only. ``more=True``
     marks a part of a digest too large for one frame: more parts follow, and
     the receiver answers after the last (``digest_frames`` splits one).
+    ``delta=True``: the watermarks are the changes since the sender's previous
+    digest on this connection (stamp 0: the origin left the digest).
     """
 
     __slots__ = ()
@@ -264,6 +266,7 @@ class Digest(Message):
         watermarks: Union[Mapping[str, int], Iterable[Tuple[str, int]]] = (),
         reply: bool = False,
         more: bool = False,
+        delta: bool = False,
     ) -> None:
         """The signature only: construction goes to the live implementation."""
 
@@ -281,6 +284,10 @@ class Digest(Message):
 
     @property
     def more(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def delta(self) -> bool:
         raise NotImplementedError
 
 

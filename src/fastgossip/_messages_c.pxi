@@ -277,11 +277,14 @@ cdef class Digest(Message):
     digest (push-pull); ``reply=False`` asks for the delta only. ``more=True``
     says that more parts of this digest follow (one too large for a frame is
     sent in parts, see ``digest_frames``): the receiver answers after the last.
+    ``delta=True``: the watermarks are the changes since the sender's previous
+    digest on this connection (stamp 0: the origin left the digest).
     """
 
-    _fields = ("sender_id", "watermarks", "reply", "more")
+    _fields = ("sender_id", "watermarks", "reply", "more", "delta")
 
-    def __init__(self, sender_id, watermarks=(), bint reply=False, bint more=False):
+    def __init__(self, sender_id, watermarks=(), bint reply=False, bint more=False,
+                 bint delta=False):
         _init_once(self.sender_id, self)
         self.sender_id = _text(sender_id, "sender_id")
         if isinstance(watermarks, dict):
@@ -289,7 +292,9 @@ cdef class Digest(Message):
         self.watermarks = tuple([tuple(p) for p in watermarks])
         self.reply = reply
         self.more = more
+        self.delta = delta
 
     cpdef tuple astuple(self):
-        return (self.sender_id, self.watermarks, bool(self.reply), bool(self.more))
+        return (self.sender_id, self.watermarks, bool(self.reply), bool(self.more),
+                bool(self.delta))
 

@@ -198,17 +198,25 @@ class Digest(Message):
     digest (push-pull); ``reply=False`` asks for the delta only. ``more=True``
     says that more parts of this digest follow (one too large for a frame is
     sent in parts, see ``digest_frames``): the receiver answers after the last.
+    ``delta=True``: the watermarks are the changes since the sender's previous
+    digest on this connection (stamp 0: the origin left the digest).
     """
 
-    __slots__ = ("sender_id", "watermarks", "reply", "more")
+    __slots__ = ("sender_id", "watermarks", "reply", "more", "delta")
     _fields = __slots__
     sender_id: str
     watermarks: Tuple[Tuple[str, int], ...]
     reply: bool
     more: bool
+    delta: bool
 
     def __init__(
-        self, sender_id: str, watermarks: Any = (), reply: bool = False, more: bool = False
+        self,
+        sender_id: str,
+        watermarks: Any = (),
+        reply: bool = False,
+        more: bool = False,
+        delta: bool = False,
     ) -> None:
         if isinstance(watermarks, dict):
             watermarks = watermarks.items()
@@ -217,4 +225,5 @@ class Digest(Message):
             tuple(tuple(p) for p in watermarks),
             bool(reply),
             bool(more),
+            bool(delta),
         )

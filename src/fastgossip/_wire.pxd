@@ -28,7 +28,8 @@ cdef enum:
     MAX_ORIGINS = 65535      # u16 n_origins
     MAX_TYPE = 7             # highest known type code
     DIGEST_REPLY = 1         # Digest flags: bit 0
-    DIGEST_MORE = 2          # bit 1; the others must be 0
+    DIGEST_MORE = 2          # bit 1
+    DIGEST_DELTA = 4         # bit 2; the others must be 0
 
 # Error codes recorded in WireReader.err (see wire_error_message for the text).
 cdef enum:
