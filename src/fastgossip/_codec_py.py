@@ -902,9 +902,7 @@ def digest_frames(
         size += item
     parts.append(part)
     last = len(parts) - 1
-    return [
-        encode(Digest(msg.sender_id, p, reply, i < last, delta)) for i, p in enumerate(parts)
-    ]
+    return [encode(Digest(msg.sender_id, p, reply, i < last, delta)) for i, p in enumerate(parts)]
 
 
 def frame_type(frame: Any) -> int:

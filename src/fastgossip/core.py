@@ -110,6 +110,8 @@ class CoreLimits:
     retire_after: Optional[float] = 600.0
     max_connections: Optional[int] = 256
     max_digest_bytes: int = 16 << 20
+    #: a full digest at least this often on each connection, deltas between
+    full_digest_every: float = 600.0
 
 
 @dataclass
@@ -137,13 +139,29 @@ class _Peer:
 class _Conn:
     """What the core knows of one open connection."""
 
-    __slots__ = ("peer", "answered_at", "parts", "parts_bytes")
+    __slots__ = (
+        "peer",
+        "answered_at",
+        "parts",
+        "parts_bytes",
+        "parts_delta",
+        "sent_gen",
+        "full_at",
+        "peer_wm",
+    )
 
     def __init__(self, peer: Optional[Address]) -> None:
         self.peer = peer  # the peer for a connection this node opened, else None
         self.answered_at = -1e18  # when a delta last went out on it (inbound throttle)
         self.parts: Optional[Dict[str, int]] = None  # a split digest being received
         self.parts_bytes = 0
+        self.parts_delta = False
+        # delta digests (PROTOCOL.md): the generation of our watermarks this
+        # connection was last sent (-1: none, the next digest is full), when the
+        # last full one went, and the peer's watermarks as its digests told them
+        self.sent_gen = -1
+        self.full_at = 0.0
+        self.peer_wm: Optional[Dict[str, int]] = None
 
 
 class _NodeStatsLike:  # pragma: no cover - typing aid only
@@ -187,8 +205,15 @@ class GossipCore:
         self._last_stamp = 0
         self._quiet: Dict[str, _Quiet] = {}
         self._digest_cache: Dict[bool, Tuple[Tuple[int, int], List[bytes]]] = {}
+        self._digest_key = (-1, -1)
         self._retire_check_at = -1e18
         self._retire_generation = 0
+        # the digest's watermarks now, their generation (it grows when they
+        # change), and the changes of the last generations, for delta digests
+        self._wm: Dict[str, int] = {}
+        self._wm_gen = 0
+        self._wm_log: List[Tuple[int, Dict[str, int]]] = []
+        self._empty_delta: Dict[bool, List[bytes]] = {}
         self._peers: Dict[Address, _Peer] = {}
         self._conns: Dict[int, _Conn] = {}
         self._linked: Dict[Address, _Peer] = {}  # peers with a connection of ours
@@ -275,7 +300,7 @@ class GossipCore:
         self._linked[peer] = p
         p.last_used = now
         # a new connection starts with an exchange, so a fresh peer catches up now
-        self._ask(p, self.encode_digest(True, now), now)
+        self._ask(p, self.digest_for(conn, True, now), now)
 
     def closed(self, conn: int, now: float) -> None:
         c = self._conns.pop(conn, None)
@@ -347,7 +372,6 @@ class GossipCore:
         cap = self.limits.max_connections
         if cap is not None and cap < len(peers):
             chosen = self._within_cap(chosen, peers, cap)
-        digest: Optional[List[bytes]] = None
         patience = max(1.0, 4 * self.limits.gossip_interval)
         for p in chosen:
             if p.conn is not None and p.awaiting_since and now - p.awaiting_since < patience:
@@ -358,9 +382,7 @@ class GossipCore:
             if p.conn is None:
                 self.out.append((ASK, p.addr, None))  # dial; we ask once connected
                 continue
-            if digest is None:
-                digest = self.encode_digest(True, now)
-            self._ask(p, digest, now)
+            self._ask(p, self.digest_for(p.conn, True, now), now)
         return len(chosen)
 
     def _within_cap(self, chosen: List[_Peer], peers: List[_Peer], cap: int) -> List[_Peer]:
@@ -395,6 +417,20 @@ class GossipCore:
         """This node's digest as frames (more than one only when it is larger
         than a frame). Reused while the table has not changed (``changes``) and
         no retirement was due: an idle round costs no per-origin work."""
+        self._refresh_watermarks(now)
+        key = self._digest_key
+        cached = self._digest_cache.get(reply)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        frames: List[bytes] = self._codec.digest_frames(
+            self.node_id, self._wm, reply, self.limits.max_frame_size
+        )
+        self._digest_cache[reply] = (key, frames)
+        return frames
+
+    def _refresh_watermarks(self, now: float) -> None:
+        """Recompute the digest's watermarks when the table changed or a
+        retirement was due, and log what changed for the delta digests."""
         if self.limits.retire_after is not None and now >= self._retire_check_at:
             # retirement windows are long; looking once per quarter window
             # (at most once a second) is soon enough
@@ -402,14 +438,64 @@ class GossipCore:
             self._retire_check_at = now + min(1.0, window / 4)
             self._retire_generation += 1
         key = (self.state.changes, self._retire_generation)
-        cached = self._digest_cache.get(reply)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if key == self._digest_key:
+            return
+        self._digest_key = key
+        new = self.digest_watermarks(now)
+        old = self._wm
+        diff = {o: w for o, w in new.items() if old.get(o) != w}
+        if len(old) + len(diff) > len(new):  # some origins left
+            diff.update((o, 0) for o in old if o not in new)
+        self._wm = new
+        if diff:
+            self._wm_gen += 1
+            self._wm_log.append((self._wm_gen, diff))
+            if len(self._wm_log) > 64:
+                del self._wm_log[:32]
+
+    def digest_for(self, conn: int, reply: bool, now: float) -> List[bytes]:
+        """The digest to send on ``conn``: full the first time and every
+        ``full_digest_every`` seconds, else only what changed since the last one
+        this connection was sent (``delta``), which is empty in an idle cluster."""
+        self._refresh_watermarks(now)
+        c = self._conns.get(conn)
+        if c is None:
+            return self.encode_digest(reply, now)
+        gen = self._wm_gen
+        log = self._wm_log
+        if (
+            c.sent_gen < 0
+            or now - c.full_at >= self.limits.full_digest_every
+            or (c.sent_gen < gen and (not log or c.sent_gen < log[0][0] - 1))
+        ):
+            c.sent_gen, c.full_at = gen, now
+            return self.encode_digest(reply, now)
+        if c.sent_gen == gen:
+            empty = self._empty_delta.get(reply)
+            if empty is None:
+                empty = self._empty_delta[reply] = self._codec.digest_frames(
+                    self.node_id, {}, reply, self.limits.max_frame_size, True
+                )
+            return empty
+        changes: Dict[str, int] = {}
+        for g, diff in log:
+            if g > c.sent_gen:
+                changes.update(diff)
+        c.sent_gen = gen
+        if len(changes) * 2 > len(self._wm):  # as big as the whole: send it whole
+            c.full_at = now
+            return self.encode_digest(reply, now)
         frames: List[bytes] = self._codec.digest_frames(
-            self.node_id, self.digest_watermarks(now), reply, self.limits.max_frame_size
+            self.node_id, changes, reply, self.limits.max_frame_size, True
         )
-        self._digest_cache[reply] = (key, frames)
         return frames
+
+    def send_dropped(self, conn: int) -> None:
+        """The driver could not write what it was given for ``conn`` (the peer
+        does not read): a digest may be lost, so the next one is full."""
+        c = self._conns.get(conn)
+        if c is not None:
+            c.sent_gen = -1
 
     def digest_watermarks(self, now: Optional[float] = None) -> Dict[str, int]:
         """Per origin, the highest stamp held; without the retired origins.
@@ -556,21 +642,38 @@ class GossipCore:
         c = self._conns.get(conn)
         if c is None:
             return 0
-        watermarks: Dict[str, int]
+        received: Dict[str, int]
+        delta = msg.delta
         if msg.more or c.parts is not None:
             # one part of a digest split over several frames: answer after the last
             if c.parts is None:
-                c.parts, c.parts_bytes = {}, 0
+                c.parts, c.parts_bytes, c.parts_delta = {}, 0, delta
+            elif c.parts_delta != delta:
+                raise ValueError("the parts of one digest disagree on delta")
             c.parts.update(msg.watermarks)
             c.parts_bytes += self.limits.max_frame_size
             if c.parts_bytes > self.limits.max_digest_bytes:
                 raise ValueError(f"digest longer than {self.limits.max_digest_bytes} bytes")
             if msg.more:
                 return 0
-            watermarks, c.parts = c.parts, None
+            received, c.parts = c.parts, None
         else:
-            watermarks = dict(msg.watermarks)
-        own = watermarks.get(self.origin)
+            received = dict(msg.watermarks)
+        if delta:
+            watermarks = c.peer_wm
+            if watermarks is None:
+                raise ValueError("a delta digest before any full one on this connection")
+            for origin, stamp in received.items():
+                if stamp:
+                    watermarks[origin] = stamp
+                else:
+                    watermarks.pop(origin, None)
+            # what a peer's digests may make this node hold per connection
+            if len(watermarks) > 2 * len(self._wm) + 1024:
+                raise ValueError(f"a peer's digest names {len(watermarks)} origins")
+        else:
+            watermarks = c.peer_wm = received
+        own = received.get(self.origin)
         if own is not None and own > self._last_stamp:
             self._note_own_watermark(own, now)
         if not msg.reply:
@@ -611,7 +714,7 @@ class GossipCore:
         # The digest goes out even without a delta: with it the peer sends
         # this node what it lacks, so a node out of room still learns.
         if msg.reply:
-            digest = self.encode_digest(False, now)
+            digest = self.digest_for(conn, False, now)
             frames.extend(digest)
             sent += sum(len(f) for f in digest)
         if frames:

@@ -409,8 +409,8 @@ class Transport:
         for kind, target, payload in self.core.take():
             if kind == SEND:
                 proto = self.conns.get(target)
-                if proto is not None:
-                    proto.send_frames(payload)
+                if proto is not None and not proto.send_frames(payload):
+                    self.core.send_dropped(target)
             elif kind == ASK:
                 self._ask(target, payload)
             elif kind == CLOSE:
@@ -438,7 +438,8 @@ class Transport:
             FDS.lru.move_to_end(link)
             if frames:
                 assert link.proto is not None
-                link.proto.send_frames(frames)
+                if not link.proto.send_frames(frames):
+                    self.core.send_dropped(link.proto.conn)
             return
         self.connect(link)
 
