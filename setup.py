@@ -90,6 +90,7 @@ extensions = cythonize(
             "fastgossip." + os.path.splitext(os.path.basename(src))[0],
             [src],
             define_macros=macros,
+            include_dirs=[os.path.join("src", "fastgossip")],  # _codec_c_helpers.h
             extra_compile_args=extra_compile_args,
         )
         for src in sources
