@@ -186,10 +186,10 @@ async def test_partial_frames_held_by_all_connections_are_bounded(implementation
 
 async def test_answers_to_strangers_share_a_per_round_budget(implementation: str) -> None:
     """An empty Digest(reply=True) on a big node returned ~39,000 times its size,
-    to every asker. Answers on accepted connections share max_round_bytes per
-    round (plus the one entry an answer always carries, so that the answer that
-    crosses the budget still makes progress); each asker still gets the node's
-    digest."""
+    to every asker. Answers on accepted connections, digests included, share
+    max_round_bytes per round (plus the one entry an answer always carries, so
+    that the answer that crosses the budget still makes progress); askers
+    beyond it get nothing this round (exchanges_throttled)."""
     budget = 64 * 1024
     node = await GossipNode.start(
         config("n", implementation, gossip_interval=5.0, max_round_bytes=budget)
@@ -202,16 +202,18 @@ async def test_answers_to_strangers_share_a_per_round_budget(implementation: str
         try:
             for _, w in conns:
                 w.write(ask)
+            await wait_for(lambda: node.stats.exchanges_throttled >= 1)
+            await wait_for(lambda: node.stats.frames_received >= 20)
+            one_entry, digest = 100, 60
+            assert node.stats.bytes_sent <= budget + one_entry + digest, node.stats.bytes_sent
             got = 0
-            for r, _ in conns:
+            for r, _ in conns[:1]:  # the first asker got a whole answer
                 while True:
                     msg = await asyncio.wait_for(read_message(r, 1 << 20), 5)
                     if isinstance(msg, Digest):
                         break
                     got += len(encode(msg))
-            one_entry = 100  # a frame carrying one of these entries
-            assert 0 < got <= budget + one_entry, got
-            assert node.stats.bytes_sent <= budget + one_entry + 20 * 40
+            assert got > 0
         finally:
             for _, w in conns:
                 w.close()
@@ -369,6 +371,8 @@ async def test_a_small_descriptor_budget_still_converges(
     from fastgossip.testing import ClusterNetwork
 
     monkeypatch.setattr(FDS, "limit", FDS.in_use + 30)
+    monkeypatch.setattr(FDS, "pending", 0)  # what earlier tests' dials may have left held
+    monkeypatch.setattr(FDS, "expected", {})
     async with await ClusterNetwork.spawn(
         8, gossip_interval=FAST, implementation=implementation
     ) as net:
@@ -376,7 +380,9 @@ async def test_a_small_descriptor_budget_still_converges(
             net.set_on(i, f"k{i}", i)
         stats = await net.wait_until(lambda: all(n.state_len() == 8 for n in net.nodes), 20)
         assert stats.converged
-        assert FDS.in_use <= FDS.limit + 8  # accepted sockets may pass it by the few in flight
+        # dials stop at the limit; accepted sockets may pass it by the few in
+        # flight, never by the reserve kept below the OS limit
+        assert FDS.in_use <= FDS.limit + FDS.RESERVE // 2
 
 
 # -- what a node takes in: the table's refusals, end to end ---------------------------
@@ -498,3 +504,25 @@ async def test_a_bounded_table_refuses_a_flood_of_keys(implementation: str) -> N
             node.set("one-more", 1)
         node.set("junk0", 2)  # an update of a held key is still taken
         assert node.get("junk0") == 2
+
+
+async def test_forged_entries_of_a_silent_node_are_not_resent_forever(
+    implementation: str,
+) -> None:
+    """Found in review: entries planted under the origin of a node that never
+    writes were refused by it (own origin) and resent to it in every exchange,
+    since its digest did not name its origin: 53 MB/s. A node names its own
+    origin at its stamp clock, and a refused entry of it within the horizon
+    moves that clock past it, so the resending stops."""
+    a, b = await pair(implementation)
+    async with a, b:
+        now = make_version(wall_ms())
+        await send_batch(a.addr, [Entry(f"k{i}", i, now, b.origin, now + i) for i in range(200)])
+        await wait_for(lambda: b.refusals()["own_origin"] >= 200)
+        await wait_for(lambda: b.stats.forged_stamps >= 1)
+        settled = b.refusals()["own_origin"]
+        start = b.stats.rounds
+        await wait_for(lambda: b.stats.rounds >= start + 10)
+        assert b.refusals()["own_origin"] <= settled + 200  # one more pass at most
+        b.set("fresh", 1)
+        await wait_for(lambda: a.get("fresh") == 1)

@@ -324,12 +324,19 @@ def test_equal_version_and_origin_greater_value_wins(table: ModuleType) -> None:
     assert s.get("k") == (b"b", 1)
 
 
-def test_equal_triple_is_a_no_op_keeping_the_stamp(table: ModuleType) -> None:
+def test_equal_triple_changes_nothing_but_a_higher_stamp(table: ModuleType) -> None:
+    """The same (version, origin, value) again changes no value; with a higher
+    stamp it is the same entry re-stamped by its origin (GossipState.restamp),
+    and the new stamp is taken, so that the re-stamp travels on to the peers
+    whose watermarks were raised past the old one."""
     s = table.GossipState()
     assert s.set("k", 5, 1, "o", stamp=7)
     assert not s.set("k", 5, 1, "o", stamp=9)
-    assert s.get_entry("k").stamp == 7
-    assert s.watermarks() == {"o": 9}  # but the stamp was seen
+    assert s.get_entry("k").stamp == 9
+    assert s.watermarks() == {"o": 9}
+    assert not s.set("k", 5, 1, "o", stamp=8)  # a lower one is only seen
+    assert s.get_entry("k").stamp == 9
+    assert s.delta({"o": 8}) == [table.Entry("k", 5, 1, "o", 9)]
 
 
 def test_origin_stats(table: ModuleType) -> None:

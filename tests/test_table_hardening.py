@@ -17,6 +17,8 @@ from fastgossip.errors import FrameError, TableFull
 
 from .test_table import batch_frame, gossip_frame, snapshot
 
+Entry = load("codec", "python").Entry  # any implementation's Entry merges into either table
+
 U64_MAX = (1 << 64) - 1
 NOW_MS = 1_700_000_000_000
 SKEW_MS = 60_000
@@ -24,7 +26,15 @@ MAX_STAMP = (NOW_MS + SKEW_MS) << 16
 MAX_VERSION = (NOW_MS + 2 * SKEW_MS) << 16
 NOW = NOW_MS << 16
 LONG_SENDER = "s" * _limits.MAX_NODE_ID_BYTES
-KINDS = {"future", "own_origin", "origin_too_long", "too_large", "table_full", "unrelayable"}
+KINDS = {
+    "future",
+    "own_origin",
+    "origin_too_long",
+    "too_large",
+    "table_full",
+    "unrelayable",
+    "stale",
+}
 
 
 def refused(state: Any, **expected: int) -> None:
@@ -447,3 +457,56 @@ def test_restamp_edges(table: ModuleType) -> None:
         s.restamp(1, 1)
     with pytest.raises(ValueError, match=r"first_stamp must be in range \[0, 2\*\*64\)"):
         s.restamp("q", -1)
+
+
+# -- stale entries, re-stamps, forged entries of our own origin ---------------------
+
+
+def test_a_stale_winning_entry_is_refused_when_asked(table: ModuleType) -> None:
+    """Found in review: an entry under n2's origin with a higher version but
+    stamp 1, sent to one node only, won there and was never asked for by
+    anyone else (stamp 1 is below every watermark): the nodes disagreed for
+    good. A node refuses such an entry (refuse_stale): honest deltas are
+    stamp-ordered prefixes, so whoever gave it that watermark held something
+    greater for the key."""
+    s = table.GossipState()
+    assert s.refuse_stale is False  # merge stays a join for the library user
+    s.refuse_stale = True
+    s.merge([Entry("k", b"honest", 10, "n2#1", 50), Entry("j", 1, 11, "n2#1", 60)])
+    assert s.merge([Entry("k", b"evil", 99, "n2#1", 1)]) == []  # wins, but stale
+    assert s.merge([Entry("new", b"evil", 99, "n2#1", 2)]) == []  # a new key, stale too
+    refused(s, stale=2)
+    assert s.get("k") == (b"honest", 10) and s.get("new") is None
+    assert s.merge([Entry("k", b"old", 5, "n2#1", 3)]) == []  # loses: only seen
+    refused(s, stale=2)
+    assert len(s.merge([Entry("k", b"newer", 12, "n2#1", 61)])) == 1  # above: taken
+    # a node's own writes are not merges
+    s.set("mine", 1, 1, "n2#1", 1)
+    assert s.get("mine") == (1, 1)
+
+
+def test_a_restamped_entry_travels_on(table: ModuleType) -> None:
+    """Found in review: a re-stamped entry tied with the copy a peer held, so
+    the peer kept the old stamp and never passed it on to a node two hops away.
+    A tie with a higher stamp takes it."""
+    a, b = table.GossipState(), table.GossipState()
+    for s in (a, b):
+        s.refuse_stale = True
+    a.merge([Entry("k", 1, 10, "v#1", 5)])
+    b.merge([Entry("k", 1, 10, "v#1", 5)])
+    b.merge([Entry("x", 0, 1, "v#1", 900)])  # b's watermark for v forged up to 900
+    a.merge([Entry("k", 1, 10, "v#1", 901)])  # v re-stamped k past the forgery
+    assert a.get_entry("k").stamp == 901
+    moved = b.merge(a.delta(b.watermarks()))
+    assert moved == [] and b.get_entry("k").stamp == 901
+
+
+def test_own_origin_refusals_record_the_forged_stamp(table: ModuleType) -> None:
+    s = table.GossipState()
+    s.own_origin = "me#1"
+    assert s.own_refused_stamp == 0
+    s.merge([Entry("k", 1, 1, "me#1", 500), Entry("j", 1, 1, "me#1", 400)], max_stamp=1000)
+    assert s.own_refused_stamp == 500
+    s.merge([Entry("k", 1, 1, "me#1", 5000)], max_stamp=1000)  # beyond the horizon
+    assert s.own_refused_stamp == 500
+    refused(s, own_origin=3)

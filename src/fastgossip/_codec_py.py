@@ -50,31 +50,33 @@ __all__ = [
     "frame_type",
 ]
 
-PROTOCOL_VERSION = 1
-DEFAULT_MAX_FRAME_SIZE = 1 << 20
-T_GOSSIP = 1
-T_PING = 2
-T_PONG = 3
-T_REPLICATE = 4
-T_REPLICATE_ACK = 5
-T_GOSSIP_BATCH = 6
-T_DIGEST = 7
+from ._wire import (
+    DEFAULT_MAX_FRAME_SIZE,
+    PROTOCOL_VERSION,
+    T_DIGEST,
+    T_GOSSIP,
+    T_GOSSIP_BATCH,
+    T_PING,
+    T_PONG,
+    T_REPLICATE,
+    T_REPLICATE_ACK,
+)
+from ._wire import DIGEST_DELTA as _DIGEST_DELTA
+from ._wire import DIGEST_MORE as _DIGEST_MORE
+from ._wire import DIGEST_REPLY as _DIGEST_REPLY
+from ._wire import HEADER_SIZE as _HEADER_SIZE
+from ._wire import MAX_ORIGINS as _MAX_ORIGINS
+from ._wire import MAX_STR_SIZE as _MAX_STR_SIZE
+from ._wire import MIN_ENTRY_SIZE as _MIN_ENTRY_SIZE
+from ._wire import MIN_FRAME_LENGTH as _MIN_FRAME_LENGTH
+from ._wire import MIN_ORIGIN_SIZE as _MIN_ORIGIN_SIZE
+from ._wire import MIN_WATERMARK_SIZE as _MIN_WATERMARK_SIZE
+from ._wire import PREFIX_SIZE as _PREFIX_SIZE
+from ._wire import V_BYTES as _V_BYTES
+from ._wire import V_INT as _V_INT
 
-_PREFIX_SIZE = 4
-_HEADER_SIZE = 6
-_MIN_FRAME_LENGTH = 2
-_MAX_STR_SIZE = 65535
-_MAX_ORIGINS = 65535
 _U32_MAX = 0xFFFFFFFF
 _U64_LIMIT = 1 << 64
-_MIN_ORIGIN_SIZE = 2
-_MIN_ENTRY_SIZE = 22
-_MIN_WATERMARK_SIZE = 10
-_V_INT = 0
-_V_BYTES = 1
-_DIGEST_REPLY = 1  # Digest flags: bit 0 reply, bit 1 more; the others must be 0
-_DIGEST_MORE = 2
-_DIGEST_DELTA = 4  # bit 2: the watermarks are changes since the previous digest
 
 _HEADER = struct.Struct(">IBB")
 _U16 = struct.Struct(">H")

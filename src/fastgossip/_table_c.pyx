@@ -112,7 +112,8 @@ __all__ = [
 globals()["Entry"] = _codec_c.Entry
 
 #: The keys of GossipState.refusals(), in the order merges check them.
-REFUSAL_KINDS = ("origin_too_long", "own_origin", "future", "too_large", "table_full", "unrelayable")
+REFUSAL_KINDS = ("origin_too_long", "own_origin", "future", "too_large", "table_full", "unrelayable",
+                 "stale")
 
 DEFAULT_MAX_FRAME_SIZE = 1 << 20
 
@@ -130,7 +131,8 @@ cdef enum:
     R_TOO_LARGE = 3
     R_TABLE_FULL = 4
     R_UNRELAYABLE = 5
-    N_REFUSALS = 6
+    R_STALE = 6
+    N_REFUSALS = 7
 
 cdef uint32_t NO_ORIGIN = 0xFFFFFFFF
 # An origin id slot during a merge: an id, or one of these (all above any id)
@@ -505,6 +507,8 @@ cdef class GossipState:
     cdef bytes _own_utf8
     cdef Py_ssize_t _own_n         # its UTF-8 length, -1 when None
     cdef uint64_t _refused[N_REFUSALS]
+    cdef uint64_t _own_refused_stamp
+    cdef bint _refuse_stale
 
     def __cinit__(self):
         self._max_keys = -1
@@ -839,17 +843,31 @@ cdef class GossipState:
                                       <object>e.opy if e.opy != NULL else None)
         return oidp[0]
 
-    cdef int _apply(self, In* e, uint32_t* oidp) except -1:
-        """Merge one entry: 1 when it changed the table, 0 when it lost, 2 when
-        it does not fit max_keys / max_bytes (then nothing moved). *oidp is the
-        origin's id, or UNINTERNED: it is interned (from e.oname) only once the
-        entry is accepted, so that refused entries leave no origin behind."""
+    cdef inline bint _stale(self, In* e, uint32_t* oidp) noexcept:
+        """Whether the entry's stamp is not above its origin's watermark."""
+        cdef uint32_t oid = oidp[0]
+        if oid >= UNINTERNED:
+            oid = self._origin_find(e.oname, e.olen)
+            if oid == NO_ORIGIN:
+                return False
+            oidp[0] = oid  # interned already: keep its id
+        return e.stamp <= self._origins[oid].watermark
+
+    cdef int _apply(self, In* e, uint32_t* oidp, bint peer) except -1:
+        """Merge one entry: 1 when it changed the table, 0 when it lost (or
+        tied), 2 when it does not fit max_keys / max_bytes, 3 when it came from a
+        ``peer``, would win, and its stamp is not above its origin's watermark
+        (stale: see _table_py.py's _apply). Nothing moves on 2 or 3. An entry
+        equal to the stored one with a higher stamp takes the new stamp (its
+        origin re-stamped it), so a re-stamp travels on. *oidp is the origin's
+        id, or UNINTERNED: it is interned (from e.oname) only once the entry is
+        accepted, so that refused entries leave no origin behind."""
         cdef Origin* o
         cdef size_t pos
         cdef Py_ssize_t slot, vsize, grow = 0
         cdef Rec* r
         cdef Origin* ro
-        cdef int c
+        cdef int c, cmp
         cdef bint wins
         cdef unsigned char* buf = NULL
         cdef uint32_t oid, old_origin
@@ -857,6 +875,8 @@ cdef class GossipState:
         vsize = <Py_ssize_t>e.blen if e.tag == V_BYTES else 8
         slot = self._find(e.key, e.klen, e.h, &pos)
         if slot < 0:
+            if peer and self._stale(e, oidp):
+                return 3
             if self._max_keys >= 0 and self._n >= self._max_keys:
                 return 2
             if (self._max_bytes >= 0
@@ -867,7 +887,7 @@ cdef class GossipState:
             return self._insert(e, oid, e.h, pos)
         r = &self._recs[slot]
         if e.version != r.version:
-            wins = e.version > r.version
+            cmp = 1 if e.version > r.version else -1
         else:
             if oidp[0] < UNINTERNED:
                 c = self._origin_cmp(oidp[0], r.origin)
@@ -875,13 +895,23 @@ cdef class GossipState:
                 ro = &self._origins[r.origin]
                 c = _bytes_cmp(e.oname, e.olen, ro.name, ro.name_len)
             if c != 0:
-                wins = c > 0
+                cmp = c
             elif e.tag != r.tag:
-                wins = e.tag > r.tag   # any int < any bytes
+                cmp = 1 if e.tag > r.tag else -1   # any int < any bytes
             elif e.tag == V_INT:
-                wins = e.ival > r.val.i
+                cmp = (e.ival > r.val.i) - (e.ival < r.val.i)
             else:
-                wins = _bytes_cmp(e.bval, e.blen, r.val.b, r.blen) > 0
+                cmp = _bytes_cmp(e.bval, e.blen, r.val.b, r.blen)
+        wins = cmp > 0
+        if cmp == 0 and e.stamp > r.stamp:  # the same entry, re-stamped by its origin
+            oid = self._resolve(e, oidp)
+            self._note(e, oid)
+            self._log_reserve(oid)
+            self._recs[slot].stamp = e.stamp
+            self._log_push(oid, e.stamp, <uint32_t>slot)
+            return 0
+        if wins and peer and self._stale(e, oidp):
+            return 3
         if wins:
             grow = vsize - (<Py_ssize_t>r.blen if r.tag == V_BYTES else 8)
             if grow > 0 and self._max_bytes >= 0 and self._bytes_held + grow > self._max_bytes:
@@ -1043,7 +1073,7 @@ cdef class GossipState:
             raise ValueError(f"origin is {e.olen} bytes in UTF-8, more than MAX_ORIGIN_BYTES "
                              f"({MAX_ORIGIN})")
         e.h = _hash(e.key, e.klen)
-        done = self._apply(&e, &oid)
+        done = self._apply(&e, &oid, 0)
         if done == 2:
             raise self._full_error(&e)
         return done == 1
@@ -1068,6 +1098,8 @@ cdef class GossipState:
         elif (e.olen == self._own_n
                 and memcmp(e.oname, PyBytes_AS_STRING(self._own_utf8), e.olen) == 0):
             kind = R_OWN_ORIGIN
+            if e.stamp <= max_stamp and e.stamp > self._own_refused_stamp:
+                self._own_refused_stamp = e.stamp
         elif e.stamp > max_stamp or e.version > max_version:
             kind = R_FUTURE
         elif (RELAY_FIXED + e.olen + e.klen
@@ -1076,10 +1108,10 @@ cdef class GossipState:
         else:
             if self._max_keys < 0 and self._max_bytes < 0:
                 self._resolve(e, oidp)  # nothing can refuse it now: intern it first
-            done = self._apply(e, oidp)
-            if done != 2:
+            done = self._apply(e, oidp, self._refuse_stale)
+            if done < 2:
                 return done
-            kind = R_TABLE_FULL
+            kind = R_TABLE_FULL if done == 2 else R_STALE
         self._refused[kind] += 1
         return 2
 
@@ -1334,6 +1366,9 @@ cdef class GossipState:
                 fo = &table[idx]
                 if fo.id > UNINTERNED:
                     self._refused[R_ORIGIN_TOO_LONG if fo.id == O_TOO_LONG else R_OWN_ORIGIN] += 1
+                    if (fo.id == O_OWN and e.stamp <= max_stamp
+                            and e.stamp > self._own_refused_stamp):
+                        self._own_refused_stamp = e.stamp
                     continue
                 if e.stamp > max_stamp or e.version > max_version:
                     self._refused[R_FUTURE] += 1
@@ -1344,9 +1379,11 @@ cdef class GossipState:
                 e.oname = buf + fo.off + 2
                 e.olen = rd16(buf + fo.off)
                 e.opy = NULL
-                done = self._apply(&e, &fo.id)
+                done = self._apply(&e, &fo.id, self._refuse_stale)
                 if done == 2:
                     self._refused[R_TABLE_FULL] += 1
+                elif done == 3:
+                    self._refused[R_STALE] += 1
                 else:
                     changed += done
         finally:
@@ -1432,6 +1469,12 @@ cdef class GossipState:
         self._free()
         self._init()
         self._changes += 1
+
+    @property
+    def own_refused_stamp(self) -> int:
+        """The highest stamp, within the horizon, of the entries refused because
+        they came under ``own_origin`` (0: none): see _table_py.py."""
+        return self._own_refused_stamp
 
     @property
     def changes(self) -> int:
@@ -1523,6 +1566,19 @@ cdef class GossipState:
         self._own = value if type(value) is str else str.__str__(value)
         self._own_utf8 = PyBytes_FromStringAndSize(<const char*>p, n)
         self._own_n = n
+
+    @property
+    def refuse_stale(self) -> bool:
+        """When true, merges refuse (and count as ``stale``) an entry that would win
+        but whose stamp is not above its origin's watermark here. Off by
+        default, so that ``merge`` is a join whatever the order of its inputs; a
+        node turns it on, since its deltas arrive as stamp-ordered prefixes and
+        such an entry is one that no honest peer sends (see _apply)."""
+        return self._refuse_stale
+
+    @refuse_stale.setter
+    def refuse_stale(self, value) -> None:
+        self._refuse_stale = bool(value)
 
     @property
     def bytes_held(self) -> int:

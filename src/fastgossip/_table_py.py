@@ -36,6 +36,8 @@ from ._limits import (
     MAX_ORIGIN_BYTES,
 )
 from ._messages_py import Entry, Gossip, GossipBatch
+from ._wire import T_GOSSIP as _T_GOSSIP
+from ._wire import T_GOSSIP_BATCH as _T_GOSSIP_BATCH
 from .errors import FrameError, TableFull
 
 __all__ = [
@@ -66,13 +68,12 @@ REFUSAL_KINDS = (
     "too_large",
     "table_full",
     "unrelayable",
+    "stale",
 )
 _MAX_STR = 0xFFFF
 _MAX_BYTES = 0xFFFFFFFF
 _MAX_LENGTH = 0xFFFFFFFF  # the u32 length prefix
-_MIN_ENTRY_SIZE = 22
-_T_GOSSIP = 1
-_T_GOSSIP_BATCH = 6
+
 _TYPE_NAMES = {2: "Ping", 3: "Pong", 4: "Replicate", 5: "ReplicateAck", 7: "Digest"}
 # A log is compacted once its stale records outnumber its live ones by this much.
 _COMPACT_SLACK = 16
@@ -228,6 +229,8 @@ class GossipState:
         "_own_origin",
         "_refused",
         "_changes",
+        "_own_refused_stamp",
+        "_refuse_stale",
     )
 
     def __init__(self, max_keys: Optional[int] = None, max_bytes: Optional[int] = None) -> None:
@@ -236,6 +239,8 @@ class GossipState:
         self._own_origin: Optional[str] = None
         self._refused: Dict[str, int] = dict.fromkeys(REFUSAL_KINDS, 0)
         self._changes = 0
+        self._own_refused_stamp = 0
+        self._refuse_stale = False
         self._reset()
 
     def _reset(self) -> None:
@@ -281,6 +286,19 @@ class GossipState:
                 raise TypeError(f"own_origin must be str or None, not {type(value).__name__}")
             value = _check_str("own_origin", value)
         self._own_origin = value
+
+    @property
+    def refuse_stale(self) -> bool:
+        """When true, merges refuse (and count as ``stale``) an entry that would win
+        but whose stamp is not above its origin's watermark here. Off by
+        default, so that ``merge`` is a join whatever the order of its inputs; a
+        node turns it on, since its deltas arrive as stamp-ordered prefixes and
+        such an entry is one that no honest peer sends (see _apply)."""
+        return self._refuse_stale
+
+    @refuse_stale.setter
+    def refuse_stale(self, value: bool) -> None:
+        self._refuse_stale = bool(value)
 
     @property
     def bytes_held(self) -> int:
@@ -420,23 +438,37 @@ class GossipState:
             kind = "origin_too_long"
         elif origin == self._own_origin:
             kind = "own_origin"
+            if stamp <= max_stamp and stamp > self._own_refused_stamp:
+                self._own_refused_stamp = stamp
         elif stamp > max_stamp or version > max_version:
             kind = "future"
         elif _relay_size(len(key.encode("utf-8")), value, olen) > max_frame_size:
             kind = "too_large"
         else:
-            done = self._apply(key, value, version, origin, stamp)
-            if done != 2:
+            done = self._apply(key, value, version, origin, stamp, self._refuse_stale)
+            if done < 2:
                 return done
-            kind = "table_full"
+            kind = "table_full" if done == 2 else "stale"
         self._refused[kind] += 1
         return 2
 
-    def _apply(self, key: str, value: Value, version: int, origin: str, stamp: int) -> int:
-        """1 when the entry changed the table, 0 when it lost, 2 when it does not
-        fit max_keys / max_bytes (then nothing moved)."""
+    def _apply(
+        self, key: str, value: Value, version: int, origin: str, stamp: int, peer: bool = False
+    ) -> int:
+        """1 when the entry changed the table, 0 when it lost (or tied), 2 when it
+        does not fit max_keys / max_bytes, 3 when it came from a ``peer``, would
+        win, and its stamp is not above its origin's watermark (*stale*: an
+        honest delta is a stamp-ordered prefix, so whoever gave this node that
+        watermark held something greater for the key; taking it would let one
+        forged entry make the nodes disagree for good). Nothing moves on 2 or 3.
+        An entry equal to the stored one but with a higher stamp (its origin
+        re-stamped it) takes the new stamp, so a re-stamp travels on."""
         cur = self._entries.get(key)
         if cur is None:
+            if peer:
+                wm = self._watermarks.get(origin)
+                if wm is not None and stamp <= wm:
+                    return 3
             size = len(key.encode("utf-8")) + _value_size(value) + ENTRY_OVERHEAD
             if (self._max_keys is not None and len(self._keys) >= self._max_keys) or (
                 self._max_bytes is not None and self._bytes_held + size > self._max_bytes
@@ -449,7 +481,17 @@ class GossipState:
             self._live[origin] = self._live.get(origin, 0) + 1
             self._log(origin, stamp, key)
             return 1
-        wins = _lww_key(version, origin, value) > _lww_key(cur[_VERSION], cur[_ORIGIN], cur[_VALUE])
+        new, old = _lww_key(version, origin, value), _lww_key(cur[_VERSION], cur[_ORIGIN], cur[_VALUE])
+        wins = new > old
+        if not wins and new == old and stamp > cur[_STAMP]:  # re-stamped by its origin
+            self._note(version, origin, stamp)
+            cur[_STAMP] = stamp
+            self._log(origin, stamp, key)
+            return 0
+        if wins and peer:
+            wm = self._watermarks.get(origin)
+            if wm is not None and stamp <= wm:
+                return 3
         grow = 0
         if wins:
             grow = _value_size(value) - _value_size(cur[_VALUE])
@@ -606,6 +648,13 @@ class GossipState:
         ``own_origin`` and the refusal counts stay)."""
         self._reset()
         self._changes += 1
+
+    @property
+    def own_refused_stamp(self) -> int:
+        """The highest stamp, within the horizon, of the entries refused because
+        they came under ``own_origin`` (0: none): proof that someone forged an
+        entry of this node's origin, which the node then moves its stamps past."""
+        return self._own_refused_stamp
 
     @property
     def changes(self) -> int:

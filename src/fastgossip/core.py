@@ -198,14 +198,15 @@ class GossipCore:
         self._now = 0.0
         self.state = state if state is not None else table.GossipState()
         self.state.own_origin = origin
+        self.state.refuse_stale = True  # see GossipState.refuse_stale
         self.rng = sampler.XorShift64(seed)
         self.clock = HybridClock(self._wall_ms)
         # Stamps are this origin's own reading of its wall clock: they never
         # follow a peer (versions do), so a forged version cannot move them.
         self._last_stamp = 0
         self._quiet: Dict[str, _Quiet] = {}
-        self._digest_cache: Dict[bool, Tuple[Tuple[int, int], List[bytes]]] = {}
-        self._digest_key = (-1, -1)
+        self._digest_cache: Dict[bool, Tuple[Tuple[int, int, int], List[bytes]]] = {}
+        self._digest_key = (-1, -1, -1)
         self._retire_check_at = -1e18
         self._retire_generation = 0
         # the digest's watermarks now, their generation (it grows when they
@@ -221,8 +222,9 @@ class GossipCore:
         self.out: List[Output] = []
         self._round_started = -1e18
         self._round_bytes = 0
-        self._forged_stamp = 0
+        self._forged_stamp = 0  # the highest forged stamp of our origin seen
         self._restamped_at = -1e18
+        self._restamp_owed = False
         self.logs = RateLimitedLog(log)
         self._batch_type = codec.T_GOSSIP_BATCH
         self._digest_type = codec.Digest
@@ -437,7 +439,7 @@ class GossipCore:
             window = max(self.limits.retire_after, 2 * self.limits.gossip_interval)
             self._retire_check_at = now + min(1.0, window / 4)
             self._retire_generation += 1
-        key = (self.state.changes, self._retire_generation)
+        key: Tuple[int, int, int] = (self.state.changes, self._retire_generation, self._last_stamp)
         if key == self._digest_key:
             return
         self._digest_key = key
@@ -517,11 +519,24 @@ class GossipCore:
         """
         if now is None:
             now = self._now
+        out: Dict[str, int]
         retire_after = self.limits.retire_after
         if retire_after is None:
-            return self.state.watermarks()  # type: ignore[no-any-return]
-        # at least two rounds: an origin that comes back is named in a digest
-        retire_after = max(retire_after, 2 * self.limits.gossip_interval)
+            out = self.state.watermarks()
+        else:
+            out = self._retire(now, max(retire_after, 2 * self.limits.gossip_interval))
+        # Our own origin is always named, at our stamp clock: we hold every
+        # entry of it we wrote, and nothing above that exists but forgeries.
+        # (Left out, or named lower, peers would send us those, or our own
+        # entries, in every exchange: the table refuses entries of our origin.)
+        own = self.origin
+        if out.get(own, 0) < self._last_stamp or own not in out:
+            out[own] = max(out.get(own, 0), self._last_stamp)
+        return out
+
+    def _retire(self, now: float, retire_after: float) -> Dict[str, int]:
+        """The watermarks without the retired origins (see digest_watermarks;
+        at least two rounds: an origin that comes back is named in a digest)."""
         quiet = self._quiet
         out = {}
         for origin, (watermark, live, seen) in self.state.origin_stats().items():
@@ -544,39 +559,38 @@ class GossipCore:
         return out
 
     # -- forged stamps of our own origin ----------------------------------------
-    def _note_own_watermark(self, stamp: int, now: float) -> None:
-        """A peer claims to hold our origin up to ``stamp``. Above our stamp
-        clock, that is a forged entry (we never issued that stamp) which has
-        raised watermarks for our origin: peers would no longer ask for our
-        writes. Repaired at the next tick (see _repair_forgery)."""
-        if stamp > self._last_stamp and stamp > self._forged_stamp:
-            max_stamp, _ = self.horizon(now)
-            if stamp <= max_stamp:  # beyond it, no honest node accepted it
-                self._forged_stamp = stamp
-
     def _repair_forgery(self, now: float) -> None:
-        forged = self._forged_stamp
-        if not forged or forged <= self._last_stamp:
-            return
-        self.stats.forged_stamps += 1
-        # our next stamps go above the forgery, so peers ask for them again
-        self._last_stamp = forged
-        # and our entries written below it are sent again, re-stamped above it,
-        # at most once per max_clock_skew (each costs one resend of our entries)
-        if now - self._restamped_at >= self.limits.max_clock_skew:
+        """Someone forged an entry under our origin: the table refused it when it
+        came back to us (``own_refused_stamp``), which proves a stamp we never
+        issued (a digest merely claiming one proves nothing). Peers that took
+        it have raised their watermark for our origin past our real writes and
+        would no longer ask for them. So our stamp clock jumps past the forged
+        stamp (new writes spread again), and our entries are re-stamped above
+        it (written before, they would stay below the peers' watermarks); a
+        tie with a higher stamp replaces the stamp everywhere, so the re-stamp
+        travels hop by hop. One re-stamp resends our entries: at most one per
+        ``max_clock_skew``, and one owed is done as soon as that allows."""
+        forged = self.state.own_refused_stamp
+        if forged > self._forged_stamp:
+            self._forged_stamp = forged
+            if forged > self._last_stamp:
+                self.stats.forged_stamps += 1
+                self._last_stamp = forged
+                self._restamp_owed = True
+                self.logs.log(
+                    logging.WARNING,
+                    "forged",
+                    now,
+                    "%s: an entry of our origin with a stamp we never issued came back "
+                    "(forged); our writes are re-stamped past it",
+                    self.node_id,
+                )
+        if self._restamp_owed and now - self._restamped_at >= self.limits.max_clock_skew:
+            self._restamp_owed = False
             self._restamped_at = now
             if self.origin in self.state.watermarks():
                 count = self.state.restamp(self.origin, self._last_stamp + 1)
                 self._last_stamp += count
-        self.logs.log(
-            logging.WARNING,
-            "forged",
-            now,
-            "%s: a peer holds an entry of our origin with a stamp we never issued "
-            "(forged); our writes are re-stamped past it",
-            self.node_id,
-        )
-        self._forged_stamp = 0
 
     # -- input -----------------------------------------------------------------
     def receive(self, conn: int, frames: Iterable[bytes], now: float, room: int) -> int:
@@ -638,6 +652,12 @@ class GossipCore:
             return len(frame)
         return 0  # ReplicateAck, Entry or a future type: nothing to do
 
+    def _max_peer_origins(self) -> int:
+        """The most origins a peer's digest may name (per connection): twice our
+        own plus 1024. Peers of one cluster name about the same origins; this
+        bounds what a stranger's digests can make a node hold per connection."""
+        return 2 * len(self._wm) + 1024
+
     def _on_digest(self, msg: Any, conn: int, now: float, room: int) -> int:
         c = self._conns.get(conn)
         if c is None:
@@ -652,8 +672,12 @@ class GossipCore:
                 raise ValueError("the parts of one digest disagree on delta")
             c.parts.update(msg.watermarks)
             c.parts_bytes += self.limits.max_frame_size
+            # a digest in parts holds no more origins than a peer's may name
+            # (below), and at most max_digest_bytes of frames
             if c.parts_bytes > self.limits.max_digest_bytes:
                 raise ValueError(f"digest longer than {self.limits.max_digest_bytes} bytes")
+            if len(c.parts) > self._max_peer_origins():
+                raise ValueError(f"a peer's digest names over {self._max_peer_origins()} origins")
             if msg.more:
                 return 0
             received, c.parts = c.parts, None
@@ -668,14 +692,11 @@ class GossipCore:
                     watermarks[origin] = stamp
                 else:
                     watermarks.pop(origin, None)
-            # what a peer's digests may make this node hold per connection
-            if len(watermarks) > 2 * len(self._wm) + 1024:
-                raise ValueError(f"a peer's digest names {len(watermarks)} origins")
         else:
             watermarks = c.peer_wm = received
-        own = received.get(self.origin)
-        if own is not None and own > self._last_stamp:
-            self._note_own_watermark(own, now)
+        # what a peer's digests may make this node hold per connection
+        if len(watermarks) > self._max_peer_origins():
+            raise ValueError(f"a peer's digest names {len(watermarks)} origins")
         if not msg.reply:
             if c.peer is None:
                 return 0  # only the node that asked gets an answer to a reply digest
@@ -686,15 +707,18 @@ class GossipCore:
             self.out.append((EVENT, "answered", c.peer))
         elif c.peer is None:
             # an inbound question: one answer per connection per round, and all
-            # inbound answers of a round share max_round_bytes
+            # inbound answers of a round, digests included, share max_round_bytes
             if now - c.answered_at < self.limits.gossip_interval * 0.5:
+                self.stats.exchanges_throttled += 1
+                return 0
+            if now - self._round_started >= self.limits.gossip_interval:
+                self._round_started, self._round_bytes = now, 0
+            if self._round_bytes >= self.limits.max_round_bytes:
                 self.stats.exchanges_throttled += 1
                 return 0
             c.answered_at = now
         budget = min(room, self.limits.max_delta_bytes)
         if c.peer is None:
-            if now - self._round_started >= self.limits.gossip_interval:
-                self._round_started, self._round_bytes = now, 0
             budget = min(budget, self.limits.max_round_bytes - self._round_bytes)
         frames: List[bytes] = []
         if budget <= 0:
@@ -708,15 +732,13 @@ class GossipCore:
                 self.logs.log(
                     logging.ERROR, "delta", now, "%s: cannot build a delta: %s", self.node_id, exc
                 )
-        sent = sum(len(f) for f in frames)
-        if c.peer is None:
-            self._round_bytes += sent
         # The digest goes out even without a delta: with it the peer sends
         # this node what it lacks, so a node out of room still learns.
         if msg.reply:
-            digest = self.digest_for(conn, False, now)
-            frames.extend(digest)
-            sent += sum(len(f) for f in digest)
+            frames.extend(self.digest_for(conn, False, now))
+        sent = sum(map(len, frames))
+        if c.peer is None:
+            self._round_bytes += sent
         if frames:
             self.out.append((SEND, conn, frames))
         return sent

@@ -25,11 +25,10 @@ from typing import Optional
 from . import _codec
 from ._codec import DEFAULT_MAX_FRAME_SIZE
 from ._messages import AnyMessage
+from ._wire import PREFIX_SIZE as _PREFIX_SIZE
 from .errors import FrameError
 
 __all__ = ["read_message", "write_message"]
-
-_PREFIX_SIZE = 4
 
 
 async def write_message(

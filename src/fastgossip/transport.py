@@ -612,27 +612,29 @@ class Transport:
         if self.closing:
             proto.close()
             return
-        # dials hold descriptors for the connections they will make (pending);
-        # an accepted one may use those: refuse only beyond the real limit
-        if not budgeted and FDS.in_use > FDS.limit and not FDS.make_room(self):
-            self.stats.connections_refused += 1
-            proto.abort()
-            return
-        cap = self.limits.max_inbound
-        if cap is not None:
-            inbound = [p for p in self.conns.values() if not p.outbound and not p.closed]
-            if len(inbound) > cap:
-                # keep a slot for peers that make progress: drop the accepted
-                # connection that has gone longest without a complete frame, if
-                # that is longer than two rounds; else refuse the newcomer
-                stalest = min((p for p in inbound if p is not proto), key=lambda p: p.last_frame_at)
-                if self.loop.time() - stalest.last_frame_at > 2 * self.limits.gossip_interval:
-                    self.stats.connections_shed += 1
-                    stalest.abort()
-                else:
-                    self.stats.connections_refused += 1
-                    proto.abort()
-                    return
+        # Dials hold descriptors for the connections they will make (pending),
+        # which an accepted one may use: past the real limit, or past the
+        # inbound cap (at most half the descriptors, so that accepted
+        # connections cannot take the links' share), the accepted connection
+        # that has gone longest without a complete frame (over two rounds)
+        # makes room; else the newcomer is refused. Outbound links are never
+        # closed to let a stranger in.
+        cap = max(8, FDS.limit // 2)
+        if self.limits.max_inbound is not None:
+            cap = min(cap, self.limits.max_inbound)
+        over_fds = not budgeted and FDS.in_use > FDS.limit
+        inbound = [p for p in self.conns.values() if not p.outbound and not p.closed]
+        if over_fds or len(inbound) > cap:
+            others = [p for p in inbound if p is not proto]
+            stalest = min(others, key=lambda p: p.last_frame_at) if others else None
+            idle_for = self.loop.time() - stalest.last_frame_at if stalest else 0.0
+            if stalest is not None and idle_for > 2 * self.limits.gossip_interval:
+                self.stats.connections_shed += 1
+                stalest.abort()
+            else:
+                self.stats.connections_refused += 1
+                proto.abort()
+                return
         self.core.connected(proto.conn, self.now(), peer=None)
 
     def connection_lost(self, proto: GossipProtocol) -> None:
