@@ -36,8 +36,6 @@ from ._limits import (
     MAX_ORIGIN_BYTES,
 )
 from ._messages_py import Entry, Gossip, GossipBatch
-from ._wire import T_GOSSIP as _T_GOSSIP
-from ._wire import T_GOSSIP_BATCH as _T_GOSSIP_BATCH
 from .errors import FrameError, TableFull
 
 __all__ = [
@@ -481,7 +479,10 @@ class GossipState:
             self._live[origin] = self._live.get(origin, 0) + 1
             self._log(origin, stamp, key)
             return 1
-        new, old = _lww_key(version, origin, value), _lww_key(cur[_VERSION], cur[_ORIGIN], cur[_VALUE])
+        new, old = (
+            _lww_key(version, origin, value),
+            _lww_key(cur[_VERSION], cur[_ORIGIN], cur[_VALUE]),
+        )
         wins = new > old
         if not wins and new == old and stamp > cur[_STAMP]:  # re-stamped by its origin
             self._note(version, origin, stamp)
