@@ -384,7 +384,11 @@ class GossipCore:
             if p.conn is None:
                 self.out.append((ASK, p.addr, None))  # dial; we ask once connected
                 continue
-            self._ask(p, self.digest_for(p.conn, True, now), now)
+            frames = self.digest_for(p.conn, True, now)
+            # an empty delta (nothing changed since the last exchange with this
+            # peer) is answered only by a peer that has something: no reply is
+            # awaited, so a quiet cluster exchanges one small frame per pick
+            self._ask(p, frames, now, await_reply=frames is not self._empty_delta.get(True))
         return len(chosen)
 
     def _within_cap(self, chosen: List[_Peer], peers: List[_Peer], cap: int) -> List[_Peer]:
@@ -410,8 +414,9 @@ class GossipCore:
             out.append(p)
         return out
 
-    def _ask(self, p: _Peer, frames: Any, now: float) -> None:
-        p.awaiting_since = now
+    def _ask(self, p: _Peer, frames: Any, now: float, await_reply: bool = True) -> None:
+        if await_reply:
+            p.awaiting_since = now
         p.last_used = now
         self.out.append((ASK, p.addr, frames))
 
@@ -735,7 +740,11 @@ class GossipCore:
         # The digest goes out even without a delta: with it the peer sends
         # this node what it lacks, so a node out of room still learns.
         if msg.reply:
-            frames.extend(self.digest_for(conn, False, now))
+            digest = self.digest_for(conn, False, now)
+            # an empty question gets no answer when there is none: nothing to
+            # send and our watermarks unchanged since this connection last had them
+            if frames or not delta or received or digest is not self._empty_delta.get(False):
+                frames.extend(digest)
         sent = sum(map(len, frames))
         if c.peer is None:
             self._round_bytes += sent
