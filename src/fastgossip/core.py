@@ -112,6 +112,9 @@ class CoreLimits:
     max_digest_bytes: int = 16 << 20
     #: a full digest at least this often on each connection, deltas between
     full_digest_every: float = 600.0
+    #: peers asked in a round by a node with no news since its last round
+    #: (None: the fanout); see GossipCore.tick
+    quiet_fanout: Optional[int] = 1
 
 
 @dataclass
@@ -218,6 +221,8 @@ class GossipCore:
         self._peers: Dict[Address, _Peer] = {}
         self._conns: Dict[int, _Conn] = {}
         self._linked: Dict[Address, _Peer] = {}  # peers with a connection of ours
+        self._peer_list: Optional[List[_Peer]] = None  # _peers' values, rebuilt on change
+        self._changes_at_tick = -1
         self.replication_log = replication if replication is not None else ReplicationLog()
         self.out: List[Output] = []
         self._round_started = -1e18
@@ -277,12 +282,14 @@ class GossipCore:
         if addr in self._peers:
             return False
         self._peers[addr] = _Peer(addr)
+        self._peer_list = None
         return True
 
     def remove_peer(self, addr: Address) -> bool:
         peer = self._peers.pop(addr, None)
         if peer is None:
             return False
+        self._peer_list = None
         self._linked.pop(addr, None)
         if peer.conn is not None:
             self.out.append((CLOSE, peer.conn, None))
@@ -363,11 +370,20 @@ class GossipCore:
         self._advance(now)
         self.stats.rounds += 1
         self._repair_forgery(now)
-        peers = list(self._peers.values())
+        peers = self._peer_list
+        if peers is None:
+            peers = self._peer_list = list(self._peers.values())
         if not peers:
             return 0
         fanout = self.limits.fanout or Fanout.default_for(len(peers) + 1)
         k = fanout.resolve(len(peers))
+        # A node that learned or wrote nothing since its last round has no news
+        # to push: it asks quiet_fanout peers (it still pulls, and answers);
+        # one that has news asks the whole fanout, so news spreads as fast
+        changes = self.state.changes
+        if changes == self._changes_at_tick and self.limits.quiet_fanout is not None:
+            k = min(k, self.limits.quiet_fanout)
+        self._changes_at_tick = changes
         if self.limits.max_connections is not None:
             k = min(k, self.limits.max_connections)  # don't evict this round's own links
         chosen = self.rng.sample(peers, k)
