@@ -385,6 +385,7 @@ cdef struct Origin:
     uint32_t log_sorted    # length of the log's sorted prefix
     uint32_t live          # slots holding this origin
     uint64_t seen          # entries of it set or merged, won or lost
+    bint stale_ok          # in stale_exempt: stale entries of it are taken
 
 
 cdef struct In:            # an incoming entry, borrowed pointers
@@ -851,7 +852,7 @@ cdef class GossipState:
             if oid == NO_ORIGIN:
                 return False
             oidp[0] = oid  # interned already: keep its id
-        return e.stamp <= self._origins[oid].watermark
+        return e.stamp <= self._origins[oid].watermark and not self._origins[oid].stale_ok
 
     cdef int _apply(self, In* e, uint32_t* oidp, bint peer) except -1:
         """Merge one entry: 1 when it changed the table, 0 when it lost (or
@@ -1566,6 +1567,22 @@ cdef class GossipState:
         self._own = value if type(value) is str else str.__str__(value)
         self._own_utf8 = PyBytes_FromStringAndSize(<const char*>p, n)
         self._own_n = n
+
+    def set_stale_exempt(self, origins) -> None:
+        """Origins whose entries merges take even when stale: those the node
+        has left out of its digests (retired). A peer answers such an origin from
+        stamp 0, and that resend is what heals a gap an earlier cut answer may
+        have left below the watermark. Replaces the previous set."""
+        cdef uint32_t i, oid
+        cdef const unsigned char* p
+        cdef Py_ssize_t n
+        for i in range(self._n_origins):
+            self._origins[i].stale_ok = False
+        for origin in origins:
+            _conv_str("origin", origin, &p, &n)
+            oid = self._origin_find(p, n)
+            if oid != NO_ORIGIN:
+                self._origins[oid].stale_ok = True
 
     @property
     def refuse_stale(self) -> bool:

@@ -229,6 +229,7 @@ class GossipState:
         "_changes",
         "_own_refused_stamp",
         "_refuse_stale",
+        "_stale_exempt",
     )
 
     def __init__(self, max_keys: Optional[int] = None, max_bytes: Optional[int] = None) -> None:
@@ -239,6 +240,7 @@ class GossipState:
         self._changes = 0
         self._own_refused_stamp = 0
         self._refuse_stale = False
+        self._stale_exempt: frozenset = frozenset()
         self._reset()
 
     def _reset(self) -> None:
@@ -284,6 +286,13 @@ class GossipState:
                 raise TypeError(f"own_origin must be str or None, not {type(value).__name__}")
             value = _check_str("own_origin", value)
         self._own_origin = value
+
+    def set_stale_exempt(self, origins: Iterable[str]) -> None:
+        """Origins whose entries merges take even when stale: those the node
+        has left out of its digests (retired). A peer answers such an origin from
+        stamp 0, and that resend is what heals a gap an earlier cut answer may
+        have left below the watermark. Replaces the previous set."""
+        self._stale_exempt = frozenset(o for o in origins if o in self._watermarks)
 
     @property
     def refuse_stale(self) -> bool:
@@ -463,7 +472,7 @@ class GossipState:
         re-stamped it) takes the new stamp, so a re-stamp travels on."""
         cur = self._entries.get(key)
         if cur is None:
-            if peer:
+            if peer and origin not in self._stale_exempt:
                 wm = self._watermarks.get(origin)
                 if wm is not None and stamp <= wm:
                     return 3
@@ -489,7 +498,7 @@ class GossipState:
             cur[_STAMP] = stamp
             self._log(origin, stamp, key)
             return 0
-        if wins and peer:
+        if wins and peer and origin not in self._stale_exempt:
             wm = self._watermarks.get(origin)
             if wm is not None and stamp <= wm:
                 return 3

@@ -35,7 +35,7 @@ import logging
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple, Union
 
 from .clock import LOGICAL_BITS, MAX_VERSION, HybridClock
 from .fanout import Fanout
@@ -130,10 +130,12 @@ class _Quiet:
 class _Peer:
     """A peer this node gossips with, and its outbound connection if any."""
 
-    __slots__ = ("addr", "conn", "awaiting_since", "last_used")
+    __slots__ = ("addr", "conn", "awaiting_since", "last_used", "quiet_asked")
 
     def __init__(self, addr: Address) -> None:
         self.addr = addr
+        # a quiet question (an empty delta) went out: one answer to it is taken
+        self.quiet_asked = False
         self.conn: Optional[int] = None
         self.awaiting_since = 0.0  # when our Digest(reply=True) went out unanswered
         self.last_used = 0.0
@@ -222,12 +224,15 @@ class GossipCore:
         self._conns: Dict[int, _Conn] = {}
         self._linked: Dict[Address, _Peer] = {}  # peers with a connection of ours
         self._peer_list: Optional[List[_Peer]] = None  # _peers' values, rebuilt on change
+        self._stale_exempt: FrozenSet[str] = frozenset()
         self._changes_at_tick = -1
         self.replication_log = replication if replication is not None else ReplicationLog()
         self.out: List[Output] = []
         self._round_started = -1e18
         self._round_bytes = 0
-        self._forged_stamp = 0  # the highest forged stamp of our origin seen
+        # the highest forged stamp of our origin seen (a table kept across a
+        # restart remembers the previous life's: not a new forgery)
+        self._forged_stamp = self.state.own_refused_stamp
         self._restamped_at = -1e18
         self._restamp_owed = False
         self.logs = RateLimitedLog(log)
@@ -392,6 +397,13 @@ class GossipCore:
             chosen = self._within_cap(chosen, peers, cap)
         patience = max(1.0, 4 * self.limits.gossip_interval)
         for p in chosen:
+            if p.conn is not None and p.awaiting_since and now - p.awaiting_since >= patience:
+                # unanswered (throttled, or the answer was lost): the delta it
+                # carried must not be lost with it, so the next question is full
+                c = self._conns.get(p.conn)
+                if c is not None:
+                    c.sent_gen = -1
+                p.awaiting_since = 0.0
             if p.conn is not None and p.awaiting_since and now - p.awaiting_since < patience:
                 # the last exchange's reply is still arriving: asking again
                 # would make the peer resend the same entries
@@ -433,6 +445,8 @@ class GossipCore:
     def _ask(self, p: _Peer, frames: Any, now: float, await_reply: bool = True) -> None:
         if await_reply:
             p.awaiting_since = now
+        else:
+            p.quiet_asked = True
         p.last_used = now
         self.out.append((ASK, p.addr, frames))
 
@@ -560,6 +574,7 @@ class GossipCore:
         at least two rounds: an origin that comes back is named in a digest)."""
         quiet = self._quiet
         out = {}
+        left_out = []
         for origin, (watermark, live, seen) in self.state.origin_stats().items():
             if live:
                 if quiet:
@@ -575,8 +590,17 @@ class GossipCore:
                 q.seen, q.since, q.left_out = seen, now, False
             elif now - q.since >= q.window:
                 q.left_out = True
+                left_out.append(origin)
                 continue
             out[origin] = watermark
+        # A left-out origin is answered from stamp 0: take its entries even when
+        # stale, as that resend is what heals a gap an earlier cut answer left
+        # below its watermark (found in review; a forger gains nothing there
+        # that the origin's absence from our digests did not already give)
+        exempt = frozenset(left_out)
+        if exempt != self._stale_exempt:
+            self._stale_exempt = exempt
+            self.state.set_stale_exempt(exempt)
         return out
 
     # -- forged stamps of our own origin ----------------------------------------
@@ -722,9 +746,13 @@ class GossipCore:
             if c.peer is None:
                 return 0  # only the node that asked gets an answer to a reply digest
             p = self._peers.get(c.peer)
-            if p is None or p.conn != conn or not p.awaiting_since:
+            if p is None or p.conn != conn or not (p.awaiting_since or p.quiet_asked):
                 return 0  # not an answer to our question: nothing is owed
-            p.awaiting_since = 0.0  # our exchange on this connection is answered
+            # our exchange on this connection is answered (a quiet question is
+            # answered only by a peer with something to say: it is owed a reply,
+            # or a delta cut at the budget would never be finished)
+            p.awaiting_since = 0.0
+            p.quiet_asked = False
             self.out.append((EVENT, "answered", c.peer))
         elif c.peer is None:
             # an inbound question: one answer per connection per round, and all
@@ -737,7 +765,6 @@ class GossipCore:
             if self._round_bytes >= self.limits.max_round_bytes:
                 self.stats.exchanges_throttled += 1
                 return 0
-            c.answered_at = now
         budget = min(room, self.limits.max_delta_bytes)
         if c.peer is None:
             budget = min(budget, self.limits.max_round_bytes - self._round_bytes)
@@ -762,8 +789,9 @@ class GossipCore:
             if frames or not delta or received or digest is not self._empty_delta.get(False):
                 frames.extend(digest)
         sent = sum(map(len, frames))
-        if c.peer is None:
+        if c.peer is None and sent:
             self._round_bytes += sent
+            c.answered_at = now  # only an answer that went out counts
         if frames:
             self.out.append((SEND, conn, frames))
         return sent
