@@ -878,3 +878,20 @@ async def test_inbound_connections_are_capped(implementation: str) -> None:
             assert await asyncio.wait_for(read_message(reader), 5) == Pong("n", i)
         for _, writer in conns:
             writer.close()
+
+
+async def test_a_one_way_peer_gets_everything_through_a_small_budget(
+    implementation: str,
+) -> None:
+    """Found in review: a lists b, b lists nobody (as a node that only knows its
+    seeds); a's pushes are cut at an 8 KiB budget. Once a's questions became
+    quiet (empty deltas, no reply awaited), b's answers were dropped as not
+    owed and b stayed at 63 of 300 keys forever. A quiet question is owed one
+    reply."""
+    a = await GossipNode.start(config("a", implementation, max_delta_bytes=8192))
+    b = await GossipNode.start(config("b", implementation, max_delta_bytes=8192))
+    async with a, b:
+        for i in range(300):
+            a.set(f"key-{i:04d}", b"v" * 60)
+        a.add_peer(b.addr)
+        await wait_for(lambda: b.state_len() == 300, timeout=20)
