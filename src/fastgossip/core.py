@@ -104,7 +104,7 @@ class CoreLimits:
     fanout: Optional[Fanout] = None
     gossip_interval: float = 0.2
     max_frame_size: int = 1 << 20
-    max_delta_bytes: int = 4 << 20
+    max_delta_bytes: int = 32 << 20
     max_round_bytes: int = 16 << 20
     max_clock_skew: float = 10.0
     retire_after: Optional[float] = 600.0

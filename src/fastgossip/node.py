@@ -136,7 +136,7 @@ class NodeConfig:
     fanout: Optional[Fanout] = None
     gossip_interval: float = 0.2
     max_frame_size: int = 1 << 20
-    max_delta_bytes: int = 4 << 20
+    max_delta_bytes: int = 32 << 20
     max_round_bytes: int = 16 << 20
     write_buffer_high: int = 4 << 20
     max_buffered_bytes: int = 256 << 20
@@ -232,6 +232,7 @@ class NodeConfig:
     def transport_limits(self) -> TransportLimits:
         return TransportLimits(
             max_frame_size=self.max_frame_size,
+            max_delta_bytes=self.max_delta_bytes,
             write_buffer_high=self.write_buffer_high,
             max_buffered_bytes=self.max_buffered_bytes,
             max_input_bytes=self.max_input_bytes,

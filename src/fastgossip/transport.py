@@ -138,6 +138,7 @@ class TransportLimits:
     """The transport's settings (``NodeConfig.transport_limits()`` makes one)."""
 
     max_frame_size: int
+    max_delta_bytes: int
     write_buffer_high: int
     max_buffered_bytes: int
     max_input_bytes: int
@@ -251,11 +252,12 @@ class GossipProtocol(asyncio.Protocol):
 
     # -- sending -----------------------------------------------------------
     def room(self) -> int:
-        """Bytes that may still be queued on this connection."""
+        """Bytes an answer may still queue on this connection: max_delta_bytes
+        less what is queued; 0 while the peer is not reading (paused)."""
         transport = self.transport
         if self.closed or self.paused or transport is None or transport.is_closing():
             return 0
-        return max(0, self.owner.limits.write_buffer_high - transport.get_write_buffer_size())
+        return max(0, self.owner.limits.max_delta_bytes - transport.get_write_buffer_size())
 
     def send_frames(self, frames: List[bytes]) -> bool:
         """Write already-encoded frames; False (and nothing written) when the
