@@ -760,7 +760,9 @@ class GossipCore:
             if now - c.answered_at < self.limits.gossip_interval * 0.5:
                 self.stats.exchanges_throttled += 1
                 return 0
-            if now - self._round_started >= self.limits.gossip_interval:
+            # the budget's window: a gossip interval, at most a second (a node
+            # run with long intervals, or none, still answers a peer a second)
+            if now - self._round_started >= min(self.limits.gossip_interval, 1.0):
                 self._round_started, self._round_bytes = now, 0
             if self._round_bytes >= self.limits.max_round_bytes:
                 self.stats.exchanges_throttled += 1
