@@ -47,6 +47,8 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import fastgossip  # where the children find it
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_RATIO = 1.5
@@ -263,9 +265,10 @@ def run_fastgossip(
     ``warm_links`` of its peers on average."""
     ports = free_ports(nodes)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.join(ROOT, "src"), ROOT] + [p for p in [env.get("PYTHONPATH")] if p]
-    )
+    # ROOT for the bench package; fastgossip is the one this process imported
+    # (installed, or src/ through the caller's PYTHONPATH), never a second copy
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fastgossip.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, here] + [p for p in [env.get("PYTHONPATH")] if p])
     procs: List[subprocess.Popen] = []
     children: Optional[_Children] = None
     tmp = tempfile.mkdtemp(prefix="fastgossip-idle-")

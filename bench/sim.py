@@ -31,7 +31,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run(args: List[str]) -> Dict[str, Any]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.join(ROOT, "src") + os.pathsep + env.get("PYTHONPATH", "")
+    # the fastgossip this process imports (installed, or src/ on PYTHONPATH)
+    import fastgossip
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fastgossip.__file__)))
+    env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "fastgossip", "sim", "--json", *args]
     print("running:", " ".join(cmd[2:]), file=sys.stderr, flush=True)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
