@@ -358,3 +358,10 @@ def test_idle_traffic_does_not_grow_with_the_number_of_origins(implementation: s
     sim.write(0, "fresh", b"v")
     sim.run_for(10 * sim.interval)
     assert all(sim.table(i).get("fresh") is not None for i in range(12))
+
+
+def test_sim_command_draws_the_spread(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "spread.png"
+    assert main(["sim", "--nodes", "50", "--seed", "3", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -266,7 +266,34 @@ def run_sim(args: argparse.Namespace, out: Optional[TextIO] = None) -> bool:
         file=out,
     )
     print(f"  peak RSS                       {r.peak_rss_mib:.0f} MiB", file=out)
+    if args.plot:
+        _plot_sim(r, args.plot)
+        print(f"  plot                           {args.plot}", file=out)
     return r.converged
+
+
+def _plot_sim(r: Any, path: str) -> None:
+    """The share of nodes holding the fresh key, round by round (a CDF)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib (pip install 'fastgossip[bench]')") from None
+    times = r.node_round_times
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.step(times, [(i + 1) / len(times) for i in range(len(times))], where="post")
+    ax.set_xlabel("rounds (gossip intervals) since the write")
+    ax.set_ylabel("share of nodes holding the key")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(
+        f"{r.nodes:,} nodes, fanout {r.fanout}, loss {r.loss:g}, seed {r.seed}", fontsize=10
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _add_sim_parser(sub: Any) -> None:
@@ -331,6 +358,9 @@ def _add_sim_parser(sub: Any) -> None:
     )
     sim.add_argument("--seed", type=int, default=1, help="seed of the whole run")
     sim.add_argument("--json", action="store_true", help="print the report as JSON")
+    sim.add_argument(
+        "--plot", metavar="PNG", default=None, help="draw the spread of the key (needs matplotlib)"
+    )
 
 
 def _fraction(text: str) -> float:

@@ -944,9 +944,11 @@ class ConvergenceReport:
     setup_s: float
     cpu_s: float
     peak_rss_mib: float
+    #: per node, rounds from the write until it held the key (not in as_dict)
+    node_round_times: List[float] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> Dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
 
 
 def measure_convergence(
@@ -1064,6 +1066,7 @@ def _measure(
         converged=took is not None,
         rounds=None if took is None else took / interval,
         node_rounds=percentiles(times),
+        node_round_times=sorted(times),
         bytes_per_node_round=sum(sent) / nodes / window,
         node_bytes_per_round=percentiles([b / window for b in sent]),
         idle_bytes_per_node_round=idle,
