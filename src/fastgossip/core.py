@@ -32,7 +32,6 @@ Hot paths stay compiled: a received chunk's batch frames go to the table's
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple, Union
@@ -169,14 +168,6 @@ class _Conn:
         self.peer_wm: Optional[Dict[str, int]] = None
 
 
-class _NodeStatsLike:  # pragma: no cover - typing aid only
-    rounds: int
-    entries_merged: int
-    bad_frames: int
-    sends_dropped: int
-    exchanges_skipped: int
-
-
 class GossipCore:
     """One node's gossip state machine (see the module docstring)."""
 
@@ -247,14 +238,17 @@ class GossipCore:
         if now > self._now:
             self._now = now
 
+    def _skews_ahead(self, now: float, skews: int) -> int:
+        """The version at the start of the millisecond ``skews`` times
+        ``max_clock_skew`` ahead of ``now``."""
+        return (int(now * 1000) + skews * int(self.limits.max_clock_skew * 1000)) << LOGICAL_BITS
+
     def horizon(self, now: float) -> Tuple[int, int]:
         """(max stamp, max version) an entry may carry to be accepted at ``now``:
         one ``max_clock_skew`` ahead for stamps, two for versions (see PROTOCOL.md)."""
-        ms = int(now * 1000)
-        skew = int(self.limits.max_clock_skew * 1000)
         return (
-            min(MAX_VERSION, (ms + skew) << LOGICAL_BITS | 0xFFFF),
-            min(MAX_VERSION, (ms + 2 * skew) << LOGICAL_BITS | 0xFFFF),
+            min(MAX_VERSION, self._skews_ahead(now, 1) | 0xFFFF),
+            min(MAX_VERSION, self._skews_ahead(now, 2) | 0xFFFF),
         )
 
     def _next_stamp(self) -> int:
@@ -264,7 +258,7 @@ class GossipCore:
 
     def _observe(self, version: int, now: float) -> None:
         """Move the clock toward ``version``, at most one skew ahead of wall time."""
-        limit = (int(now * 1000) + int(self.limits.max_clock_skew * 1000)) << LOGICAL_BITS
+        limit = self._skews_ahead(now, 1)
         self.clock.observe(version if version <= limit else limit)
 
     # -- outputs ---------------------------------------------------------------
@@ -564,9 +558,8 @@ class GossipCore:
         # entry of it we wrote, and nothing above that exists but forgeries.
         # (Left out, or named lower, peers would send us those, or our own
         # entries, in every exchange: the table refuses entries of our origin.)
-        own = self.origin
-        if out.get(own, 0) < self._last_stamp or own not in out:
-            out[own] = max(out.get(own, 0), self._last_stamp)
+        if out.get(self.origin, -1) < self._last_stamp:
+            out[self.origin] = self._last_stamp
         return out
 
     def _retire(self, now: float, retire_after: float) -> Dict[str, int]:
@@ -797,8 +790,3 @@ class GossipCore:
         if frames:
             self.out.append((SEND, conn, frames))
         return sent
-
-
-def wall_now() -> float:
-    """The default ``now`` of a real node: the system's wall clock, in seconds."""
-    return time.time()

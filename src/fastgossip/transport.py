@@ -429,12 +429,17 @@ class Transport:
                         link.backoff = 0.0
                 self.on_event(target, payload)
 
-    def _ask(self, addr: Address, frames: Optional[List[bytes]]) -> None:
+    def _link(self, addr: Address) -> _Link:
+        """The link to ``addr``, made on first use."""
         link = self.links.get(addr)
         if link is None:
-            if not self.core.has_peer(addr):  # removed meanwhile
-                return
             link = self.links[addr] = _Link(addr, self.limits.gossip_interval)
+        return link
+
+    def _ask(self, addr: Address, frames: Optional[List[bytes]]) -> None:
+        if addr not in self.links and not self.core.has_peer(addr):
+            return  # removed meanwhile
+        link = self._link(addr)
         link.last_used = self.loop.time()
         if link.connected:
             FDS.lru.move_to_end(link)
@@ -446,9 +451,7 @@ class Transport:
         self.connect(link)
 
     def send_when_connected(self, addr: Address, frames: List[bytes]) -> None:
-        link = self.links.get(addr)
-        if link is None:
-            link = self.links[addr] = _Link(addr, self.limits.gossip_interval)
+        link = self._link(addr)
         if link.connected:
             assert link.proto is not None
             link.proto.send_frames(frames)
