@@ -510,11 +510,15 @@ cdef class GossipState:
     cdef uint64_t _refused[N_REFUSALS]
     cdef uint64_t _own_refused_stamp
     cdef bint _refuse_stale
+    cdef tuple _capture            # UTF-8 key prefixes whose applied entries are kept
+    cdef list _captured
 
     def __cinit__(self):
         self._max_keys = -1
         self._max_bytes = -1
         self._own_n = -1
+        self._capture = ()
+        self._captured = []
         memset(self._refused, 0, sizeof(self._refused))
         self._init()
 
@@ -885,7 +889,10 @@ cdef class GossipState:
                 return 2
             oid = self._resolve(e, oidp)
             self._note(e, oid)
-            return self._insert(e, oid, e.h, pos)
+            self._insert(e, oid, e.h, pos)
+            if self._capture:
+                self._keep(self._n - 1)
+            return 1
         r = &self._recs[slot]
         if e.version != r.version:
             cmp = 1 if e.version > r.version else -1
@@ -952,7 +959,23 @@ cdef class GossipState:
             self._maybe_compact(old_origin)
         elif old_stamp != e.stamp:
             self._log_push(oid, e.stamp, <uint32_t>slot)
+        if self._capture:
+            self._keep(slot)
         return 1
+
+    cdef int _keep(self, Py_ssize_t slot) except -1:
+        """Keep the Entry in ``slot`` for take_captured when its key starts
+        with a captured prefix (compared in UTF-8: no object for the others)."""
+        cdef Rec* r = &self._recs[slot]
+        cdef const unsigned char* k = self._arena + r.key_off
+        cdef bytes prefix
+        cdef Py_ssize_t n
+        for prefix in self._capture:
+            n = PyBytes_GET_SIZE(prefix)
+            if n <= r.key_len and memcmp(k, PyBytes_AS_STRING(prefix), <size_t>n) == 0:
+                self._captured.append(self._entry(slot))
+                return 1
+        return 0
 
     cdef inline void _note(self, In* e, uint32_t oid) noexcept:
         """An entry set or merged (won or lost): its watermark, counts, max version."""
@@ -1567,6 +1590,28 @@ cdef class GossipState:
         self._own = value if type(value) is str else str.__str__(value)
         self._own_utf8 = PyBytes_FromStringAndSize(<const char*>p, n)
         self._own_n = n
+
+    def set_capture(self, prefixes) -> None:
+        """Keep every entry that changes the table (set or merged, and won)
+        whose key starts with one of ``prefixes`` (str), in the order applied,
+        until ``take_captured()``. Replaces the previous prefixes; an empty
+        iterable stops capturing (and drops what was kept)."""
+        cdef list out = []
+        for prefix in prefixes:
+            if not isinstance(prefix, str):
+                raise TypeError(f"a capture prefix is a str, not {type(prefix).__name__}")
+            out.append((<str>prefix).encode("utf-8"))
+        self._capture = tuple(out)
+        if not out:
+            self._captured = []
+
+    def take_captured(self) -> list:
+        """The entries captured since the last call (see set_capture), in the
+        order they were applied; forgets them."""
+        cdef list out = self._captured
+        if out:
+            self._captured = []
+        return out
 
     def set_stale_exempt(self, origins) -> None:
         """Origins whose entries merges take even when stale: those the node

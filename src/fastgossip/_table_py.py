@@ -230,6 +230,8 @@ class GossipState:
         "_own_refused_stamp",
         "_refuse_stale",
         "_stale_exempt",
+        "_capture",
+        "_captured",
     )
 
     def __init__(self, max_keys: Optional[int] = None, max_bytes: Optional[int] = None) -> None:
@@ -241,6 +243,8 @@ class GossipState:
         self._own_refused_stamp = 0
         self._refuse_stale = False
         self._stale_exempt: frozenset = frozenset()
+        self._capture: Tuple[str, ...] = ()
+        self._captured: List[Entry] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -286,6 +290,28 @@ class GossipState:
                 raise TypeError(f"own_origin must be str or None, not {type(value).__name__}")
             value = _check_str("own_origin", value)
         self._own_origin = value
+
+    def set_capture(self, prefixes: Iterable[str]) -> None:
+        """Keep every entry that changes the table (set or merged, and won)
+        whose key starts with one of ``prefixes`` (str), in the order applied,
+        until ``take_captured()``. Replaces the previous prefixes; an empty
+        iterable stops capturing (and drops what was kept)."""
+        out = []
+        for prefix in prefixes:
+            if not isinstance(prefix, str):
+                raise TypeError(f"a capture prefix is a str, not {type(prefix).__name__}")
+            out.append(prefix)
+        self._capture = tuple(out)
+        if not out:
+            self._captured = []
+
+    def take_captured(self) -> List[Entry]:
+        """The entries captured since the last call (see set_capture), in the
+        order they were applied; forgets them."""
+        out = self._captured
+        if out:
+            self._captured = []
+        return out
 
     def set_stale_exempt(self, origins: Iterable[str]) -> None:
         """Origins whose entries merges take even when stale: those the node
@@ -487,6 +513,8 @@ class GossipState:
             self._bytes_held += size
             self._live[origin] = self._live.get(origin, 0) + 1
             self._log(origin, stamp, key)
+            if self._capture and key.startswith(self._capture):
+                self._captured.append(self._entry(key))
             return 1
         new, old = (
             _lww_key(version, origin, value),
@@ -524,6 +552,8 @@ class GossipState:
             self._maybe_compact(old_origin)
         elif old_stamp != stamp:
             self._log(origin, stamp, key)
+        if self._capture and key.startswith(self._capture):
+            self._captured.append(self._entry(key))
         return 1
 
     def _note(self, version: int, origin: str, stamp: int) -> None:
