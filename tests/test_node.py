@@ -318,7 +318,8 @@ async def test_steady_state_traffic_is_flat(implementation: str) -> None:
 async def test_fresh_peer_catches_up_in_one_exchange(implementation: str) -> None:
     """A peer that lacks everything gets it all in reply to one digest, in
     many frames, not one frame per round."""
-    slow = dict(gossip_interval=3600, max_frame_size=64 * 1024)
+    # (without membership: its greeting would be one more frame each way)
+    slow = dict(gossip_interval=3600, max_frame_size=64 * 1024, membership=False)
     a = await GossipNode.start(config("a", implementation, **slow))
     async with a:
         for i in range(20000):
@@ -394,7 +395,10 @@ async def test_mutual_overwrites_converge_through_a_small_delta_budget(
     the digests must name the other's origin again (with its watermark) once
     its entries arrive, or each answer restarts from stamp 0 with entries that
     lose and never reaches the ones that win."""
-    a, b = await pair(implementation, max_delta_bytes=8192, retire_after=retire_after)
+    # (without membership, which would bring the removed peers back)
+    a, b = await pair(
+        implementation, max_delta_bytes=8192, retire_after=retire_after, membership=False
+    )
     async with a, b:
         value = b"x" * 100
         for i in range(200):
@@ -857,7 +861,9 @@ async def test_no_new_exchange_while_a_reply_is_outstanding(implementation: str)
         writer.close()
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    node = await GossipNode.start(config("n", implementation, gossip_interval=0.01))
+    node = await GossipNode.start(
+        config("n", implementation, gossip_interval=0.01, membership=False)  # no greeting
+    )
     async with node:
         node.add_peer(server.sockets[0].getsockname()[:2])
         await wait_for(lambda: node.stats.rounds >= 30)

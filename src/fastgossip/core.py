@@ -19,7 +19,8 @@ Outputs accumulate in ``self.out`` until the driver takes them with
   over this node's own link to it, dialling first if there is none;
 * ``(CLOSE, conn, None)``: close that connection;
 * ``(EVENT, name, payload)``: something the facade may tell users about
-  (``"pong"``: ``(seq, now)``).
+  (``"pong"``: ``(seq, now)``; ``"member"``: a ``MemberEvent``; ``"unpeer"``:
+  an address no longer gossiped with, whose link may be forgotten).
 
 Connections are small ints the driver chooses. A connection the driver opened
 to a peer is reported with ``connected(conn, now, peer=addr)``; an accepted one
@@ -31,6 +32,7 @@ Hot paths stay compiled: a received chunk's batch frames go to the table's
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from types import ModuleType
@@ -38,6 +40,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple, Union
 
 from .clock import LOGICAL_BITS, MAX_VERSION, HybridClock
 from .fanout import Fanout
+from .membership import RESERVED_PREFIX, MemberEvent, Membership, MembershipConfig
 from .replication import ReplicationLog
 
 log = logging.getLogger("fastgossip")
@@ -60,6 +63,18 @@ __all__ = [
     "RateLimitedLog",
     "node_of",
 ]
+
+
+def cluster_tag(cluster_id: Optional[str]) -> int:
+    """The 64-bit tag of a cluster id that greetings carry (None: the open
+    cluster, which also takes peers that send no greeting)."""
+    text = "" if cluster_id is None else cluster_id
+    digest = hashlib.blake2b(b"fastgossip-cluster:" + text.encode("utf-8"), digest_size=8)
+    # the top bit set: a greeting's seq is never a small counter (plain pings)
+    return int.from_bytes(digest.digest(), "big") | GREETING_BIT
+
+
+GREETING_BIT = 1 << 63
 
 
 def node_of(origin: str) -> str:
@@ -152,10 +167,18 @@ class _Conn:
         "sent_gen",
         "full_at",
         "peer_wm",
+        "outbound",
+        "greeted",
+        "node",
     )
 
-    def __init__(self, peer: Optional[Address]) -> None:
+    def __init__(self, peer: Optional[Address], outbound: bool = False) -> None:
         self.peer = peer  # the peer for a connection this node opened, else None
+        self.outbound = outbound or peer is not None
+        # membership: whether the greeting (a Ping or Pong carrying the cluster
+        # tag) was exchanged, and the node id it named
+        self.greeted = False
+        self.node = ""
         self.answered_at = -1e18  # when a delta last went out on it (inbound throttle)
         self.parts: Optional[Dict[str, int]] = None  # a split digest being received
         self.parts_bytes = 0
@@ -229,6 +252,17 @@ class GossipCore:
         self.logs = RateLimitedLog(log)
         self._batch_type = codec.T_GOSSIP_BATCH
         self._digest_type = codec.Digest
+        # writes and merges that were news (not membership records): a round
+        # with none since the last asks only quiet_fanout peers
+        self._news = 0
+        self.membership: Optional[Membership] = None
+        self._static: set = set()  # peers added by add_peer (kept whatever membership says)
+        self._seeds: Tuple[Address, ...] = ()
+        self._verify: set = set()  # members whose link their end closed: redial them
+        self._tag = cluster_tag(None)
+        self._cluster_id: Optional[str] = None
+        self._hello: List[bytes] = []
+        self.reserved_keys: set = set()  # the cluster's own keys in the table
 
     # -- time ------------------------------------------------------------------
     def _wall_ms(self) -> int:
@@ -277,7 +311,17 @@ class GossipCore:
     def has_peer(self, addr: Address) -> bool:
         return addr in self._peers
 
+    def awaiting(self, addr: Address) -> bool:
+        """Whether our last question to ``addr`` is still unanswered."""
+        p = self._peers.get(addr)
+        return p is not None and bool(p.awaiting_since)
+
     def add_peer(self, addr: Address) -> bool:
+        """Gossip with ``addr`` whatever membership says (a static peer)."""
+        self._static.add(addr)
+        return self._add_peer(addr)
+
+    def _add_peer(self, addr: Address) -> bool:
         if addr in self._peers:
             return False
         self._peers[addr] = _Peer(addr)
@@ -285,6 +329,7 @@ class GossipCore:
         return True
 
     def remove_peer(self, addr: Address) -> bool:
+        self._static.discard(addr)
         peer = self._peers.pop(addr, None)
         if peer is None:
             return False
@@ -294,10 +339,15 @@ class GossipCore:
             self.out.append((CLOSE, peer.conn, None))
         return True
 
-    def connected(self, conn: int, now: float, peer: Optional[Address] = None) -> None:
-        """A connection opened: by this node to ``peer``, or accepted (None)."""
+    def connected(
+        self, conn: int, now: float, peer: Optional[Address] = None, outbound: bool = False
+    ) -> None:
+        """A connection opened: by this node to ``peer``, or accepted (None);
+        ``outbound`` for one this node opened that is no peer's link (a ping's)."""
         self._advance(now)
-        self._conns[conn] = _Conn(peer)
+        c = self._conns[conn] = _Conn(peer, outbound)
+        if self.membership is not None and c.outbound:
+            self.out.append((SEND, conn, self._hello))
         if peer is None:
             return
         p = self._peers.get(peer)
@@ -310,7 +360,8 @@ class GossipCore:
         # a new connection starts with an exchange, so a fresh peer catches up now
         self._ask(p, self.digest_for(conn, True, now), now)
 
-    def closed(self, conn: int, now: float) -> None:
+    def closed(self, conn: int, now: float, by_peer: bool = False) -> None:
+        """A connection closed; ``by_peer`` when its far end closed or reset it."""
         c = self._conns.pop(conn, None)
         if c is not None and c.peer is not None:
             p = self._peers.get(c.peer)
@@ -318,12 +369,154 @@ class GossipCore:
                 p.conn = None
                 self._linked.pop(c.peer, None)
                 p.awaiting_since = 0.0
+                m = self.membership
+                if by_peer and m is not None and m.wants_probe(c.peer):
+                    self._verify.add(c.peer)  # is it still there? redialled next round
+
+    def dial_failed(self, addr: Address, now: float, refused: bool) -> None:
+        """A dial to ``addr`` failed: ``refused`` when nothing listens there (a
+        reset or ECONNREFUSED), else a timeout or another error."""
+        self._advance(now)
+        if self.membership is not None:
+            self.membership.dial_failed(addr, refused, now)
+
+    # -- membership --------------------------------------------------------------
+    def enable_membership(self, config: MembershipConfig, now: float) -> Membership:
+        """Publish this node's record and judge the others' (membership.py);
+        ``config.seeds`` are dialled until some member is known."""
+        self._advance(now)
+        self._cluster_id = config.cluster_id
+        self._tag = cluster_tag(config.cluster_id)
+        codec = self._codec
+        self._hello = [codec.encode(codec.Ping(self.node_id, self._tag))]
+        self.membership = m = Membership(self, config, self._member_event)
+        self.state.set_capture([RESERVED_PREFIX])
+        self._seeds = tuple(a for a in config.seeds if a != config.addr)
+        for addr in self._seeds:
+            self._add_peer(addr)
+        m.beat(now)
+        return m
+
+    def _member_event(self, ev: MemberEvent) -> None:
+        self.out.append((EVENT, "member", ev))
+
+    def _set_reserved(self, key: str, value: bytes, now: float) -> None:
+        """A write of the cluster's own (a member record): not news."""
+        self._advance(now)
+        try:
+            self.state.set(key, value, self.clock.now(), self.origin, self._next_stamp())
+        except ValueError as exc:  # TableFull: max_keys / max_table_bytes reached
+            self.logs.log(
+                logging.ERROR,
+                "member-record",
+                now,
+                "%s: cannot write %r: %s",
+                self.node_id,
+                key,
+                exc,
+            )
+            return
+        self.state.take_captured()  # our own write: nothing to learn from it
+        self.reserved_keys.add(key)
+
+    def _member_peer(self, addr: Address, on: bool) -> None:
+        """Membership says whether ``addr`` (a member's) is gossiped with."""
+        if on:
+            self._add_peer(addr)
+            return
+        self._verify.discard(addr)
+        if addr in self._static or (addr in self._seeds and not self._joined()):
+            return
+        if addr in self._peers:
+            peer = self._peers.pop(addr)
+            self._peer_list = None
+            self._linked.pop(addr, None)
+            if peer.conn is not None:
+                self.out.append((CLOSE, peer.conn, None))
+            self.out.append((EVENT, "unpeer", addr))
+
+    def _joined(self) -> bool:
+        m = self.membership
+        return m is not None and m.alive_count() > 0
+
+    def leave(self, now: float) -> List[Address]:
+        """Announce ``left`` and push it to every live member now; returns them."""
+        self._advance(now)
+        m = self.membership
+        if m is None:
+            return []
+        m.leave(now)
+        asked = []
+        for member in m.members.values():
+            if member.status in ("alive", "suspect"):
+                p = self._peers.get(member.addr)
+                if p is None:
+                    continue
+                asked.append(p.addr)
+                if p.conn is None:
+                    p.awaiting_since = now  # asked once connected (see connected)
+                    self.out.append((ASK, p.addr, None))
+                else:
+                    self._ask(p, self.digest_for(p.conn, True, now), now)
+        return asked
+
+    def _greet(self, c: _Conn, conn: int, frame: bytes, now: float) -> bool:
+        """The first frame on a connection, with membership on: the greeting
+        (an accepted connection's first frame is a Ping naming the cluster tag,
+        answered by a Pong naming ours). True when ``frame`` was the greeting
+        and is consumed; a peer of another cluster is refused and closed.
+        Peers that send no greeting are taken only in the open cluster (no
+        cluster_id), as the reference's peers are."""
+        codec = self._codec
+        kind = frame[5]
+        expected = codec.T_PONG if c.outbound else codec.T_PING
+        msg = codec.decode(frame, self.limits.max_frame_size) if kind == expected else None
+        if msg is None or not msg.seq & GREETING_BIT:
+            if self._cluster_id is None:
+                c.greeted = True
+                return False
+            self._refuse_cluster(c, conn, now, "sent no greeting")
+            return True
+        if msg.seq != self._tag:
+            self._refuse_cluster(c, conn, now, f"is in another cluster (tag {msg.seq:016x})")
+            if not c.outbound:
+                self.out.append((SEND, conn, [codec.encode(codec.Pong(self.node_id, self._tag))]))
+            return True
+        c.greeted = True
+        c.node = msg.sender_id
+        if not c.outbound:
+            self.out.append((SEND, conn, [codec.encode(codec.Pong(self.node_id, self._tag))]))
+        return True
+
+    def _refuse_cluster(self, c: _Conn, conn: int, now: float, why: str) -> None:
+        self.stats.cluster_mismatch += 1
+        self.logs.log(
+            logging.WARNING,
+            "cluster",
+            now,
+            "%s: refusing a connection (%s): the peer %s; cluster_id is %r "
+            "(stats.cluster_mismatch)",
+            self.node_id,
+            "outbound" if c.outbound else "inbound",
+            why,
+            self._cluster_id,
+        )
+        self.out.append((CLOSE, conn, None))
+        c.greeted = False
+        self._conns.pop(conn, None)
+        if c.peer is not None:
+            p = self._peers.get(c.peer)
+            if p is not None and p.conn == conn:
+                p.conn = None
+                self._linked.pop(c.peer, None)
 
     # -- local writes ----------------------------------------------------------
     def check_storable(self, key: str, value: Value, origin: str) -> None:
         """Refuse an entry that no frame could carry when relayed by any node."""
         if not isinstance(key, str):
             return  # the table raises the TypeError
+        if key.startswith(RESERVED_PREFIX):
+            raise ValueError(f"keys starting with {RESERVED_PREFIX!r} are reserved for the cluster")
         if not isinstance(value, (int, bytes, bytearray)):
             return  # the table raises the TypeError
         # a one-entry GossipBatch from the longest sender id, prefix included:
@@ -341,6 +534,7 @@ class GossipCore:
         self.check_storable(key, value, self.origin)
         version = self.clock.now()
         self.state.set(key, value, version, self.origin, self._next_stamp())
+        self._news += 1
         return version
 
     def set_with_version(self, key: str, value: Value, version: int, now: float) -> bool:
@@ -361,6 +555,7 @@ class GossipCore:
             )
         changed = self.state.set(key, value, version, self.origin, self._next_stamp())
         self._observe(version, now)
+        self._news += 1
         return bool(changed)
 
     # -- rounds ----------------------------------------------------------------
@@ -369,6 +564,9 @@ class GossipCore:
         self._advance(now)
         self.stats.rounds += 1
         self._repair_forgery(now)
+        m = self.membership
+        if m is not None:
+            self._membership_round(m, now)
         peers = self._peer_list
         if peers is None:
             peers = self._peer_list = list(self._peers.values())
@@ -379,7 +577,7 @@ class GossipCore:
         # A node that learned or wrote nothing since its last round has no news
         # to push: it asks quiet_fanout peers (it still pulls, and answers);
         # one that has news asks the whole fanout, so news spreads as fast
-        changes = self.state.changes
+        changes = self._news
         if changes == self._changes_at_tick and self.limits.quiet_fanout is not None:
             k = min(k, self.limits.quiet_fanout)
         self._changes_at_tick = changes
@@ -412,6 +610,26 @@ class GossipCore:
             # awaited, so a quiet cluster exchanges one small frame per pick
             self._ask(p, frames, now, await_reply=frames is not self._empty_delta.get(True))
         return len(chosen)
+
+    def _membership_round(self, m: Membership, now: float) -> None:
+        m.tick(now)
+        self.state.take_captured()
+        joined = self._joined()
+        for addr in self._seeds:
+            if joined:
+                if addr not in m.by_addr and addr not in self._static:
+                    self._member_peer(addr, False)  # a seed that never answered
+            elif not m.left:
+                self._add_peer(addr)
+                if addr not in self._linked:
+                    self.out.append((ASK, addr, None))  # (re)join: dial every seed
+        probe = self._verify
+        probe.update(m.suspects())
+        if probe:
+            for addr in probe:
+                if addr in self._peers and addr not in self._linked:
+                    self.out.append((ASK, addr, None))
+            probe.clear()
 
     def _within_cap(self, chosen: List[_Peer], peers: List[_Peer], cap: int) -> List[_Peer]:
         """With fewer links allowed than peers, a round that dialled every peer it
@@ -642,6 +860,17 @@ class GossipCore:
         max_frame_size = self.limits.max_frame_size
         max_stamp, max_version = self.horizon(now)
         merged = 0
+        m = self.membership
+        c = self._conns.get(conn)
+        if m is not None and c is not None:
+            if not c.greeted:
+                frames = list(frames)
+                if not frames:
+                    return 0
+                if self._greet(c, conn, frames[0], now):
+                    frames = frames[1:] if c.greeted else []
+            if c.node:
+                m.heard_from(c.node, now)
         try:
             for frame in frames:
                 if frame[5] == batch_type:
@@ -652,6 +881,11 @@ class GossipCore:
             if merged:
                 self.stats.entries_merged += merged
                 self._observe(state.max_version, now)
+                captured = state.take_captured() if m is not None else ()
+                self._news += merged - len(captured)
+                if captured:
+                    self.reserved_keys.update(e.key for e in captured)
+                    m.applied(captured, now)  # type: ignore[union-attr]
         return merged
 
     def _handle(self, msg: Any, conn: int, now: float, room: int) -> int:

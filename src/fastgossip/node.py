@@ -9,29 +9,56 @@ flow control are ``transport.Transport``. See docs/PROTOCOL.md.
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import functools
 import ipaddress
+import logging
 import math
 import time
 from dataclasses import dataclass, fields
 from types import ModuleType
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Union
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Deque,
+    Dict,
+    FrozenSet,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from ._impl import load
 from ._table import MAX_NODE_ID_BYTES
 from .core import LIFE_SEPARATOR, CoreLimits, GossipCore, node_of
 from .errors import NodeError
 from .fanout import Fanout
+from .membership import RESERVED_PREFIX, Member, MemberEvent, MembershipConfig
 from .replication import ReplicationLog
 from .transport import Transport, TransportLimits
 
 Address = Tuple[str, int]
 Value = Union[int, bytes]
 
+_log = logging.getLogger("fastgossip")
+
 _DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _last_life: Dict[str, int] = {}  # node id -> its latest life in this process
 
-__all__ = ["GossipNode", "NodeConfig", "NodeStats", "node_of", "parse_address"]
+__all__ = [
+    "GossipNode",
+    "Member",
+    "MemberEvent",
+    "NodeConfig",
+    "NodeStats",
+    "node_of",
+    "parse_address",
+]
 
 
 def _new_life(node_id: str) -> str:
@@ -129,6 +156,19 @@ class NodeConfig:
     not stay in them forever.
     ``implementation`` is "cython", "python" or None (the process default, see
     ``fastgossip.IMPLEMENTATION``).
+
+    Membership (docs/PROTOCOL.md, "Membership"): ``seeds``, addresses dialled
+    until some member is known (any one that answers is enough: the others
+    are learnt by gossip); ``advertise``, the address other members dial
+    (default: the bound one; required when binding a wildcard address);
+    ``cluster_id``, which nodes refuse each other's connections when theirs
+    differ (None: the open cluster, which also takes peers that send no
+    greeting); ``meta``, this member's metadata (str to str, see
+    ``set_meta``); ``heartbeat_interval`` (None: 2.5 gossip intervals, at
+    least 0.5 s; stretched in large clusters); ``phi_threshold``, the
+    detector's level for dead (suspect at half); ``dead_node_grace``, how long
+    a dead or left member is shown before it is forgotten everywhere.
+    ``membership=False`` runs a node with static peers only, as before.
     """
 
     node_id: str
@@ -157,6 +197,14 @@ class NodeConfig:
     max_log_bytes: int = 64 << 20
     seed: Optional[int] = None
     implementation: Optional[str] = None
+    seeds: Sequence[Union[Address, str]] = ()
+    advertise: Optional[Union[Address, str]] = None
+    cluster_id: Optional[str] = None
+    meta: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    membership: bool = True
+    heartbeat_interval: Optional[float] = None
+    phi_threshold: float = 8.0
+    dead_node_grace: float = 3600.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.node_id, str) or not self.node_id:
@@ -207,6 +255,24 @@ class NodeConfig:
                 raise ValueError(f"{name} must be >= 1 or None (no cap)")
         if self.fanout is not None and not isinstance(self.fanout, Fanout):
             raise TypeError("fanout must be a Fanout (e.g. Fanout.bounded(3), Fanout.SQRT)")
+        if isinstance(self.seeds, (str, bytes)):
+            raise TypeError("seeds is a list of addresses, not one str")
+        object.__setattr__(self, "seeds", tuple(parse_address(a) for a in self.seeds))
+        if self.advertise is not None:
+            object.__setattr__(self, "advertise", parse_address(self.advertise))
+        if self.cluster_id is not None and not isinstance(self.cluster_id, str):
+            raise TypeError("cluster_id must be a str or None")
+        for name in ("phi_threshold", "dead_node_grace"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.heartbeat_interval is not None and not (
+            isinstance(self.heartbeat_interval, (int, float))
+            and math.isfinite(self.heartbeat_interval)
+            and self.heartbeat_interval > 0
+        ):
+            raise ValueError("heartbeat_interval must be None or a finite number > 0")
+        object.__setattr__(self, "meta", dict(self.meta))
         if self.replication_leaders is not None:
             if isinstance(self.replication_leaders, str):
                 raise TypeError("replication_leaders is a set of leader ids, not one str")
@@ -227,6 +293,22 @@ class NodeConfig:
             max_clock_skew=self.max_clock_skew,
             retire_after=self.retire_after,
             max_connections=self.max_connections,
+        )
+
+    def membership_config(self, addr: Address) -> MembershipConfig:
+        """The membership settings, for a node advertising ``addr``."""
+        heartbeat = self.heartbeat_interval
+        if heartbeat is None:
+            heartbeat = max(0.5, 2.5 * self.gossip_interval)
+        return MembershipConfig(
+            addr=addr,
+            meta=dict(self.meta),
+            seeds=tuple(self.seeds),  # type: ignore[arg-type]
+            cluster_id=self.cluster_id,
+            heartbeat_interval=heartbeat,
+            phi_threshold=self.phi_threshold,
+            acceptable_pause=max(0.5, 2 * self.gossip_interval),
+            dead_node_grace=self.dead_node_grace,
         )
 
     def transport_limits(self) -> TransportLimits:
@@ -272,9 +354,58 @@ class NodeStats:
     exchanges_skipped: int = 0
     exchanges_throttled: int = 0
     forged_stamps: int = 0
+    cluster_mismatch: int = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class _EventQueue:
+    """A bounded queue of events for one consumer: when full, the oldest is
+    dropped and counted, and the consumer is told with a ``lagged`` event."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.items: Deque[Optional[MemberEvent]] = collections.deque()
+        self.maxsize = max(1, maxsize)
+        self.dropped = 0
+        self.closed = False
+        self._waiter: Optional[asyncio.Future[None]] = None
+
+    def put(self, ev: Optional[MemberEvent]) -> None:
+        if self.closed:
+            return
+        if ev is not None and len(self.items) >= self.maxsize:
+            self.items.popleft()
+            self.dropped += 1
+        self.items.append(ev)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def close(self) -> None:
+        self.put(None)
+        self.closed = True
+
+    async def get(self) -> Optional[MemberEvent]:
+        while not self.items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        if self.dropped:
+            n, self.dropped = self.dropped, 0
+            head = self.items[0]
+            member = head.member if head is not None else Member("", ("", 0), "", {}, 0.0, 0.0)
+            return MemberEvent(
+                "lagged", dataclasses.replace(member, meta={"dropped": str(n)}), time.time()
+            )
+        return self.items.popleft()
 
 
 class GossipNode:
@@ -313,6 +444,8 @@ class GossipNode:
         self._shut_down = False
         self._pongs: Dict[int, asyncio.Future[float]] = {}
         self._ping_seq = 0
+        self._member_queues: List[_EventQueue] = []
+        self._member_callbacks: List[Callable[[MemberEvent], Any]] = []
 
     # -- lifecycle -----------------------------------------------------------
     @classmethod
@@ -326,6 +459,16 @@ class GossipNode:
             raise NodeError(
                 f"cannot bind {host}:{port}: {exc.strerror or exc} (errno {exc.errno})"
             ) from exc
+        if config.membership:
+            advertise = config.advertise or node.addr
+            if ipaddress.ip_address(advertise[0]).is_unspecified if _is_ip(advertise[0]) else False:
+                await node.shutdown()
+                raise NodeError(
+                    f"bound to the wildcard {advertise[0]}: set advertise=(host, port), the "
+                    "address other members dial"
+                )
+            node._core.enable_membership(config.membership_config(advertise), time.time())  # type: ignore[arg-type]
+            node._transport.drive()
         return node
 
     async def __aenter__(self) -> GossipNode:
@@ -341,6 +484,8 @@ class GossipNode:
         self._shut_down = True
         self._closed = True
         await self._transport.close()
+        for queue in self._member_queues:
+            queue.close()
         for fut in self._pongs.values():
             if not fut.done():
                 fut.set_exception(NodeError(f"node {self.node_id!r} shut down"))
@@ -428,13 +573,15 @@ class GossipNode:
         return self._core.state.get_entry(key)
 
     def state_len(self) -> int:
-        return len(self._core.state)
+        """How many keys the table holds (the cluster's own left out)."""
+        return len(self._core.state) - len(self._core.reserved_keys)
 
     def keys(self) -> List[str]:
-        return list(self._core.state.keys())
+        """Every key (the cluster's own, starting with ``"\\x00"``, left out)."""
+        return [k for k in self._core.state.keys() if not k.startswith(RESERVED_PREFIX)]
 
     def items(self) -> Dict[str, Value]:
-        return {e.key: e.value for e in self._core.state}
+        return {e.key: e.value for e in self._core.state if not e.key.startswith(RESERVED_PREFIX)}
 
     def watermarks(self) -> Dict[str, int]:
         return self._core.state.watermarks()  # type: ignore[no-any-return]
@@ -456,7 +603,99 @@ class GossipNode:
         self._check_open()
         return self._transport.round()
 
+    # -- membership ------------------------------------------------------------
+    def _membership(self) -> Any:
+        m = self._core.membership
+        if m is None:
+            raise NodeError(f"node {self.node_id!r} runs without membership (membership=False)")
+        return m
+
+    def members(self) -> List[Member]:
+        """Every member this node knows, itself included, sorted by node id:
+        ``Member(node_id, addr, status, meta, last_heard, phi)``."""
+        return self._membership().view(time.time())  # type: ignore[no-any-return]
+
+    def member(self, node_id: str) -> Optional[Member]:
+        for m in self.members():
+            if m.node_id == node_id:
+                return m
+        return None
+
+    def set_meta(self, key: str, value: Optional[str]) -> None:
+        """Set (or with None remove) one item of this member's metadata; it
+        reaches every member with the next rounds (ValueError past 2 KiB)."""
+        self._check_open()
+        self._membership().set_meta(key, value, time.time())
+        self._transport.drive()
+
+    @property
+    def meta(self) -> Dict[str, str]:
+        return dict(self._membership().meta)
+
+    def member_events(self, maxsize: int = 1024) -> AsyncIterator[MemberEvent]:
+        """Member changes as they happen, in order (``async for ev in ...``).
+        A consumer that falls ``maxsize`` events behind loses the oldest: the
+        next event it gets is ``MemberEvent("lagged", ...)`` whose member's
+        ``meta["dropped"]`` tells how many were lost. The iterator ends when
+        the node shuts down."""
+        queue = _EventQueue(maxsize)
+        self._member_queues.append(queue)
+        return self._iterate_events(queue)
+
+    async def _iterate_events(self, queue: _EventQueue) -> AsyncIterator[MemberEvent]:
+        try:
+            while True:
+                ev = await queue.get()
+                if ev is None:
+                    return
+                yield ev
+        finally:
+            if queue in self._member_queues:
+                self._member_queues.remove(queue)
+
+    def subscribe_members(self, callback: Callable[[MemberEvent], Any]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every member change, in order, from the
+        event loop (an exception it raises is logged, never raised here).
+        Returns a function that unsubscribes."""
+        self._member_callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._member_callbacks:
+                self._member_callbacks.remove(callback)
+
+        return unsubscribe
+
+    async def leave(self, timeout: Optional[float] = None) -> None:
+        """Tell the cluster this node leaves: its record says ``left`` and is
+        pushed to every live member at once; returns when they all answered,
+        or after ``timeout`` (default: 1 s, at least 5 gossip intervals). Call
+        ``shutdown()`` after (``async with`` does)."""
+        self._check_open()
+        self._membership()
+        asked = self._core.leave(time.time())
+        self._transport.drive()
+        loop = self._transport.loop
+        if timeout is None:
+            timeout = max(1.0, 5 * self.config.gossip_interval)
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if all(not self._core.awaiting(addr) for addr in asked):
+                break
+            await asyncio.sleep(0.01)
+
+    def _dispatch_member(self, ev: MemberEvent) -> None:
+        for queue in self._member_queues:
+            queue.put(ev)
+        for callback in list(self._member_callbacks):
+            try:
+                callback(ev)
+            except Exception:
+                _log.exception("%s: a member event callback failed", self.node_id)
+
     def _on_event(self, name: str, payload: Any) -> None:
+        if name == "member":
+            self._dispatch_member(payload)
+            return
         if name == "pong":
             seq, _at = payload
             fut = self._pongs.pop(seq, None)

@@ -82,6 +82,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from ._impl import load
 from .core import ASK, CLOSE, EVENT, SEND, CoreLimits, GossipCore
 from .fanout import Fanout
+from .membership import RESERVED_PREFIX, MembershipConfig
 from .node import NodeStats
 
 __all__ = [
@@ -106,7 +107,7 @@ Value = Any  # int | bytes
 EPOCH = 1_700_000_000.0
 
 # event kinds
-_DELIVER, _TICK, _CONNECT, _CONNFAIL, _LOST, _RESET, _CALL = range(7)
+_DELIVER, _TICK, _CONNECT, _CONNFAIL, _LOST, _RESET, _CALL, _REFUSED = range(8)
 
 _pack_delivery = struct.Struct("<dIIQ").pack
 _pack_event = struct.Struct("<dBII").pack
@@ -214,6 +215,7 @@ class SimStats:
     exchanges_skipped: int
     exchanges_throttled: int
     forged_stamps: int
+    cluster_mismatch: int
 
     def __init__(self) -> None:
         for name in _STAT_FIELDS:
@@ -301,6 +303,9 @@ class Simulation:
         implementation: Optional[str] = None,
         trace: bool = True,
         sync_rounds: bool = False,
+        membership: bool = False,
+        seeds: int = 1,
+        member_settings: Optional[Dict[str, Any]] = None,
     ) -> None:
         if n < 1:
             raise ValueError("a simulation needs at least one node")
@@ -336,6 +341,12 @@ class Simulation:
         self._watch: Optional[_Watch] = None
         self.converged_at: Optional[float] = None
         self._live = 0
+        # membership: nodes join through the first ``seeds`` nodes instead of
+        # knowing a peer list; member events are kept as (time, node, kind, member)
+        self.membership = membership
+        self.seed_count = max(1, seeds)
+        self.member_settings = dict(member_settings or {})
+        self.member_events: List[Tuple[float, int, str, str]] = []
         if peers is None:
             peers = n - 1 if n <= 33 else 20
         self.peers_per_node = min(peers, n - 1)
@@ -375,8 +386,19 @@ class Simulation:
             seed=self.rng.getrandbits(64) | 1,
             state=state,
         )
-        for j in self._peer_lists[node.index]:
-            core.add_peer(("sim", j))
+        if self.membership:
+            settings = dict(self.member_settings)
+            settings.setdefault("heartbeat_interval", max(0.5, 2.5 * self.limits.gossip_interval))
+            settings.setdefault("acceptable_pause", max(0.5, 2 * self.limits.gossip_interval))
+            config = MembershipConfig(
+                addr=node.addr,
+                seeds=tuple(sim_address(j) for j in range(min(self.seed_count, self.n))),
+                **settings,
+            )
+            core.enable_membership(config, node.base + self.now * node.mul)
+        else:
+            for j in self._peer_lists[node.index]:
+                core.add_peer(("sim", j))
         node.core = core
         node.up = True
         self._live += 1
@@ -633,7 +655,7 @@ class Simulation:
             self._push(dialled_at + self.network.connect_timeout, _CONNFAIL, i, life, addr)
             return
         if not peer.up:
-            self._push(t + self._latency(), _CONNFAIL, i, life, addr)  # refused
+            self._push(t + self._latency(), _REFUSED, i, life, addr)  # nothing listens
             return
         link.connecting = False
         self._next_conn += 2
@@ -654,7 +676,7 @@ class Simulation:
         node.core.connected(mine, node.base + t * node.mul, peer=addr)
         self._drain(node)
 
-    def _connfail(self, i: int, life: int, addr: Address) -> None:
+    def _connfail(self, i: int, life: int, addr: Address, refused: bool = False) -> None:
         node = self.nodes[i]
         if not node.up or node.life != life:
             return
@@ -664,6 +686,9 @@ class Simulation:
         link.connecting = False
         node.stats.connect_failures += 1
         self._retry_later(node, link)
+        assert node.core is not None
+        node.core.dial_failed(addr, node.base + self.now * node.mul, refused)
+        self._drain(node)
 
     def _retry_later(self, node: _Node, link: _Link) -> None:
         """The transport's _schedule_retry, with the core's rng for the jitter."""
@@ -673,8 +698,9 @@ class Simulation:
         jitter = 0.5 + node.core.rng.below(1000) / 1000.0
         link.next_attempt = self.now + link.backoff * jitter
 
-    def _lose(self, cid: int) -> None:
-        """One side of a connection closes (its node hears of it)."""
+    def _lose(self, cid: int, by_peer: bool = True) -> None:
+        """One side of a connection closes (its node hears of it); ``by_peer``
+        unless that node closed it itself."""
         c = self._conns.pop(cid, None)
         if c is None:
             return
@@ -683,7 +709,7 @@ class Simulation:
         if self._hash is not None:
             self._hash.update(_pack_event(self.now, 2, c.node, cid))
         assert node.core is not None
-        node.core.closed(cid, node.base + self.now * node.mul)
+        node.core.closed(cid, node.base + self.now * node.mul, by_peer)
         if c.peer_addr is not None:
             link = node.links.get(c.peer_addr)
             if link is not None and link.conn == cid:
@@ -697,7 +723,7 @@ class Simulation:
         if c is None:
             return
         other = c.other
-        self._lose(cid)
+        self._lose(cid, by_peer=False)
         self._push(self.now + self._latency(), _LOST, other)
 
     # -- the cores' outputs ----------------------------------------------------
@@ -724,10 +750,15 @@ class Simulation:
                     self._dial(node, link, target)
             elif kind == CLOSE:
                 self._close(target)
-            elif kind == EVENT and target == "answered":
-                link = node.links.get(payload)
-                if link is not None:
-                    link.backoff = 0.0
+            elif kind == EVENT:
+                if target == "answered":
+                    link = node.links.get(payload)
+                    if link is not None:
+                        link.backoff = 0.0
+                elif target == "member":
+                    self.member_events.append((t, node.index, payload.kind, payload.member.node_id))
+                elif target == "unpeer":
+                    node.links.pop(payload, None)
 
     # -- running ---------------------------------------------------------------
     def run(self, until: float, stop_when_converged: bool = False) -> None:
@@ -786,6 +817,8 @@ class Simulation:
                     self._connect(a, b, c[0], c[1])
                 elif kind == _CONNFAIL:
                     self._connfail(a, b, c)
+                elif kind == _REFUSED:
+                    self._connfail(a, b, c, True)
                 elif kind == _LOST:
                     self._lose(a)
                 elif kind == _RESET:
@@ -821,8 +854,31 @@ class Simulation:
         return self._hash.hexdigest()
 
     def table(self, i: int) -> Dict[str, Tuple[int, str, Value]]:
-        """Node ``i``'s table: key -> (version, origin, value)."""
-        return {e.key: (e.version, e.origin, e.value) for e in self.core(i).state}
+        """Node ``i``'s table: key -> (version, origin, value), without the
+        cluster's own keys (member records)."""
+        return {
+            e.key: (e.version, e.origin, e.value)
+            for e in self.core(i).state
+            if not e.key.startswith(RESERVED_PREFIX)
+        }
+
+    def leave(self, i: int, at: Optional[float] = None) -> None:
+        """Node ``i`` leaves gracefully at ``at`` (default now); it keeps
+        running (and answering) until crashed."""
+        self.at(self.now if at is None else at, self._leave, i)
+
+    def _leave(self, i: int) -> None:
+        node = self.nodes[i]
+        if node.up and node.core is not None:
+            node.core.leave(node.base + self.now * node.mul)
+            self._drain(node)
+
+    def members(self, i: int) -> Dict[str, str]:
+        """Node ``i``'s view: member node id -> status (itself left out)."""
+        m = self.core(i).membership
+        if m is None:
+            raise RuntimeError("this simulation runs without membership")
+        return {node_id: mem.status for node_id, mem in m.members.items()}
 
     def expected_floor(self) -> Dict[str, WriteRecord]:
         """Per key, the greatest (version, origin, value) among the writes that

@@ -198,6 +198,7 @@ class GossipProtocol(asyncio.Protocol):
         "partial",
         "partial_since",
         "last_frame_at",
+        "closed_here",
         "_closed_fut",
     )
 
@@ -213,6 +214,7 @@ class GossipProtocol(asyncio.Protocol):
         self.partial = 0  # bytes of an incomplete frame the decoder holds
         self.partial_since = 0.0
         self.last_frame_at = 0.0
+        self.closed_here = False  # closed or aborted by this node (not its peer)
         self._closed_fut: asyncio.Future[None] = owner.loop.create_future()
 
     # -- asyncio callbacks -------------------------------------------------
@@ -281,10 +283,12 @@ class GossipProtocol(asyncio.Protocol):
         return True
 
     def close(self) -> None:
+        self.closed_here = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
     def abort(self) -> None:
+        self.closed_here = True
         if self.transport is not None:
             self.transport.abort()
 
@@ -427,6 +431,9 @@ class Transport:
                         # time. (Reset on connect, a peer that accepts and drops
                         # every connection would be redialled at the minimum delay.)
                         link.backoff = 0.0
+                elif target == "unpeer":
+                    self.forget(payload)
+                    continue
                 self.on_event(target, payload)
 
     def _link(self, addr: Address) -> _Link:
@@ -479,7 +486,8 @@ class Transport:
                 f"cannot connect to {addr[0]}:{addr[1]}: {exc.strerror or exc}"
             ) from exc
         assert isinstance(proto, GossipProtocol)
-        self.core.connected(proto.conn, self.now(), peer=None)
+        self.core.connected(proto.conn, self.now(), peer=None, outbound=True)
+        self.drive()  # the greeting goes first
         return proto
 
     def forget(self, addr: Address) -> None:
@@ -537,6 +545,9 @@ class Transport:
             FDS.pending -= held
             self.stats.connect_failures += 1
             self._schedule_retry(link)
+            refused = isinstance(exc, (ConnectionRefusedError, ConnectionResetError))
+            self.core.dial_failed(link.addr, self.now(), refused)
+            self.loop.call_soon(self.drive)
             if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
                 self.stats.fd_limited += 1
                 FDS.logs.log(
@@ -651,7 +662,7 @@ class Transport:
         if proto.partial:
             self._input_total -= proto.partial
             proto.partial = 0
-        self.core.closed(proto.conn, self.now())
+        self.core.closed(proto.conn, self.now(), by_peer=not proto.closed_here)
         if proto.outbound:
             link = self.links.get(proto.peer)
             if link is not None and link.proto is proto:

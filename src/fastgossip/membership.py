@@ -1,0 +1,599 @@
+"""Membership and failure detection: the part of the sans-IO core that knows
+who the members are (docs/PROTOCOL.md, "Membership").
+
+Every member publishes one record in the gossiped table, under its own origin:
+the key ``"\\x00m:<node_id>"``, a small JSON value (advertised address, status,
+metadata). It rewrites the same record every heartbeat period: a record's new
+version *is* the heartbeat, and it travels by the ordinary anti-entropy, so a
+heartbeat reaches a node through whichever members relay it. A node learns of
+records as the table applies them (``GossipState.set_capture``), never by
+scanning the table.
+
+Each node judges every other member for itself:
+
+* a phi-accrual detector (Hayashibara et al.) over the arrival times of the
+  member's heartbeats here, with a normal distribution (as Akka's), a floor on
+  its deviation and an acceptable pause: ``suspect`` at half the threshold,
+  ``dead`` at the threshold (8 by default, as Cassandra's and Akka's). Since a
+  heartbeat comes through any member, silence means that none of them heard
+  it: that is the indirect probe, for free;
+* direct evidence from the transport: our link to the member closed by its
+  end is verified at once by a redial; a refused connection makes the member
+  ``suspect`` at once, and a second refusal at least a gossip interval later
+  ``dead`` (a refused connection means nothing listens at that address);
+* local health (after Lifeguard): time this node itself was stalled (its rounds
+  ran late) is not counted as silence from others.
+
+A member that leaves (``leave``) writes ``left`` into its record and pushes it to
+every member at once. Dead and left members are not dialled or picked; after
+``dead_node_grace`` their record is replaced by an empty one (a marker, written
+with this node's clock, so it wins over anything the dead member wrote and
+nothing can bring it back), and forgotten. A member still alive that sees a
+marker, or a suspicion it disagrees with, simply rewrites its record: the
+newer version wins everywhere (the refutation of SWIM, from last-write-wins).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
+
+log = logging.getLogger("fastgossip")
+
+Address = Tuple[str, int]
+
+#: keys starting with this are the cluster's own (users may not write them)
+RESERVED_PREFIX = "\x00"
+#: a member's record: ``MEMBER_PREFIX + node_id``
+MEMBER_PREFIX = "\x00m:"
+#: the most bytes a record (address, status, metadata as JSON) may take
+MAX_RECORD_BYTES = 2048
+
+ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
+
+__all__ = [
+    "ALIVE",
+    "DEAD",
+    "LEFT",
+    "MEMBER_PREFIX",
+    "RESERVED_PREFIX",
+    "SUSPECT",
+    "Member",
+    "MemberEvent",
+    "MembershipConfig",
+    "PhiDetector",
+    "format_address",
+]
+
+
+def format_address(addr: Address) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _parse_address(text: str) -> Address:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"bad address {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    p = int(port)
+    if not 0 <= p < 65536:
+        raise ValueError(f"bad port in {text!r}")
+    return (host, p)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member as this node sees it.
+
+    ``status``: ``alive``, ``suspect``, ``dead`` or ``left``. ``last_heard``:
+    this node's wall-clock time of the last heartbeat or frame from it (0.0:
+    never). ``phi``: the detector's suspicion level now (8 and above: dead).
+    ``origin``: the life it writes under (``"<node_id>#<life>"``)."""
+
+    node_id: str
+    addr: Address
+    status: str
+    meta: Mapping[str, str]
+    last_heard: float
+    phi: float
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class MemberEvent:
+    """A change of a member: ``kind`` is ``joined``, ``suspect``, ``alive``
+    (alive again after suspect or dead), ``dead``, ``left`` or ``forgotten``;
+    ``at`` is this node's wall-clock time."""
+
+    kind: str
+    member: Member
+    at: float
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    """The membership settings a core runs with (``NodeConfig`` makes one).
+
+    ``heartbeat_interval``: the least time between two heartbeats (a member's
+    record rewritten); larger clusters stretch it so that heartbeats cost each
+    node at most about ``heartbeat_budget`` records per round (see
+    ``heartbeat_period``). ``phi_threshold``: dead at this phi, suspect at half.
+    ``acceptable_pause``: silence beyond the usual that is not yet held
+    against a member. ``min_std``: the floor on the arrival deviation (as a
+    fraction of the mean interval). ``dead_node_grace``: seconds a dead or
+    left member is kept (and shown) before it is forgotten everywhere."""
+
+    addr: Address
+    meta: Mapping[str, str] = field(default_factory=dict)
+    seeds: Tuple[Address, ...] = ()
+    cluster_id: Optional[str] = None
+    heartbeat_interval: float = 0.5
+    heartbeat_budget: float = 25.0
+    phi_threshold: float = 8.0
+    acceptable_pause: float = 0.5
+    min_std: float = 0.25
+    dead_node_grace: float = 3600.0
+
+
+def _z_for(phi: float) -> float:
+    """The z-score whose upper normal tail has probability 10**-phi."""
+    lo, hi = -10.0, 40.0
+    target = 10.0**-phi
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if 0.5 * math.erfc(mid / math.sqrt(2)) > target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+class PhiDetector:
+    """Arrival intervals of one member's heartbeats (a bounded window) and the
+    phi of a silence: ``-log10`` of the chance that the next heartbeat comes
+    later than that, under a normal law fitted to the window, shifted by the
+    acceptable pause."""
+
+    __slots__ = ("intervals", "total", "squares", "last", "pause", "min_std")
+
+    WINDOW = 64
+    WARMUP = 4
+
+    def __init__(self, first: float, expected: float, pause: float, min_std: float) -> None:
+        # a new member starts with one interval of the expected period, so
+        # that phi is defined from its first heartbeat on
+        self.intervals: Deque[float] = deque([expected], maxlen=self.WINDOW)
+        self.total = expected
+        self.squares = expected * expected
+        self.last = first
+        self.pause = pause
+        self.min_std = min_std
+
+    def arrived(self, now: float) -> None:
+        gap = now - self.last
+        if gap <= 0:
+            return
+        self.last = now
+        if len(self.intervals) == self.WINDOW:
+            old = self.intervals[0]
+            self.total -= old
+            self.squares -= old * old
+        self.intervals.append(gap)
+        self.total += gap
+        self.squares += gap * gap
+
+    def mean_std(self) -> Tuple[float, float]:
+        n = len(self.intervals)
+        mean = self.total / n
+        var = max(0.0, self.squares / n - mean * mean)
+        # until a few intervals were seen, the law is wide (a member met at
+        # start-up, while the cluster forms, is not judged on one sample)
+        floor = self.min_std if n > self.WARMUP else 1.0
+        return mean, max(math.sqrt(var), floor * mean)
+
+    def phi(self, silence: float) -> float:
+        mean, std = self.mean_std()
+        z = (silence - mean - self.pause) / std
+        p = 0.5 * math.erfc(z / math.sqrt(2))
+        return 1000.0 if p <= 1e-300 else min(1000.0, -math.log10(p))
+
+    def silence_for(self, z: float) -> float:
+        """The silence at which the z-score reaches ``z``."""
+        mean, std = self.mean_std()
+        return mean + self.pause + z * std
+
+
+class _Member:
+    __slots__ = (
+        "node_id",
+        "origin",
+        "addr",
+        "status",
+        "meta",
+        "value",
+        "version",
+        "detector",
+        "heard",
+        "stall_at_heard",
+        "since",
+        "refusals",
+        "refused_at",
+        "evidence_at",
+        "queued",
+    )
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.origin = ""
+        self.addr: Address = ("", 0)
+        self.status = ALIVE
+        self.meta: Dict[str, str] = {}
+        self.value = b""
+        self.version = 0
+        self.detector: Optional[PhiDetector] = None
+        self.heard = 0.0  # last heartbeat or direct frame (local time)
+        self.stall_at_heard = 0.0  # this node's stall total then
+        self.since = 0.0  # when the status last changed
+        self.refusals = 0  # refused dials since last heard
+        self.refused_at = -1e18
+        # the last evidence against it (a refusal, or our dead verdict): a
+        # heartbeat written before that (one still travelling) does not undo it
+        self.evidence_at = -1e18
+        self.queued = False  # it has an entry in the deadline heap
+
+
+class Membership:
+    """The members a core knows, and the rules above. Driven by the core."""
+
+    def __init__(
+        self,
+        core: Any,
+        config: MembershipConfig,
+        emit: Callable[[MemberEvent], None],
+    ) -> None:
+        self.core = core
+        self.config = config
+        self._emit = emit
+        self.node_id: str = core.node_id
+        self.origin: str = core.origin
+        self.addr = config.addr
+        self.meta: Dict[str, str] = dict(config.meta)
+        self.left = False
+        self.members: Dict[str, _Member] = {}
+        self._gone: Dict[str, _Member] = {}  # the dead and left among them
+        self.by_addr: Dict[Address, str] = {}
+        # when to look at a member's silence again; one entry per member,
+        # moved on when popped early (a heartbeat does not push one)
+        self._heap: List[Tuple[float, int, str]] = []
+        self._seq = 0
+        self._beat_at = -1e18
+        self._refuted_at = -1e18
+        self._stall = 0.0  # seconds this node's rounds ran late, in all
+        self._last_tick: Optional[float] = None
+        self._period = config.heartbeat_interval
+        self._z_dead = _z_for(config.phi_threshold)
+        self._z_suspect = _z_for(config.phi_threshold / 2)
+        self.records_refused = 0
+        self.seeds = tuple(config.seeds)
+        self._check_meta(self.meta)
+
+    # -- our own record --------------------------------------------------------
+    @staticmethod
+    def _check_meta(meta: Mapping[str, str]) -> None:
+        for k, v in meta.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise TypeError("member metadata maps str to str")
+
+    def record_value(self) -> bytes:
+        body: Dict[str, Any] = {"a": format_address(self.addr), "s": LEFT if self.left else ALIVE}
+        if self.meta:
+            body["m"] = self.meta
+        value = json.dumps(body, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        if len(value) > MAX_RECORD_BYTES:
+            raise ValueError(f"member record of {len(value)} bytes (max {MAX_RECORD_BYTES})")
+        return value
+
+    def set_meta(self, key: str, value: Optional[str], now: float) -> None:
+        meta = dict(self.meta)
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+        self._check_meta(meta)
+        old, self.meta = self.meta, meta
+        try:
+            self.beat(now)
+        except ValueError:
+            self.meta = old
+            raise
+
+    def beat(self, now: float) -> None:
+        """Write our record (a heartbeat)."""
+        self._beat_at = now
+        self.core._set_reserved(MEMBER_PREFIX + self.node_id, self.record_value(), now)
+
+    def heartbeat_period(self) -> float:
+        """``heartbeat_interval``, stretched in large clusters so that all
+        members' heartbeats together bring a node about ``heartbeat_budget``
+        records per gossip interval."""
+        return self._period
+
+    def _update_period(self) -> None:
+        cfg = self.config
+        n = 1 + self.alive_count()
+        self._period = max(
+            cfg.heartbeat_interval, n * self.core.limits.gossip_interval / cfg.heartbeat_budget
+        )
+
+    def leave(self, now: float) -> None:
+        self.left = True
+        self.beat(now)
+
+    # -- what the table applied -------------------------------------------------
+    def applied(self, entries: List[Any], now: float) -> None:
+        """Records the table just applied (captured), in order."""
+        for e in entries:
+            key = e.key
+            if not key.startswith(MEMBER_PREFIX):
+                continue
+            node_id = key[len(MEMBER_PREFIX) :]
+            if node_id == self.node_id:
+                if e.origin != self.origin:
+                    self._refute(e, now)
+                continue
+            self._record(node_id, e, now)
+
+    def _refute(self, e: Any, now: float) -> None:
+        """Someone wrote our record (a marker, or another process with our
+        node id): rewrite it, at most once per heartbeat period."""
+        if now - self._refuted_at < self.heartbeat_period() and e.value != b"":
+            self.core.logs.log(
+                logging.ERROR,
+                "node-id",
+                now,
+                "%s: another node (%s) writes under this node id; node ids must be unique",
+                self.node_id,
+                e.origin,
+            )
+            return
+        self._refuted_at = now
+        self.beat(now)
+
+    def _record(self, node_id: str, e: Any, now: float) -> None:
+        m = self.members.get(node_id)
+        value = e.value
+        if value == b"" or not isinstance(value, bytes):
+            # a marker: the member was forgotten by some node; we forget it too
+            # once we also hold it dead or left (a live one rewrites its record)
+            if m is not None and m.status in (DEAD, LEFT):
+                self._forget(m, now, write=False)
+            return
+        if e.origin.rpartition("#")[0] != node_id:
+            self.records_refused += 1  # a record only its own member may write
+            return
+        if m is not None and value == m.value and e.origin == m.origin:
+            self._heard(m, now, heartbeat=True, version=e.version)
+            return
+        try:
+            body = json.loads(value)
+            addr = _parse_address(body["a"])
+            status = body["s"]
+            meta = body.get("m", {})
+            if status not in (ALIVE, LEFT) or not isinstance(meta, dict):
+                raise ValueError("bad status or metadata")
+            self._check_meta(meta)
+        except (ValueError, KeyError, TypeError):
+            self.records_refused += 1
+            return
+        new_life = m is None or e.origin != m.origin
+        if m is None:
+            m = self.members[node_id] = _Member(node_id)
+        if new_life:
+            m.detector = None
+            m.refusals = 0
+        old_addr = m.addr
+        m.origin, m.addr, m.meta, m.value, m.version = e.origin, addr, meta, value, e.version
+        if old_addr != addr:
+            if self.by_addr.get(old_addr) == node_id:
+                del self.by_addr[old_addr]
+                self.core._member_peer(old_addr, False)
+            self.by_addr[addr] = node_id
+        if new_life:
+            m.status = LEFT if status == LEFT else ALIVE
+            if m.status == LEFT:
+                self._gone[node_id] = m
+            else:
+                self._gone.pop(node_id, None)
+            m.since = now
+            m.evidence_at = -1e18
+            self._heard(m, now, heartbeat=True)
+            self._event("joined", m, now)
+            if m.status == LEFT:
+                self._event("left", m, now)
+        elif status == LEFT and m.status != LEFT:
+            self._set_status(m, LEFT, now)
+        else:
+            self._heard(m, now, heartbeat=True, version=e.version)
+        self.core._member_peer(addr, m.status in (ALIVE, SUSPECT))
+
+    # -- evidence ----------------------------------------------------------------
+    def heard_from(self, node_id: str, now: float) -> None:
+        """A frame came straight from ``node_id`` (on a connection it greeted)."""
+        m = self.members.get(node_id)
+        if m is not None:
+            self._heard(m, now, heartbeat=False)
+
+    def _heard(self, m: _Member, now: float, heartbeat: bool, version: int = -1) -> None:
+        if m.status == LEFT:
+            return
+        if version >= 0 and (version >> 16) / 1000.0 <= m.evidence_at:
+            return  # written before the evidence against it: no news of its life
+        if heartbeat:
+            if m.detector is None:
+                cfg = self.config
+                m.detector = PhiDetector(
+                    now, self.heartbeat_period(), cfg.acceptable_pause, cfg.min_std
+                )
+            else:
+                m.detector.arrived(now)
+        if now > m.heard:
+            m.heard = now
+            m.stall_at_heard = self._stall
+        m.refusals = 0
+        if m.status in (SUSPECT, DEAD):
+            self._set_status(m, ALIVE, now)
+        self._schedule(m, now)
+
+    def dial_failed(self, addr: Address, refused: bool, now: float) -> None:
+        node_id = self.by_addr.get(addr)
+        m = self.members.get(node_id) if node_id is not None else None
+        if m is None or m.status in (DEAD, LEFT) or not refused:
+            return
+        if m.refusals and now - m.refused_at >= self.core.limits.gossip_interval:
+            m.refusals += 1
+        elif not m.refusals:
+            m.refusals = 1
+        m.refused_at = now
+        m.evidence_at = now
+        if m.refusals >= 2:
+            self._set_status(m, DEAD, now)
+        elif m.status == ALIVE:
+            self._set_status(m, SUSPECT, now)
+
+    def wants_probe(self, addr: Address) -> bool:
+        """Whether a link to ``addr`` that its far end closed should be
+        redialled at once (to learn whether the member is still there)."""
+        node_id = self.by_addr.get(addr)
+        m = self.members.get(node_id) if node_id is not None else None
+        return m is not None and m.status in (ALIVE, SUSPECT)
+
+    def suspects(self) -> List[Address]:
+        """Addresses of members suspected on direct evidence (probed every round)."""
+        return [m.addr for m in self.members.values() if m.status == SUSPECT and m.refusals]
+
+    # -- time ----------------------------------------------------------------------
+    def _due(self, m: _Member) -> float:
+        """When ``m``'s silence reaches its next verdict (suspect, or dead)."""
+        assert m.detector is not None
+        z = self._z_suspect if m.status == ALIVE else self._z_dead
+        return m.heard + m.detector.silence_for(z) + (self._stall - m.stall_at_heard)
+
+    def _schedule(self, m: _Member, now: float) -> None:
+        if m.queued or m.detector is None or m.status in (DEAD, LEFT):
+            return
+        m.queued = True
+        self._seq += 1
+        heapq.heappush(self._heap, (self._due(m), self._seq, m.node_id))
+
+    def _silence(self, m: _Member, now: float) -> float:
+        """Time since we last heard ``m``, less the time we were stalled."""
+        return max(0.0, now - m.heard - (self._stall - m.stall_at_heard))
+
+    def phi(self, m: _Member, now: float) -> float:
+        if m.detector is None or m.status == LEFT:
+            return 0.0
+        return m.detector.phi(self._silence(m, now))
+
+    def tick(self, now: float) -> None:
+        interval = self.core.limits.gossip_interval
+        if self._last_tick is not None:
+            late = now - self._last_tick - interval
+            if late > interval * 0.5:  # a round ran late: this node was stalled
+                self._stall += late
+        self._last_tick = now
+        self._update_period()
+        if not self.left and now - self._beat_at >= self._period:
+            self.beat(now)
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, node_id = heapq.heappop(heap)
+            m = self.members.get(node_id)
+            if m is None:
+                continue
+            m.queued = False
+            if m.detector is None or m.status in (DEAD, LEFT):
+                continue
+            silence = self._silence(m, now)
+            if m.status == ALIVE and silence >= m.detector.silence_for(self._z_suspect):
+                self._set_status(m, SUSPECT, now)
+            if m.status == SUSPECT and silence >= m.detector.silence_for(self._z_dead):
+                self._set_status(m, DEAD, now)
+            if m.status in (ALIVE, SUSPECT) and not m.queued:
+                # not yet (it was heard, or we were stalled): look again then
+                m.queued = True
+                self._seq += 1
+                heapq.heappush(heap, (max(self._due(m), now + interval / 2), self._seq, node_id))
+        if self._gone:
+            grace = self.config.dead_node_grace
+            for m in list(self._gone.values()):
+                if now - m.since >= grace:
+                    self._forget(m, now, write=True)
+
+    def _set_status(self, m: _Member, status: str, now: float) -> None:
+        if m.status == status:
+            return
+        old = m.status
+        m.status = status
+        m.since = now
+        if status in (DEAD, LEFT):
+            self._gone[m.node_id] = m
+        else:
+            self._gone.pop(m.node_id, None)
+        if status == DEAD:
+            m.evidence_at = max(m.evidence_at, now)
+        if status == ALIVE:
+            self._event("alive", m, now)
+        else:
+            self._event(status, m, now)
+        if status in (DEAD, LEFT):
+            self.core._member_peer(m.addr, False)
+        elif old in (DEAD, LEFT):
+            self.core._member_peer(m.addr, True)
+        self._schedule(m, now)
+
+    def _forget(self, m: _Member, now: float, write: bool) -> None:
+        if write:
+            self.core._set_reserved(MEMBER_PREFIX + m.node_id, b"", now)
+        self.members.pop(m.node_id, None)
+        self._gone.pop(m.node_id, None)
+        if self.by_addr.get(m.addr) == m.node_id:
+            del self.by_addr[m.addr]
+        self.core._member_peer(m.addr, False)
+        self._event("forgotten", m, now)
+
+    # -- views -----------------------------------------------------------------------
+    def _view(self, m: _Member, now: float) -> Member:
+        return Member(
+            m.node_id, m.addr, m.status, dict(m.meta), m.heard, round(self.phi(m, now), 3), m.origin
+        )
+
+    def _event(self, kind: str, m: _Member, now: float) -> None:
+        self._emit(MemberEvent(kind, self._view(m, now), now))
+
+    def me(self, now: float) -> Member:
+        return Member(
+            self.node_id,
+            self.addr,
+            LEFT if self.left else ALIVE,
+            dict(self.meta),
+            now,
+            0.0,
+            self.origin,
+        )
+
+    def view(self, now: float) -> List[Member]:
+        out = [self.me(now)]
+        out.extend(self._view(m, now) for m in self.members.values())
+        out.sort(key=lambda m: m.node_id)
+        return out
+
+    def alive_count(self) -> int:
+        """Members alive or suspect (itself not counted)."""
+        return len(self.members) - len(self._gone)
