@@ -478,9 +478,9 @@ class GossipCore:
             self._refuse_cluster(c, conn, now, "sent no greeting")
             return True
         if msg.seq != self._tag:
-            self._refuse_cluster(c, conn, now, f"is in another cluster (tag {msg.seq:016x})")
-            if not c.outbound:
+            if not c.outbound:  # our tag first, so that the peer can tell why
                 self.out.append((SEND, conn, [codec.encode(codec.Pong(self.node_id, self._tag))]))
+            self._refuse_cluster(c, conn, now, f"is in another cluster (tag {msg.seq:016x})")
             return True
         c.greeted = True
         c.node = msg.sender_id
