@@ -41,9 +41,7 @@ async def start_cluster(implementation: str, n: int, **kw) -> List[GossipNode]:
         )
     ids = {f"n{i}" for i in range(n)}
     await wait_for(
-        lambda: all(
-            statuses(x) == {m: "alive" for m in ids - {x.node_id}} for x in nodes
-        ),
+        lambda: all(statuses(x) == {m: "alive" for m in ids - {x.node_id}} for x in nodes),
         timeout=15,
     )
     return nodes
@@ -159,7 +157,9 @@ async def test_metadata_reaches_every_member(implementation: str) -> None:
 async def test_the_dead_are_forgotten_after_the_grace(implementation: str) -> None:
     nodes = await start_cluster(implementation, 3, dead_node_grace=1.0)
     forgotten: List[str] = []
-    nodes[0].subscribe_members(lambda ev: ev.kind == "forgotten" and forgotten.append(ev.member.node_id))
+    nodes[0].subscribe_members(
+        lambda ev: ev.kind == "forgotten" and forgotten.append(ev.member.node_id)
+    )
     try:
         gone_addr = nodes[2].addr
         await nodes[2].shutdown()
@@ -208,9 +208,7 @@ def test_membership_config_is_checked() -> None:
 async def test_a_wildcard_bind_needs_an_advertised_address() -> None:
     with pytest.raises(NodeError, match="advertise"):
         await GossipNode.start(NodeConfig("a", bind=("0.0.0.0", 0)))
-    node = await GossipNode.start(
-        NodeConfig("a", bind=("0.0.0.0", 0), advertise=("127.0.0.1", 1))
-    )
+    node = await GossipNode.start(NodeConfig("a", bind=("0.0.0.0", 0), advertise=("127.0.0.1", 1)))
     await node.shutdown()
 
 
@@ -234,8 +232,12 @@ CHILD = textwrap.dedent(
 
 def spawn_child(seed_port: int) -> subprocess.Popen:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(
-        __import__("fastgossip").__file__)), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [
+            os.path.dirname(os.path.dirname(__import__("fastgossip").__file__)),
+            env.get("PYTHONPATH", ""),
+        ]
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(seed_port)],
         stdout=subprocess.PIPE,

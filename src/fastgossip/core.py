@@ -129,6 +129,10 @@ class CoreLimits:
     #: peers asked in a round by a node with no news since its last round
     #: (None: the fanout); see GossipCore.tick
     quiet_fanout: Optional[int] = 1
+    #: with membership, quiet rounds ask these few stable peers in turn, one
+    #: replaced about every neighbour_turnover rounds (see GossipCore._quiet_pick)
+    quiet_neighbours: int = 3
+    neighbour_turnover: int = 100
 
 
 @dataclass
@@ -259,6 +263,8 @@ class GossipCore:
         self._static: set = set()  # peers added by add_peer (kept whatever membership says)
         self._seeds: Tuple[Address, ...] = ()
         self._verify: set = set()  # members whose link their end closed: redial them
+        self._neighbours: List[_Peer] = []  # see _quiet_pick
+        self._turn = 0
         self._tag = cluster_tag(None)
         self._cluster_id: Optional[str] = None
         self._hello: List[bytes] = []
@@ -394,14 +400,15 @@ class GossipCore:
         self._seeds = tuple(a for a in config.seeds if a != config.addr)
         for addr in self._seeds:
             self._add_peer(addr)
-        m.beat(now)
+        m.beat(now, news=True)
         return m
 
     def _member_event(self, ev: MemberEvent) -> None:
         self.out.append((EVENT, "member", ev))
 
-    def _set_reserved(self, key: str, value: bytes, now: float) -> None:
-        """A write of the cluster's own (a member record): not news."""
+    def _set_reserved(self, key: str, value: bytes, now: float, news: bool = False) -> None:
+        """A write of the cluster's own (a member record, a statement); news
+        (spread with the whole fanout) when ``news``."""
         self._advance(now)
         try:
             self.state.set(key, value, self.clock.now(), self.origin, self._next_stamp())
@@ -418,6 +425,8 @@ class GossipCore:
             return
         self.state.take_captured()  # our own write: nothing to learn from it
         self.reserved_keys.add(key)
+        if news:
+            self._news += 1
 
     def _member_peer(self, addr: Address, on: bool) -> None:
         """Membership says whether ``addr`` (a member's) is gossiped with."""
@@ -578,12 +587,17 @@ class GossipCore:
         # to push: it asks quiet_fanout peers (it still pulls, and answers);
         # one that has news asks the whole fanout, so news spreads as fast
         changes = self._news
-        if changes == self._changes_at_tick and self.limits.quiet_fanout is not None:
-            k = min(k, self.limits.quiet_fanout)
+        quiet_fanout = self.limits.quiet_fanout
+        quiet = changes == self._changes_at_tick and quiet_fanout is not None
+        if quiet_fanout is not None and quiet:
+            k = min(k, quiet_fanout)
         self._changes_at_tick = changes
         if self.limits.max_connections is not None:
             k = min(k, self.limits.max_connections)  # don't evict this round's own links
-        chosen = self.rng.sample(peers, k)
+        if quiet and self.membership is not None and len(peers) > k:
+            chosen = self._quiet_pick(peers, k)
+        else:
+            chosen = self.rng.sample(peers, k)
         cap = self.limits.max_connections
         if cap is not None and cap < len(peers):
             chosen = self._within_cap(chosen, peers, cap)
@@ -630,6 +644,27 @@ class GossipCore:
                 if addr in self._peers and addr not in self._linked:
                     self.out.append((ASK, addr, None))
             probe.clear()
+
+    def _quiet_pick(self, peers: List[_Peer], k: int) -> List[_Peer]:
+        """A quiet round's peers, with membership: taken in turn from a few
+        stable neighbours (``quiet_neighbours``, one replaced at random about
+        every ``neighbour_turnover`` rounds). Every member's heartbeat changes
+        its origin's watermark, so a delta digest on a connection unused for
+        long names nearly every origin: asking one random member of N each
+        quiet round would cost each node O(N) bytes a round. On links used
+        every few rounds the deltas hold a few rounds' changes; the overlay the
+        neighbours make is a random graph (exchanges are push-pull), through
+        which heartbeats and the rare quiet change still spread in O(log N)."""
+        hood = [p for p in self._neighbours if self._peers.get(p.addr) is p]
+        want = max(k, self.limits.quiet_neighbours)
+        if hood and self.rng.below(self.limits.neighbour_turnover) == 0:
+            hood.pop(self.rng.below(len(hood)))
+        if len(hood) < want:
+            spare = [p for p in peers if p not in hood]
+            hood.extend(self.rng.sample(spare, min(want - len(hood), len(spare))))
+        self._neighbours = hood
+        self._turn += 1
+        return [hood[(self._turn + i) % len(hood)] for i in range(min(k, len(hood)))]
 
     def _within_cap(self, chosen: List[_Peer], peers: List[_Peer], cap: int) -> List[_Peer]:
         """With fewer links allowed than peers, a round that dialled every peer it
@@ -885,7 +920,7 @@ class GossipCore:
                 self._news += merged - len(captured)
                 if captured:
                     self.reserved_keys.update(e.key for e in captured)
-                    m.applied(captured, now)  # type: ignore[union-attr]
+                    self._news += m.applied(captured, now)  # type: ignore[union-attr]
         return merged
 
     def _handle(self, msg: Any, conn: int, now: float, room: int) -> int:

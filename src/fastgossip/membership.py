@@ -51,6 +51,9 @@ Address = Tuple[str, int]
 RESERVED_PREFIX = "\x00"
 #: a member's record: ``MEMBER_PREFIX + node_id``
 MEMBER_PREFIX = "\x00m:"
+#: a statement that a member's life is dead: ``DEAD_PREFIX + node_id``, its
+#: origin as the value; written by a node with direct evidence (refusals)
+DEAD_PREFIX = "\x00d:"
 #: the most bytes a record (address, status, metadata as JSON) may take
 MAX_RECORD_BYTES = 2048
 
@@ -309,15 +312,16 @@ class Membership:
         self._check_meta(meta)
         old, self.meta = self.meta, meta
         try:
-            self.beat(now)
+            self.beat(now, news=True)
         except ValueError:
             self.meta = old
             raise
 
-    def beat(self, now: float) -> None:
-        """Write our record (a heartbeat)."""
+    def beat(self, now: float, news: bool = False) -> None:
+        """Write our record: a heartbeat, or ``news`` (a join, a change, a
+        refutation, a leave: spread with the whole fanout)."""
         self._beat_at = now
-        self.core._set_reserved(MEMBER_PREFIX + self.node_id, self.record_value(), now)
+        self.core._set_reserved(MEMBER_PREFIX + self.node_id, self.record_value(), now, news)
 
     def heartbeat_period(self) -> float:
         """``heartbeat_interval``, stretched in large clusters so that all
@@ -334,13 +338,19 @@ class Membership:
 
     def leave(self, now: float) -> None:
         self.left = True
-        self.beat(now)
+        self.beat(now, news=True)
 
     # -- what the table applied -------------------------------------------------
-    def applied(self, entries: List[Any], now: float) -> None:
-        """Records the table just applied (captured), in order."""
+    def applied(self, entries: List[Any], now: float) -> int:
+        """Records and statements the table just applied (captured), in order;
+        returns how many were news (not a mere heartbeat) for the round's fanout."""
+        news = 0
         for e in entries:
             key = e.key
+            if key.startswith(DEAD_PREFIX):
+                news += 1
+                self._statement(key[len(DEAD_PREFIX) :], e, now)
+                continue
             if not key.startswith(MEMBER_PREFIX):
                 continue
             node_id = key[len(MEMBER_PREFIX) :]
@@ -348,7 +358,30 @@ class Membership:
                 if e.origin != self.origin:
                     self._refute(e, now)
                 continue
-            self._record(node_id, e, now)
+            news += self._record(node_id, e, now)
+        return news
+
+    def _statement(self, node_id: str, e: Any, now: float) -> None:
+        """Some node stated that ``node_id``'s life (the value) is dead. Taken
+        when it names the life we know and was made after the newest heartbeat
+        of it we hold; the member itself refutes it with a new heartbeat, whose
+        later version makes it alive again everywhere."""
+        value = e.value
+        if not isinstance(value, bytes) or not value:
+            return
+        origin = value.decode("utf-8", "replace")
+        if node_id == self.node_id:
+            if origin == self.origin and not self.left:
+                self._refuted_at = now
+                self.beat(now, news=True)  # (our clock has seen the statement: we win)
+            return
+        m = self.members.get(node_id)
+        if m is None or m.origin != origin or m.status in (DEAD, LEFT):
+            return
+        if e.version <= m.version:
+            return  # we hold a heartbeat newer than the statement
+        m.evidence_at = max(m.evidence_at, (e.version >> 16) / 1000.0)
+        self._set_status(m, DEAD, now)
 
     def _refute(self, e: Any, now: float) -> None:
         """Someone wrote our record (a marker, or another process with our
@@ -364,9 +397,9 @@ class Membership:
             )
             return
         self._refuted_at = now
-        self.beat(now)
+        self.beat(now, news=True)
 
-    def _record(self, node_id: str, e: Any, now: float) -> None:
+    def _record(self, node_id: str, e: Any, now: float) -> int:
         m = self.members.get(node_id)
         value = e.value
         if value == b"" or not isinstance(value, bytes):
@@ -374,13 +407,15 @@ class Membership:
             # once we also hold it dead or left (a live one rewrites its record)
             if m is not None and m.status in (DEAD, LEFT):
                 self._forget(m, now, write=False)
-            return
+            return 1
         if e.origin.rpartition("#")[0] != node_id:
             self.records_refused += 1  # a record only its own member may write
-            return
+            return 0
         if m is not None and value == m.value and e.origin == m.origin:
+            if e.version > m.version:
+                m.version = e.version
             self._heard(m, now, heartbeat=True, version=e.version)
-            return
+            return 0
         try:
             body = json.loads(value)
             addr = _parse_address(body["a"])
@@ -391,7 +426,7 @@ class Membership:
             self._check_meta(meta)
         except (ValueError, KeyError, TypeError):
             self.records_refused += 1
-            return
+            return 0
         new_life = m is None or e.origin != m.origin
         if m is None:
             m = self.members[node_id] = _Member(node_id)
@@ -422,6 +457,7 @@ class Membership:
         else:
             self._heard(m, now, heartbeat=True, version=e.version)
         self.core._member_peer(addr, m.status in (ALIVE, SUSPECT))
+        return 1
 
     # -- evidence ----------------------------------------------------------------
     def heard_from(self, node_id: str, now: float) -> None:
@@ -464,6 +500,9 @@ class Membership:
         m.evidence_at = now
         if m.refusals >= 2:
             self._set_status(m, DEAD, now)
+            # direct evidence: tell the cluster (a node that only hears
+            # silence does not: silence is everyone's to judge)
+            self.core._set_reserved(DEAD_PREFIX + m.node_id, m.origin.encode("utf-8"), now, True)
         elif m.status == ALIVE:
             self._set_status(m, SUSPECT, now)
 
