@@ -715,19 +715,31 @@ class GossipCore:
     def _refresh_watermarks(self, now: float) -> None:
         """Recompute the digest's watermarks when the table changed or a
         retirement was due, and log what changed for the delta digests."""
+        retire_due = False
         if self.limits.retire_after is not None and now >= self._retire_check_at:
             # retirement windows are long; looking once per quarter window
             # (at most once a second) is soon enough
             window = max(self.limits.retire_after, 2 * self.limits.gossip_interval)
             self._retire_check_at = now + min(1.0, window / 4)
             self._retire_generation += 1
+            retire_due = True
         key: Tuple[int, int, int] = (self.state.changes, self._retire_generation, self._last_stamp)
         if key == self._digest_key:
             return
         self._digest_key = key
-        new = self.digest_watermarks(now)
         old = self._wm
-        diff = {o: w for o, w in new.items() if old.get(o) != w}
+        if retire_due or self.limits.retire_after is None or not old:
+            new = self.digest_watermarks(now)
+        else:
+            # between retirement passes: the table's watermarks (one C call),
+            # without the origins the last pass left out (an origin that comes
+            # back is named again at the next pass, within a second)
+            new = self.state.watermarks()
+            for origin in self._stale_exempt:
+                new.pop(origin, None)
+            if new.get(self.origin, -1) < self._last_stamp:
+                new[self.origin] = self._last_stamp
+        diff = dict(sorted(new.items() - old.items()))  # (sorted: the same in every process)
         if len(old) + len(diff) > len(new):  # some origins left
             diff.update((o, 0) for o in old if o not in new)
         self._wm = new

@@ -271,6 +271,7 @@ class Membership:
         self.left = False
         self.members: Dict[str, _Member] = {}
         self._gone: Dict[str, _Member] = {}  # the dead and left among them
+        self._refused: Dict[str, _Member] = {}  # those with refusals since last heard
         self.by_addr: Dict[Address, str] = {}
         # when to look at a member's silence again; one entry per member,
         # moved on when popped early (a heartbeat does not push one)
@@ -433,6 +434,7 @@ class Membership:
         if new_life:
             m.detector = None
             m.refusals = 0
+            self._refused.pop(m.node_id, None)
         old_addr = m.addr
         m.origin, m.addr, m.meta, m.value, m.version = e.origin, addr, meta, value, e.version
         if old_addr != addr:
@@ -483,6 +485,7 @@ class Membership:
             m.heard = now
             m.stall_at_heard = self._stall
         m.refusals = 0
+        self._refused.pop(m.node_id, None)
         if m.status in (SUSPECT, DEAD):
             self._set_status(m, ALIVE, now)
         self._schedule(m, now)
@@ -498,6 +501,7 @@ class Membership:
             m.refusals = 1
         m.refused_at = now
         m.evidence_at = now
+        self._refused[m.node_id] = m
         if m.refusals >= 2:
             self._set_status(m, DEAD, now)
             # direct evidence: tell the cluster (a node that only hears
@@ -515,7 +519,7 @@ class Membership:
 
     def suspects(self) -> List[Address]:
         """Addresses of members suspected on direct evidence (probed every round)."""
-        return [m.addr for m in self.members.values() if m.status == SUSPECT and m.refusals]
+        return [m.addr for m in self._refused.values() if m.status == SUSPECT]
 
     # -- time ----------------------------------------------------------------------
     def _due(self, m: _Member) -> float:
@@ -602,6 +606,7 @@ class Membership:
             self.core._set_reserved(MEMBER_PREFIX + m.node_id, b"", now)
         self.members.pop(m.node_id, None)
         self._gone.pop(m.node_id, None)
+        self._refused.pop(m.node_id, None)
         if self.by_addr.get(m.addr) == m.node_id:
             del self.by_addr[m.addr]
         self.core._member_peer(m.addr, False)
