@@ -8,7 +8,7 @@ import errno
 import random
 import sys
 import time
-from typing import Any, List, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO
 
 from . import __version__
 from ._impl import IMPLEMENTATION
@@ -98,7 +98,11 @@ async def run_demo(
     try:
         cluster = await asyncio.wait_for(
             ClusterNetwork.spawn(
-                nodes, fanout=fanout, gossip_interval=interval, max_connections=per_node
+                nodes,
+                fanout=fanout,
+                gossip_interval=interval,
+                max_connections=per_node,
+                mesh=False,  # they join through node 0 and learn each other
             ),
             timeout,
         )
@@ -117,6 +121,7 @@ async def run_demo(
             return False
         raise
     try:
+        members_ok = await _demo_join(cluster, interval, deadline, out)
         # the winner of each key is its greatest (version, origin, value) write
         winners: dict = {}
 
@@ -171,10 +176,84 @@ async def run_demo(
         print(f"  frames sent         {stats['frames_sent']}", file=out)
         print(f"  connections opened  {stats['connections_opened']}", file=out)
         print(f"  bad frames          {stats['bad_frames']}", file=out)
+        if ok and members_ok and nodes >= 3:
+            members_ok = await _demo_failures(cluster, rng, deadline, out)
         print(f"  wall time in total  {time.perf_counter() - started:.2f} s", file=out)
-        return ok
+        return ok and members_ok
     finally:
         await cluster.shutdown_all()
+
+
+def _statuses(node: Any) -> Dict[str, str]:
+    return {m.node_id: m.status for m in node.members() if m.node_id != node.node_id}
+
+
+async def _wait_all(pred: Any, deadline: float, step: float) -> Optional[float]:
+    """Poll ``pred()`` until true or the deadline; the time it took, or None."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while not pred():
+        if loop.time() >= deadline:
+            return None
+        await asyncio.sleep(step)
+    return loop.time() - t0
+
+
+async def _demo_join(
+    cluster: ClusterNetwork, interval: float, deadline: float, out: TextIO
+) -> bool:
+    """Nodes 1.. joined through node 0: wait until each knows every member."""
+    n = len(cluster.nodes)
+    took = await _wait_all(
+        lambda: all(
+            sum(1 for s in _statuses(node).values() if s == "alive") == n - 1
+            for node in cluster.nodes
+        ),
+        deadline,
+        interval / 4,
+    )
+    if took is None:
+        print(f"members: NOT every node knows all {n} members", file=out)
+        return False
+    print(
+        f"members: {n - 1} nodes joined through one seed; every node knows all {n} "
+        f"members after {took * 1000:.0f} ms",
+        file=out,
+    )
+    return True
+
+
+async def _demo_failures(
+    cluster: ClusterNetwork, rng: random.Random, deadline: float, out: TextIO
+) -> bool:
+    """Kill one node (no leave: it looks like a crash) and let another leave;
+    time until every other node has its verdict."""
+    victim, leaver = rng.sample(range(1, len(cluster.nodes)), 2)
+    dead, gone = cluster.nodes[victim], cluster.nodes[leaver]
+    others = [x for i, x in enumerate(cluster.nodes) if i not in (victim, leaver)]
+    await dead.shutdown()
+    took = await _wait_all(
+        lambda: all(_statuses(x).get(dead.node_id) == "dead" for x in others), deadline, 0.01
+    )
+    if took is None:
+        print(f"killed {dead.node_id}: NOT seen dead by every node", file=out)
+        return False
+    print(
+        f"killed {dead.node_id}: every other node marked it dead after {took * 1000:.0f} ms",
+        file=out,
+    )
+    t0 = time.perf_counter()
+    await gone.leave()
+    took = await _wait_all(
+        lambda: all(_statuses(x).get(gone.node_id) == "left" for x in others), deadline, 0.01
+    )
+    if took is not None:
+        took = time.perf_counter() - t0  # the leave itself included
+    if took is None:
+        print(f"{gone.node_id} left: NOT seen by every node", file=out)
+        return False
+    print(f"{gone.node_id} left: every other node saw it after {took * 1000:.0f} ms", file=out)
+    return True
 
 
 def _fanout_arg(text: str) -> Fanout:

@@ -46,29 +46,36 @@ class ClusterNetwork:
         gossip_interval: float = 0.1,
         host: str = "127.0.0.1",
         prefix: str = "node",
+        mesh: bool = True,
         **config: Any,
     ) -> ClusterNetwork:
-        """Start ``n`` nodes on ``host``:0 and make every node a peer of every other."""
+        """Start ``n`` nodes on ``host``:0 and make every node a peer of every
+        other (``mesh``), or (``mesh=False``) let nodes 1.. join through node 0
+        as their seed and learn the others by membership."""
         if n < 1:
             raise ValueError("a cluster needs at least one node")
         nodes: List[GossipNode] = []
         try:
             for i in range(n):
+                extra = dict(config)
+                if not mesh and nodes:
+                    extra["seeds"] = [nodes[0].addr]
                 cfg = NodeConfig(
                     node_id=f"{prefix}-{i}",
                     bind=(host, 0),
                     fanout=fanout,
                     gossip_interval=gossip_interval,
-                    **config,
+                    **extra,
                 )
                 nodes.append(await GossipNode.start(cfg))
         except BaseException:
             await asyncio.gather(*(node.shutdown() for node in nodes), return_exceptions=True)
             raise
-        for node in nodes:
-            for other in nodes:
-                if other is not node:
-                    node.add_peer(other.addr)
+        if mesh:
+            for node in nodes:
+                for other in nodes:
+                    if other is not node:
+                        node.add_peer(other.addr)
         return cls(nodes)
 
     @property
