@@ -40,7 +40,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple, Union
 
 from .clock import LOGICAL_BITS, MAX_VERSION, HybridClock
 from .fanout import Fanout
-from .membership import RESERVED_PREFIX, MemberEvent, Membership, MembershipConfig
+from .membership import MEMBER_PREFIX, RESERVED_PREFIX, MemberEvent, Membership, MembershipConfig
 from .replication import ReplicationLog
 
 log = logging.getLogger("fastgossip")
@@ -449,24 +449,30 @@ class GossipCore:
         return m is not None and m.alive_count() > 0
 
     def leave(self, now: float) -> List[Address]:
-        """Announce ``left`` and push it to every live member now; returns them."""
+        """Announce ``left`` and push it to every live member now: the record on
+        our links, an exchange to the others; returns those (answers awaited)."""
         self._advance(now)
         m = self.membership
         if m is None:
             return []
         m.leave(now)
+        codec = self._codec
+        record = self.state.get_entry(MEMBER_PREFIX + self.node_id)
+        push = [codec.encode(codec.GossipBatch(self.node_id, [record]))] if record else []
         asked = []
         for member in m.members.values():
             if member.status in ("alive", "suspect"):
                 p = self._peers.get(member.addr)
                 if p is None:
                     continue
-                asked.append(p.addr)
                 if p.conn is None:
+                    asked.append(p.addr)
                     p.awaiting_since = now  # asked once connected (see connected)
                     self.out.append((ASK, p.addr, None))
-                else:
-                    self._ask(p, self.digest_for(p.conn, True, now), now)
+                elif push:
+                    # the record itself, on our link: merged on arrival (an
+                    # exchange could be throttled by a peer that just answered)
+                    self.out.append((SEND, p.conn, push))
         return asked
 
     def _greet(self, c: _Conn, conn: int, frame: bytes, now: float) -> bool:
