@@ -135,6 +135,40 @@ async def test_two_clusters_on_one_host_refuse_each_other(implementation: str) -
         await b.shutdown()
 
 
+async def test_a_node_without_membership_cannot_pass_for_a_member_of_a_cluster(
+    implementation: str,
+) -> None:
+    """It echoes the greeting Ping as any ping: a node with a cluster id
+    refuses the echo (found in review: the echo passed for a greeting)."""
+    plain = await GossipNode.start(config("plain", implementation, membership=False))
+    prod = await GossipNode.start(
+        config("prod", implementation, cluster_id="prod", seeds=[plain.addr])
+    )
+    try:
+        plain.set("plain-only", 1)
+        await wait_for(lambda: prod.stats.cluster_mismatch >= 1)
+        start = prod.stats.rounds
+        await wait_for(lambda: prod.stats.rounds >= start + 10)
+        assert prod.get("plain-only") is None
+    finally:
+        await plain.shutdown()
+        await prod.shutdown()
+
+
+async def test_a_ping_to_a_member_without_a_link_goes_after_the_greeting(
+    implementation: str,
+) -> None:
+    a = await GossipNode.start(config("a", implementation, cluster_id="c"))
+    b = await GossipNode.start(config("b", implementation, cluster_id="c"))
+    try:
+        b.add_peer(a.addr)  # a peer, no link yet: the ping dials it
+        assert await b.ping(a.addr, timeout=5) < 5
+        assert a.stats.cluster_mismatch == 0
+    finally:
+        await a.shutdown()
+        await b.shutdown()
+
+
 async def test_metadata_reaches_every_member(implementation: str) -> None:
     nodes = await start_cluster(implementation, 3, meta={"role": "web"})
     try:

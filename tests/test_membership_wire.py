@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from fastgossip.core import GREETING_BIT, cluster_tag
+from fastgossip.core import ANSWER_BIT, GREETING_BIT, cluster_tag
 from fastgossip.membership import MAX_RECORD_BYTES, MEMBER_PREFIX, Membership, MembershipConfig
 
 
@@ -22,8 +22,8 @@ def test_cluster_tags_match_the_protocol_document() -> None:
 def test_greeting_frames_match_the_protocol_document(codec: ModuleType) -> None:
     ping = codec.encode(codec.Ping("a", cluster_tag("blue")))
     assert ping.hex() == "0000000d0102000161fe627b02ee43e23b"
-    pong = codec.encode(codec.Pong("b", cluster_tag(None)))
-    assert pong.hex() == "0000000d0103000162d0af1f1ef682be6b"
+    pong = codec.encode(codec.Pong("b", cluster_tag(None) ^ ANSWER_BIT))
+    assert pong.hex() == "0000000d010300016290af1f1ef682be6b"
 
 
 class _FakeCore:
@@ -46,8 +46,8 @@ def test_a_record_is_compact_json_with_address_status_and_meta() -> None:
     m.beat(1.0)
     key, value, _ = core.written[-1]
     assert key == MEMBER_PREFIX + "n1"
-    assert json.loads(value) == {"a": "[::1]:7946", "s": "alive", "m": {"role": "db"}}
-    assert value == b'{"a":"[::1]:7946","m":{"role":"db"},"s":"alive"}'
+    assert json.loads(value) == {"a": "[::1]:7946", "s": "alive", "p": 0.5, "m": {"role": "db"}}
+    assert value == b'{"a":"[::1]:7946","m":{"role":"db"},"p":0.5,"s":"alive"}'
     m.leave(2.0)
     assert json.loads(core.written[-1][1])["s"] == "left" and core.written[-1][2]
     with pytest.raises(ValueError):

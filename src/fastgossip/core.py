@@ -75,6 +75,9 @@ def cluster_tag(cluster_id: Optional[str]) -> int:
 
 
 GREETING_BIT = 1 << 63
+#: flipped in the answer's tag, so that a peer that echoes pings (one without
+#: membership, the reference) cannot pass for a member of our cluster
+ANSWER_BIT = 1 << 62
 
 
 def node_of(origin: str) -> str:
@@ -268,6 +271,7 @@ class GossipCore:
         self._tag = cluster_tag(None)
         self._cluster_id: Optional[str] = None
         self._hello: List[bytes] = []
+        self._answer: List[bytes] = []
         self.reserved_keys: set = set()  # the cluster's own keys in the table
 
     # -- time ------------------------------------------------------------------
@@ -395,6 +399,7 @@ class GossipCore:
         self._tag = cluster_tag(config.cluster_id)
         codec = self._codec
         self._hello = [codec.encode(codec.Ping(self.node_id, self._tag))]
+        self._answer = [codec.encode(codec.Pong(self.node_id, self._tag ^ ANSWER_BIT))]
         self.membership = m = Membership(self, config, self._member_event)
         self.state.set_capture([RESERVED_PREFIX])
         self._seeds = tuple(a for a in config.seeds if a != config.addr)
@@ -459,20 +464,25 @@ class GossipCore:
         codec = self._codec
         record = self.state.get_entry(MEMBER_PREFIX + self.node_id)
         push = [codec.encode(codec.GossipBatch(self.node_id, [record]))] if record else []
-        asked = []
+        asked: List[Address] = []
+        unlinked = []
         for member in m.members.values():
             if member.status in ("alive", "suspect"):
                 p = self._peers.get(member.addr)
                 if p is None:
                     continue
                 if p.conn is None:
-                    asked.append(p.addr)
-                    p.awaiting_since = now  # asked once connected (see connected)
-                    self.out.append((ASK, p.addr, None))
+                    unlinked.append(p)
                 elif push:
                     # the record itself, on our link: merged on arrival (an
                     # exchange could be throttled by a peer that just answered)
                     self.out.append((SEND, p.conn, push))
+        # members without a link are dialled, at most 32 (the leave is news:
+        # the next rounds spread it to the rest)
+        for p in self.rng.sample(unlinked, min(32, len(unlinked))):
+            asked.append(p.addr)
+            p.awaiting_since = now  # asked once connected (see connected)
+            self.out.append((ASK, p.addr, None))
         return asked
 
     def _greet(self, c: _Conn, conn: int, frame: bytes, now: float) -> bool:
@@ -492,15 +502,24 @@ class GossipCore:
                 return False
             self._refuse_cluster(c, conn, now, "sent no greeting")
             return True
-        if msg.seq != self._tag:
-            if not c.outbound:  # our tag first, so that the peer can tell why
-                self.out.append((SEND, conn, [codec.encode(codec.Pong(self.node_id, self._tag))]))
-            self._refuse_cluster(c, conn, now, f"is in another cluster (tag {msg.seq:016x})")
+        expected_tag = self._tag ^ ANSWER_BIT if c.outbound else self._tag
+        if c.outbound and msg.seq == self._tag and self._cluster_id is None:
+            c.greeted = True  # an echo: a peer without membership, taken in the open cluster
+            return True
+        if msg.seq != expected_tag:
+            if not c.outbound:  # our answer first, so that the peer can tell why
+                self.out.append((SEND, conn, self._answer))
+            why = (
+                "echoed our greeting (no membership)"
+                if msg.seq == self._tag
+                else f"is in another cluster (tag {msg.seq:016x})"
+            )
+            self._refuse_cluster(c, conn, now, why)
             return True
         c.greeted = True
         c.node = msg.sender_id
         if not c.outbound:
-            self.out.append((SEND, conn, [codec.encode(codec.Pong(self.node_id, self._tag))]))
+            self.out.append((SEND, conn, self._answer))
         return True
 
     def _refuse_cluster(self, c: _Conn, conn: int, now: float, why: str) -> None:
@@ -647,8 +666,13 @@ class GossipCore:
         probe.update(m.suspects())
         if probe:
             for addr in probe:
-                if addr in self._peers and addr not in self._linked:
-                    self.out.append((ASK, addr, None))
+                p = self._peers.get(addr)
+                if p is None:
+                    continue
+                if p.conn is None:
+                    self.out.append((ASK, addr, None))  # a refusal, or an answer
+                elif not p.awaiting_since:
+                    self._ask(p, self.digest_for(p.conn, True, now), now)  # an answer?
             probe.clear()
 
     def _quiet_pick(self, peers: List[_Peer], k: int) -> List[_Peer]:
@@ -886,6 +910,10 @@ class GossipCore:
                 self.stats.forged_stamps += 1
                 self._last_stamp = forged
                 self._restamp_owed = True
+                if self.membership is not None and not self.membership.left:
+                    # a forged entry of our origin may be our record (say,
+                    # "left"): write it again, as news, above what our clock saw
+                    self.membership.beat(now, news=True)
                 self.logs.log(
                     logging.WARNING,
                     "forged",

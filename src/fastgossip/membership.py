@@ -41,6 +41,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 log = logging.getLogger("fastgossip")
@@ -131,7 +132,9 @@ class MembershipConfig:
     ``acceptable_pause``: silence beyond the usual that is not yet held
     against a member. ``min_std``: the floor on the arrival deviation (as a
     fraction of the mean interval). ``dead_node_grace``: seconds a dead or
-    left member is kept (and shown) before it is forgotten everywhere."""
+    left member is kept (and shown) before it is forgotten everywhere.
+    ``max_members``: records of more members than this are refused (counted
+    in ``records_refused``): what records from strangers can make a node hold."""
 
     addr: Address
     meta: Mapping[str, str] = field(default_factory=dict)
@@ -143,6 +146,15 @@ class MembershipConfig:
     acceptable_pause: float = 0.5
     min_std: float = 0.25
     dead_node_grace: float = 3600.0
+    max_members: int = 65536
+
+
+def _life(origin: str) -> int:
+    """The life in an origin ``"<node_id>#<life>"`` (base 36), 0 if none."""
+    try:
+        return int(origin.rpartition("#")[2], 36)
+    except ValueError:
+        return 0
 
 
 def _z_for(phi: float) -> float:
@@ -164,7 +176,7 @@ class PhiDetector:
     later than that, under a normal law fitted to the window, shifted by the
     acceptable pause."""
 
-    __slots__ = ("intervals", "total", "squares", "last", "pause", "min_std")
+    __slots__ = ("intervals", "total", "squares", "last", "pause", "min_std", "period")
 
     WINDOW = 64
     WARMUP = 4
@@ -178,6 +190,9 @@ class PhiDetector:
         self.last = first
         self.pause = pause
         self.min_std = min_std
+        # the period the member says it beats at: the mean is never taken
+        # below it (a member whose cluster grew beats less often, and says so)
+        self.period = expected
 
     def arrived(self, now: float) -> None:
         gap = now - self.last
@@ -194,8 +209,9 @@ class PhiDetector:
 
     def mean_std(self) -> Tuple[float, float]:
         n = len(self.intervals)
-        mean = self.total / n
-        var = max(0.0, self.squares / n - mean * mean)
+        learned = self.total / n
+        var = max(0.0, self.squares / n - learned * learned)
+        mean = max(learned, self.period)
         # until a few intervals were seen, the law is wide (a member met at
         # start-up, while the cluster forms, is not judged on one sample)
         floor = self.min_std if n > self.WARMUP else 1.0
@@ -228,8 +244,9 @@ class _Member:
         "since",
         "refusals",
         "refused_at",
-        "evidence_at",
+        "evidence",
         "queued",
+        "period",
     )
 
     def __init__(self, node_id: str) -> None:
@@ -237,7 +254,7 @@ class _Member:
         self.origin = ""
         self.addr: Address = ("", 0)
         self.status = ALIVE
-        self.meta: Dict[str, str] = {}
+        self.meta: Mapping[str, str] = MappingProxyType({})
         self.value = b""
         self.version = 0
         self.detector: Optional[PhiDetector] = None
@@ -246,9 +263,11 @@ class _Member:
         self.since = 0.0  # when the status last changed
         self.refusals = 0  # refused dials since last heard
         self.refused_at = -1e18
-        # the last evidence against it (a refusal, or our dead verdict): a
-        # heartbeat written before that (one still travelling) does not undo it
-        self.evidence_at = -1e18
+        # the version of the last evidence against it (a statement's, or our
+        # clock's at a refusal or verdict): a heartbeat of a version not above
+        # it (one still travelling when it died) does not undo it
+        self.evidence = 0
+        self.period = 0.0  # the heartbeat period its record states
         self.queued = False  # it has an entry in the deadline heap
 
 
@@ -280,6 +299,7 @@ class Membership:
         self._beat_at = -1e18
         self._refuted_at = -1e18
         self._stall = 0.0  # seconds this node's rounds ran late, in all
+        self._gc_at = -1e18
         self._last_tick: Optional[float] = None
         self._period = config.heartbeat_interval
         self._z_dead = _z_for(config.phi_threshold)
@@ -296,7 +316,11 @@ class Membership:
                 raise TypeError("member metadata maps str to str")
 
     def record_value(self) -> bytes:
-        body: Dict[str, Any] = {"a": format_address(self.addr), "s": LEFT if self.left else ALIVE}
+        body: Dict[str, Any] = {
+            "a": format_address(self.addr),
+            "s": LEFT if self.left else ALIVE,
+            "p": self._period,
+        }
         if self.meta:
             body["m"] = self.meta
         value = json.dumps(body, separators=(",", ":"), sort_keys=True).encode("utf-8")
@@ -331,11 +355,15 @@ class Membership:
         return self._period
 
     def _update_period(self) -> None:
+        """The period, a power-of-two multiple of ``heartbeat_interval`` (so it
+        changes seldom); the record states it, and others judge by it."""
         cfg = self.config
         n = 1 + self.alive_count()
-        self._period = max(
-            cfg.heartbeat_interval, n * self.core.limits.gossip_interval / cfg.heartbeat_budget
-        )
+        want = n * self.core.limits.gossip_interval / cfg.heartbeat_budget
+        period = cfg.heartbeat_interval
+        while period < want:
+            period *= 2
+        self._period = period
 
     def leave(self, now: float) -> None:
         self.left = True
@@ -363,10 +391,11 @@ class Membership:
         return news
 
     def _statement(self, node_id: str, e: Any, now: float) -> None:
-        """Some node stated that ``node_id``'s life (the value) is dead. Taken
-        when it names the life we know and was made after the newest heartbeat
-        of it we hold; the member itself refutes it with a new heartbeat, whose
-        later version makes it alive again everywhere."""
+        """Some node stated that ``node_id``'s life (the value) is dead. When it
+        names the life we know and is newer than the newest heartbeat of it we
+        hold, the member becomes suspect here and is probed at once: our own
+        two refusals make it dead (one node's view of the network is not taken
+        on trust). The member itself refutes it with a new heartbeat."""
         value = e.value
         if not isinstance(value, bytes) or not value:
             return
@@ -381,8 +410,10 @@ class Membership:
             return
         if e.version <= m.version:
             return  # we hold a heartbeat newer than the statement
-        m.evidence_at = max(m.evidence_at, (e.version >> 16) / 1000.0)
-        self._set_status(m, DEAD, now)
+        m.evidence = max(m.evidence, e.version)
+        if m.status == ALIVE:
+            self._set_status(m, SUSPECT, now)
+        self._refused[m.node_id] = m  # probed every round while suspect (suspects())
 
     def _refute(self, e: Any, now: float) -> None:
         """Someone wrote our record (a marker, or another process with our
@@ -417,13 +448,45 @@ class Membership:
                 m.version = e.version
             self._heard(m, now, heartbeat=True, version=e.version)
             return 0
+        if m is not None and e.origin != m.origin and _life(e.origin) < _life(m.origin):
+            # an older life than the one we know: two processes run this node
+            # id (the newest keeps it; the other's records are not taken)
+            self.records_refused += 1
+            self.core.logs.log(
+                logging.WARNING,
+                "twin",
+                now,
+                "%s: two processes write node id %r (%s and %s); node ids must be unique",
+                self.node_id,
+                node_id,
+                e.origin,
+                m.origin,
+            )
+            return 0
+        if m is None and len(self.members) >= self.config.max_members:
+            self.records_refused += 1
+            self.core.logs.log(
+                logging.WARNING,
+                "members",
+                now,
+                "%s: more than max_members=%d members: the record of %r is not taken",
+                self.node_id,
+                self.config.max_members,
+                node_id,
+            )
+            return 0
         try:
+            if len(value) > MAX_RECORD_BYTES:
+                raise ValueError("record too large")
             body = json.loads(value)
             addr = _parse_address(body["a"])
             status = body["s"]
             meta = body.get("m", {})
+            period = float(body.get("p", 0.0))
             if status not in (ALIVE, LEFT) or not isinstance(meta, dict):
                 raise ValueError("bad status or metadata")
+            if not 0.0 <= period <= 86400.0:
+                raise ValueError("bad period")
             self._check_meta(meta)
         except (ValueError, KeyError, TypeError):
             self.records_refused += 1
@@ -434,13 +497,16 @@ class Membership:
         if new_life:
             m.detector = None
             m.refusals = 0
+            m.evidence = 0
             self._refused.pop(m.node_id, None)
         old_addr = m.addr
-        m.origin, m.addr, m.meta, m.value, m.version = e.origin, addr, meta, value, e.version
+        m.origin, m.addr, m.value, m.version = e.origin, addr, value, e.version
+        m.meta = MappingProxyType(meta)  # (shared by every view and event: read-only)
+        m.period = period
+        if m.detector is not None:
+            m.detector.period = period
         if old_addr != addr:
-            if self.by_addr.get(old_addr) == node_id:
-                del self.by_addr[old_addr]
-                self.core._member_peer(old_addr, False)
+            self._release(old_addr, node_id)
             self.by_addr[addr] = node_id
         if new_life:
             m.status = LEFT if status == LEFT else ALIVE
@@ -449,30 +515,53 @@ class Membership:
             else:
                 self._gone.pop(node_id, None)
             m.since = now
-            m.evidence_at = -1e18
             self._heard(m, now, heartbeat=True)
             self._event("joined", m, now)
             if m.status == LEFT:
                 self._event("left", m, now)
-        elif status == LEFT and m.status != LEFT:
-            self._set_status(m, LEFT, now)
+        elif status == LEFT:
+            if m.status != LEFT:
+                self._set_status(m, LEFT, now)
+        elif m.status == LEFT:
+            # the same life says alive again after a left (a forged left that
+            # it refuted: a member that leaves never writes alive again)
+            self._set_status(m, ALIVE, now)
+            self._heard(m, now, heartbeat=True, version=e.version)
         else:
             self._heard(m, now, heartbeat=True, version=e.version)
-        self.core._member_peer(addr, m.status in (ALIVE, SUSPECT))
+        if m.status in (ALIVE, SUSPECT):
+            self.core._member_peer(addr, True)
+        else:
+            self._release(addr, node_id)
         return 1
+
+    def _release(self, addr: Address, node_id: str) -> None:
+        """``node_id`` no longer needs ``addr`` (it moved, died, left or was
+        forgotten): stop gossiping with the address unless another live
+        member advertises it too."""
+        for other in self.members.values():
+            if other.node_id != node_id and other.addr == addr and other.status in (ALIVE, SUSPECT):
+                self.by_addr[addr] = other.node_id
+                return
+        if self.by_addr.get(addr) == node_id:
+            del self.by_addr[addr]
+        self.core._member_peer(addr, False)
 
     # -- evidence ----------------------------------------------------------------
     def heard_from(self, node_id: str, now: float) -> None:
-        """A frame came straight from ``node_id`` (on a connection it greeted)."""
+        """A frame came straight from ``node_id`` (on a connection it greeted):
+        it clears a suspicion, not a dead verdict (only a heartbeat newer than
+        the verdict does: a greeting proves no life, and a restart greets
+        under the old id before its new record arrives)."""
         m = self.members.get(node_id)
-        if m is not None:
+        if m is not None and m.status != DEAD:
             self._heard(m, now, heartbeat=False)
 
     def _heard(self, m: _Member, now: float, heartbeat: bool, version: int = -1) -> None:
         if m.status == LEFT:
             return
-        if version >= 0 and (version >> 16) / 1000.0 <= m.evidence_at:
-            return  # written before the evidence against it: no news of its life
+        if version >= 0 and version <= m.evidence:
+            return  # not after the evidence against it: no news of its life
         if heartbeat:
             if m.detector is None:
                 cfg = self.config
@@ -500,13 +589,17 @@ class Membership:
         elif not m.refusals:
             m.refusals = 1
         m.refused_at = now
-        m.evidence_at = now
+        m.evidence = max(m.evidence, self.core.clock.now())
         self._refused[m.node_id] = m
         if m.refusals >= 2:
             self._set_status(m, DEAD, now)
-            # direct evidence: tell the cluster (a node that only hears
-            # silence does not: silence is everyone's to judge)
-            self.core._set_reserved(DEAD_PREFIX + m.node_id, m.origin.encode("utf-8"), now, True)
+            # direct evidence: tell the cluster, unless the table says so
+            # already (a node that only hears silence does not: silence is
+            # everyone's to judge)
+            stated = self.core.state.get_entry(DEAD_PREFIX + m.node_id)
+            own = m.origin.encode("utf-8")
+            if stated is None or stated.value != own:
+                self.core._set_reserved(DEAD_PREFIX + m.node_id, own, now, True)
         elif m.status == ALIVE:
             self._set_status(m, SUSPECT, now)
 
@@ -518,7 +611,8 @@ class Membership:
         return m is not None and m.status in (ALIVE, SUSPECT)
 
     def suspects(self) -> List[Address]:
-        """Addresses of members suspected on direct evidence (probed every round)."""
+        """Addresses of members suspected on direct evidence or a statement
+        (probed every round)."""
         return [m.addr for m in self._refused.values() if m.status == SUSPECT]
 
     # -- time ----------------------------------------------------------------------
@@ -551,9 +645,10 @@ class Membership:
             if late > interval * 0.5:  # a round ran late: this node was stalled
                 self._stall += late
         self._last_tick = now
+        period = self._period
         self._update_period()
-        if not self.left and now - self._beat_at >= self._period:
-            self.beat(now)
+        if not self.left and (now - self._beat_at >= self._period or self._period != period):
+            self.beat(now)  # (a new period is told at once: others judge by it)
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, node_id = heapq.heappop(heap)
@@ -573,7 +668,8 @@ class Membership:
                 m.queued = True
                 self._seq += 1
                 heapq.heappush(heap, (max(self._due(m), now + interval / 2), self._seq, node_id))
-        if self._gone:
+        if self._gone and now >= self._gc_at:
+            self._gc_at = now + 1.0  # (looked at once a second)
             grace = self.config.dead_node_grace
             for m in list(self._gone.values()):
                 if now - m.since >= grace:
@@ -590,14 +686,15 @@ class Membership:
         else:
             self._gone.pop(m.node_id, None)
         if status == DEAD:
-            m.evidence_at = max(m.evidence_at, now)
+            m.evidence = max(m.evidence, self.core.clock.now())
         if status == ALIVE:
             self._event("alive", m, now)
         else:
             self._event(status, m, now)
         if status in (DEAD, LEFT):
-            self.core._member_peer(m.addr, False)
+            self._release(m.addr, m.node_id)
         elif old in (DEAD, LEFT):
+            self.by_addr[m.addr] = m.node_id
             self.core._member_peer(m.addr, True)
         self._schedule(m, now)
 
@@ -607,15 +704,13 @@ class Membership:
         self.members.pop(m.node_id, None)
         self._gone.pop(m.node_id, None)
         self._refused.pop(m.node_id, None)
-        if self.by_addr.get(m.addr) == m.node_id:
-            del self.by_addr[m.addr]
-        self.core._member_peer(m.addr, False)
+        self._release(m.addr, m.node_id)
         self._event("forgotten", m, now)
 
     # -- views -----------------------------------------------------------------------
     def _view(self, m: _Member, now: float) -> Member:
         return Member(
-            m.node_id, m.addr, m.status, dict(m.meta), m.heard, round(self.phi(m, now), 3), m.origin
+            m.node_id, m.addr, m.status, m.meta, m.heard, round(self.phi(m, now), 3), m.origin
         )
 
     def _event(self, kind: str, m: _Member, now: float) -> None:

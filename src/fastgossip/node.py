@@ -574,6 +574,8 @@ class GossipNode:
 
     def state_len(self) -> int:
         """How many keys the table holds (the cluster's own left out)."""
+        if self._core.membership is None:  # (no capture: count them)
+            return len(self.keys())
         return len(self._core.state) - len(self._core.reserved_keys)
 
     def keys(self) -> List[str]:
@@ -632,17 +634,16 @@ class GossipNode:
     def meta(self) -> Dict[str, str]:
         return dict(self._membership().meta)
 
-    def member_events(self, maxsize: int = 1024) -> AsyncIterator[MemberEvent]:
-        """Member changes as they happen, in order (``async for ev in ...``).
-        A consumer that falls ``maxsize`` events behind loses the oldest: the
-        next event it gets is ``MemberEvent("lagged", ...)`` whose member's
-        ``meta["dropped"]`` tells how many were lost. The iterator ends when
-        the node shuts down."""
+    async def member_events(self, maxsize: int = 1024) -> AsyncIterator[MemberEvent]:
+        """Member changes as they happen, in order, from the first iteration
+        on (``async for ev in node.member_events()``). A consumer that falls
+        ``maxsize`` events behind loses the oldest: the next event it gets is
+        ``MemberEvent("lagged", ...)`` whose member's ``meta["dropped"]`` tells
+        how many were lost. The iterator ends when the node shuts down."""
         queue = _EventQueue(maxsize)
+        if self._shut_down:
+            return
         self._member_queues.append(queue)
-        return self._iterate_events(queue)
-
-    async def _iterate_events(self, queue: _EventQueue) -> AsyncIterator[MemberEvent]:
         try:
             while True:
                 ev = await queue.get()

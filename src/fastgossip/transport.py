@@ -583,10 +583,10 @@ class Transport:
         self._evict_idle(keep=link)
         self.stats.connections_opened += 1
         self.core.connected(proto.conn, self.now(), peer=link.addr)
+        self.drive()  # the greeting first
         if link.pending:
             pending, link.pending = link.pending, []
             proto.send_frames(pending)
-        self.drive()
 
     def _evict_idle(self, keep: _Link) -> None:
         """Close the least recently used outbound connections above the cap."""
