@@ -38,12 +38,14 @@ from ._table import GossipState
 from .clock import HybridClock
 from .errors import FrameError, GossipError, NodeError, TableFull
 from .fanout import Fanout
-from .node import GossipNode, NodeConfig, NodeStats, node_of
+from .membership import Member, MemberEvent
+from .node import Change, GossipNode, NodeConfig, NodeStats, node_of
 from .streams import read_message, write_message
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Change",
     "DEFAULT_MAX_FRAME_SIZE",
     "IMPLEMENTATION",
     "PROTOCOL_VERSION",
@@ -58,6 +60,8 @@ __all__ = [
     "GossipNode",
     "GossipState",
     "HybridClock",
+    "Member",
+    "MemberEvent",
     "Message",
     "NodeConfig",
     "NodeError",

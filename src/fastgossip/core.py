@@ -273,6 +273,10 @@ class GossipCore:
         self._hello: List[bytes] = []
         self._answer: List[bytes] = []
         self.reserved_keys: set = set()  # the cluster's own keys in the table
+        # key prefixes users watch (with how many watchers each): the table
+        # captures what it applies under them and under RESERVED_PREFIX
+        self._watched: Dict[str, int] = {}
+        self._capturing = False
 
     # -- time ------------------------------------------------------------------
     def _wall_ms(self) -> int:
@@ -401,12 +405,58 @@ class GossipCore:
         self._hello = [codec.encode(codec.Ping(self.node_id, self._tag))]
         self._answer = [codec.encode(codec.Pong(self.node_id, self._tag ^ ANSWER_BIT))]
         self.membership = m = Membership(self, config, self._member_event)
-        self.state.set_capture([RESERVED_PREFIX])
+        self._set_capture()
         self._seeds = tuple(a for a in config.seeds if a != config.addr)
         for addr in self._seeds:
             self._add_peer(addr)
         m.beat(now, news=True)
         return m
+
+    # -- watching ----------------------------------------------------------------
+    def watch(self, prefix: str) -> None:
+        """Report changes to keys starting with ``prefix`` as ``(EVENT,
+        "changes", [Entry, ...])`` outputs, in the order they are applied
+        (the table filters: no object is made for other keys)."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"a prefix is a str, not {type(prefix).__name__}")
+        if prefix.startswith(RESERVED_PREFIX):
+            raise ValueError(f"keys starting with {RESERVED_PREFIX!r} are the cluster's own")
+        self._watched[prefix] = self._watched.get(prefix, 0) + 1
+        self._set_capture()
+
+    def unwatch(self, prefix: str) -> None:
+        n = self._watched.get(prefix, 0) - 1
+        if n > 0:
+            self._watched[prefix] = n
+        else:
+            self._watched.pop(prefix, None)
+        self._set_capture()
+
+    def _set_capture(self) -> None:
+        prefixes = list(self._watched)
+        if self.membership is not None:
+            prefixes.append(RESERVED_PREFIX)
+        self.state.set_capture(prefixes)
+        self._capturing = bool(prefixes)
+
+    def _captured(self, now: float) -> int:
+        """Hand what the table captured to membership and watchers; returns
+        what to add to the news count for it: membership's entries (counted
+        as merged) are news only when membership says so (not heartbeats)."""
+        captured = self.state.take_captured()
+        if not captured:
+            return 0
+        reserved = [e for e in captured if e.key.startswith(RESERVED_PREFIX)]
+        if len(reserved) < len(captured):
+            self.out.append(
+                (EVENT, "changes", [e for e in captured if not e.key.startswith(RESERVED_PREFIX)])
+            )
+        if not reserved:
+            return 0
+        self.reserved_keys.update(e.key for e in reserved)
+        m = self.membership
+        news = m.applied(reserved, now) if m is not None else 0
+        return news - len(reserved)
 
     def _member_event(self, ev: MemberEvent) -> None:
         self.out.append((EVENT, "member", ev))
@@ -428,7 +478,10 @@ class GossipCore:
                 exc,
             )
             return
-        self.state.take_captured()  # our own write: nothing to learn from it
+        if self._watched:
+            self._captured(now)  # (a watcher's, if any: ours is nothing to learn from)
+        else:
+            self.state.take_captured()
         self.reserved_keys.add(key)
         if news:
             self._news += 1
@@ -569,6 +622,8 @@ class GossipCore:
         version = self.clock.now()
         self.state.set(key, value, version, self.origin, self._next_stamp())
         self._news += 1
+        if self._capturing:
+            self._captured(now)
         return version
 
     def set_with_version(self, key: str, value: Value, version: int, now: float) -> bool:
@@ -590,6 +645,8 @@ class GossipCore:
         changed = self.state.set(key, value, version, self.origin, self._next_stamp())
         self._observe(version, now)
         self._news += 1
+        if self._capturing:
+            self._captured(now)
         return bool(changed)
 
     # -- rounds ----------------------------------------------------------------
@@ -962,11 +1019,8 @@ class GossipCore:
             if merged:
                 self.stats.entries_merged += merged
                 self._observe(state.max_version, now)
-                captured = state.take_captured() if m is not None else ()
-                self._news += merged - len(captured)
-                if captured:
-                    self.reserved_keys.update(e.key for e in captured)
-                    self._news += m.applied(captured, now)  # type: ignore[union-attr]
+                # membership's entries (heartbeats) are news only when they say so
+                self._news += merged + (self._captured(now) if self._capturing else 0)
         return merged
 
     def _handle(self, msg: Any, conn: int, now: float, room: int) -> int:

@@ -51,6 +51,7 @@ _DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _last_life: Dict[str, int] = {}  # node id -> its latest life in this process
 
 __all__ = [
+    "Change",
     "GossipNode",
     "Member",
     "MemberEvent",
@@ -368,6 +369,67 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Change:
+    """A change to a watched key, in the order this node applied it: ``kind``
+    is ``set`` (``delete`` and ``expire`` come with tombstones, issue #11), or
+    ``lagged`` when the watcher fell behind and changes were dropped (then
+    ``value`` is how many, and ``key`` is empty)."""
+
+    key: str
+    value: Any
+    version: int
+    origin: str
+    kind: str = "set"
+
+
+class _ChangeQueue:
+    """One watcher's bounded queue. When full, a change to a key already
+    queued replaces it in place (the watcher sees the latest value); any
+    other drops the oldest queued change, counted and told as ``lagged``."""
+
+    def __init__(self, prefix: str, maxsize: int) -> None:
+        self.prefix = prefix
+        self.items: collections.OrderedDict[Any, Optional[Change]] = collections.OrderedDict()
+        self.maxsize = max(1, maxsize)
+        self.dropped = 0
+        self.closed = False
+        self._n = 0
+        self._waiter: Optional[asyncio.Future[None]] = None
+
+    def put(self, ch: Optional[Change]) -> None:
+        if self.closed:
+            return
+        if ch is not None and len(self.items) >= self.maxsize:
+            if ch.key in self.items:
+                self.items[ch.key] = ch  # coalesced: the latest value, in place
+                return
+            self.items.popitem(last=False)
+            self.dropped += 1
+        if ch is not None and ch.key in self.items:
+            # a key queued twice keeps both changes, in order
+            self._n += 1
+            self.items[(ch.key, self._n)] = ch
+        else:
+            self.items[ch.key if ch is not None else None] = ch
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def close(self) -> None:
+        self.put(None)
+        self.closed = True
+
+    async def get(self) -> Optional[Change]:
+        while not self.items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        if self.dropped:
+            n, self.dropped = self.dropped, 0
+            return Change("", n, 0, "", "lagged")
+        return self.items.popitem(last=False)[1]
+
+
 class _EventQueue:
     """A bounded queue of events for one consumer: when full, the oldest is
     dropped and counted, and the consumer is told with a ``lagged`` event."""
@@ -445,6 +507,8 @@ class GossipNode:
         self._pongs: Dict[int, asyncio.Future[float]] = {}
         self._ping_seq = 0
         self._member_queues: List[_EventQueue] = []
+        self._watchers: List[_ChangeQueue] = []
+        self._change_callbacks: List[Tuple[str, Callable[[Change], Any]]] = []
         self._member_callbacks: List[Callable[[MemberEvent], Any]] = []
 
     # -- lifecycle -----------------------------------------------------------
@@ -486,6 +550,8 @@ class GossipNode:
         await self._transport.close()
         for queue in self._member_queues:
             queue.close()
+        for watcher in self._watchers:
+            watcher.close()
         for fut in self._pongs.values():
             if not fut.done():
                 fut.set_exception(NodeError(f"node {self.node_id!r} shut down"))
@@ -547,14 +613,20 @@ class GossipNode:
         Returns the version. The write reaches the peers in the next rounds.
         """
         self._check_open()
-        return self._core.set(key, value, time.time())
+        version = self._core.set(key, value, time.time())
+        if self._core.out:  # watchers' changes: told now, not at the next round
+            self._transport.drive()
+        return version
 
     def set_with_version(self, key: str, value: Value, version: int) -> bool:
         """Write with the caller's version; True when it changed the table.
         A version more than ``2 * max_clock_skew`` ahead of this node's clock
         is refused with ValueError (peers would refuse it)."""
         self._check_open()
-        return self._core.set_with_version(key, value, version, time.time())
+        changed = self._core.set_with_version(key, value, version, time.time())
+        if self._core.out:
+            self._transport.drive()
+        return changed
 
     @property
     def _state(self) -> Any:
@@ -693,7 +765,69 @@ class GossipNode:
             except Exception:
                 _log.exception("%s: a member event callback failed", self.node_id)
 
+    # -- watching ----------------------------------------------------------------
+    async def watch(self, prefix: str = "", maxsize: int = 10_000) -> AsyncIterator[Change]:
+        """Changes to keys starting with ``prefix`` — local writes and entries
+        merged from peers — in the order this node applied them, from the
+        first iteration on (``async for ch in node.watch("svc/")``). The
+        compiled table filters by prefix before any object is made. A slow
+        consumer never slows the node: its queue holds ``maxsize`` changes;
+        when full, a change to a key already queued replaces it (coalesced),
+        and any other drops the oldest, told by a ``Change(kind="lagged")``
+        whose ``value`` is how many. Ends when the node shuts down."""
+        if self._shut_down:
+            return
+        queue = _ChangeQueue(prefix, maxsize)
+        self._core.watch(prefix)
+        self._watchers.append(queue)
+        try:
+            while True:
+                ch = await queue.get()
+                if ch is None:
+                    return
+                yield ch
+        finally:
+            if queue in self._watchers:
+                self._watchers.remove(queue)
+                self._core.unwatch(prefix)
+
+    def subscribe(self, prefix: str, callback: Callable[[Change], Any]) -> Callable[[], None]:
+        """Call ``callback(change)`` for each change to a key starting with
+        ``prefix``, in order, from the event loop (an exception it raises is
+        logged). Returns a function that unsubscribes."""
+        self._core.watch(prefix)
+        item = (prefix, callback)
+        self._change_callbacks.append(item)
+
+        def unsubscribe() -> None:
+            if item in self._change_callbacks:
+                self._change_callbacks.remove(item)
+                self._core.unwatch(prefix)
+
+        return unsubscribe
+
+    def _dispatch_changes(self, entries: List[Any]) -> None:
+        for e in entries:
+            key = e.key
+            ch: Optional[Change] = None
+            for queue in self._watchers:
+                if key.startswith(queue.prefix):
+                    if ch is None:
+                        ch = Change(key, e.value, e.version, e.origin)
+                    queue.put(ch)
+            for prefix, callback in list(self._change_callbacks):
+                if key.startswith(prefix):
+                    if ch is None:
+                        ch = Change(key, e.value, e.version, e.origin)
+                    try:
+                        callback(ch)
+                    except Exception:
+                        _log.exception("%s: a change callback failed", self.node_id)
+
     def _on_event(self, name: str, payload: Any) -> None:
+        if name == "changes":
+            self._dispatch_changes(payload)
+            return
         if name == "member":
             self._dispatch_member(payload)
             return
