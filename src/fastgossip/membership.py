@@ -55,6 +55,8 @@ MEMBER_PREFIX = "\x00m:"
 #: a statement that a member's life is dead: ``DEAD_PREFIX + node_id``, its
 #: origin as the value; written by a node with direct evidence (refusals)
 DEAD_PREFIX = "\x00d:"
+#: lateness of a round beyond this fraction of the interval counts as a stall
+STALL_SLACK = 0.1
 #: the most bytes a record (address, status, metadata as JSON) may take
 MAX_RECORD_BYTES = 2048
 
@@ -291,6 +293,7 @@ class Membership:
         self.members: Dict[str, _Member] = {}
         self._gone: Dict[str, _Member] = {}  # the dead and left among them
         self._refused: Dict[str, _Member] = {}  # those with refusals since last heard
+        self._suspected: Dict[str, _Member] = {}  # those suspect now
         self.by_addr: Dict[Address, str] = {}
         # when to look at a member's silence again; one entry per member,
         # moved on when popped early (a heartbeat does not push one)
@@ -300,6 +303,8 @@ class Membership:
         self._refuted_at = -1e18
         self._stall = 0.0  # seconds this node's rounds ran late, in all
         self._gc_at = -1e18
+        # the least time a member is suspect before silence makes it dead
+        self._min_suspicion = 3 * core.limits.gossip_interval
         self._last_tick: Optional[float] = None
         self._period = config.heartbeat_interval
         self._z_dead = _z_for(config.phi_threshold)
@@ -514,6 +519,7 @@ class Membership:
                 self._gone[node_id] = m
             else:
                 self._gone.pop(node_id, None)
+            self._suspected.pop(node_id, None)
             m.since = now
             self._heard(m, now, heartbeat=True)
             self._event("joined", m, now)
@@ -611,9 +617,15 @@ class Membership:
         return m is not None and m.status in (ALIVE, SUSPECT)
 
     def suspects(self) -> List[Address]:
-        """Addresses of members suspected on direct evidence or a statement
-        (probed every round)."""
-        return [m.addr for m in self._refused.values() if m.status == SUSPECT]
+        """Addresses of suspected members, probed every round (at most 16):
+        a frame from one clears it."""
+        out = [m.addr for m in self._refused.values() if m.status == SUSPECT]
+        for m in self._suspected.values():
+            if len(out) >= 16:
+                break
+            if not m.refusals and m.status == SUSPECT:
+                out.append(m.addr)
+        return out
 
     # -- time ----------------------------------------------------------------------
     def _due(self, m: _Member) -> float:
@@ -630,8 +642,14 @@ class Membership:
         heapq.heappush(self._heap, (self._due(m), self._seq, m.node_id))
 
     def _silence(self, m: _Member, now: float) -> float:
-        """Time since we last heard ``m``, less the time we were stalled."""
-        return max(0.0, now - m.heard - (self._stall - m.stall_at_heard))
+        """Time since we last heard ``m``, less the time we were stalled
+        (including a stall still going on: a round overdue now)."""
+        stall = self._stall - m.stall_at_heard
+        if self._last_tick is not None:
+            stall += max(
+                0.0, now - self._last_tick - self.core.limits.gossip_interval * (1 + STALL_SLACK)
+            )
+        return max(0.0, now - m.heard - stall)
 
     def phi(self, m: _Member, now: float) -> float:
         if m.detector is None or m.status == LEFT:
@@ -641,8 +659,10 @@ class Membership:
     def tick(self, now: float) -> None:
         interval = self.core.limits.gossip_interval
         if self._last_tick is not None:
-            late = now - self._last_tick - interval
-            if late > interval * 0.5:  # a round ran late: this node was stalled
+            # lateness counts in proportion (a steady slowdown of every round
+            # stretches relays as much as one long stall does), past a small slack
+            late = now - self._last_tick - interval * (1.0 + STALL_SLACK)
+            if late > 0:
                 self._stall += late
         self._last_tick = now
         period = self._period
@@ -661,7 +681,12 @@ class Membership:
             silence = self._silence(m, now)
             if m.status == ALIVE and silence >= m.detector.silence_for(self._z_suspect):
                 self._set_status(m, SUSPECT, now)
-            if m.status == SUSPECT and silence >= m.detector.silence_for(self._z_dead):
+            if (
+                m.status == SUSPECT
+                and silence >= m.detector.silence_for(self._z_dead)
+                and now - m.since >= self._min_suspicion
+            ):
+                # (suspect for a few rounds first: time for a probe's answer)
                 self._set_status(m, DEAD, now)
             if m.status in (ALIVE, SUSPECT) and not m.queued:
                 # not yet (it was heard, or we were stalled): look again then
@@ -685,6 +710,10 @@ class Membership:
             self._gone[m.node_id] = m
         else:
             self._gone.pop(m.node_id, None)
+        if status == SUSPECT:
+            self._suspected[m.node_id] = m
+        else:
+            self._suspected.pop(m.node_id, None)
         if status == DEAD:
             m.evidence = max(m.evidence, self.core.clock.now())
         if status == ALIVE:
@@ -704,6 +733,7 @@ class Membership:
         self.members.pop(m.node_id, None)
         self._gone.pop(m.node_id, None)
         self._refused.pop(m.node_id, None)
+        self._suspected.pop(m.node_id, None)
         self._release(m.addr, m.node_id)
         self._event("forgotten", m, now)
 
