@@ -56,30 +56,45 @@ async def test_watch_sees_local_and_remote_writes_in_order(implementation: str) 
     assert b._core._watched == {}  # unwatched when the iterator ended
 
 
-def test_a_full_queue_coalesces_a_key_and_drops_the_oldest_other() -> None:
+def test_the_queue_keeps_one_slot_per_key_and_drops_the_oldest_when_full() -> None:
     q = _ChangeQueue("", 3)
     for i in range(3):
         q.put(Change(f"k{i}", i, i, "o"))
-    q.put(Change("k1", 99, 9, "o"))  # full: k1 is queued, so it is replaced in place
-    assert [c.value for c in q.items.values()] == [0, 99, 2]
-    q.put(Change("k3", 3, 3, "o"))  # full: the oldest (k0) goes, counted
+    q.put(Change("k0", 99, 9, "o"))  # coalesced: the latest change, moved to the end
+    assert [(c.key, c.value) for c in q.items.values()] == [("k1", 1), ("k2", 2), ("k0", 99)]
+    q.put(Change("k3", 3, 3, "o"))  # full: the oldest (k1) goes, counted
 
     async def drain() -> List[Change]:
         return [await q.get() for _ in range(4)]  # type: ignore[misc]
 
     out = asyncio.run(drain())
     assert out[0].kind == "lagged" and out[0].value == 1
-    assert [(c.key, c.value) for c in out[1:]] == [("k1", 99), ("k2", 2), ("k3", 3)]
+    assert [(c.key, c.value) for c in out[1:]] == [("k2", 2), ("k0", 99), ("k3", 3)]
 
 
-def test_a_key_written_twice_is_queued_twice_while_there_is_room() -> None:
-    q = _ChangeQueue("", 10)
-    q.put(Change("k", 1, 1, "o"))
-    q.put(Change("k", 2, 2, "o"))
-    assert [c.value for c in q.items.values()] == [1, 2]
+def test_a_watcher_always_ends_on_the_latest_value() -> None:
+    """Found in review: a full queue coalesced into a key's first slot while
+    later slots kept older values, and the watcher ended on a stale one."""
+    q = _ChangeQueue("", 4)
+    for v in range(1, 6):
+        q.put(Change("k", v, v, "o"))
+    assert [c.value for c in q.items.values()] == [5]
+
+
+async def test_a_callback_that_writes_does_not_reorder_changes() -> None:
+    node = await GossipNode.start(NodeConfig.localhost("n", gossip_interval=FAST))
+    seen: List[str] = []
+    try:
+        node.subscribe("x/", lambda ch: ch.key == "x/a" and node.set("x/b", b"from-callback"))
+        node.subscribe("x/", lambda ch: seen.append(f"{ch.key}={ch.value!r}"))
+        node.set("x/a", b"1")
+        assert seen == ["x/a=b'1'", "x/b=b'from-callback'"]
+    finally:
+        await node.shutdown()
 
 
 async def test_a_watcher_that_never_reads_does_not_grow_without_bound() -> None:
+    """Bounded by keys: 1000 keys into a queue of 100 keep the last 100."""
     node = await GossipNode.start(NodeConfig.localhost("n", gossip_interval=FAST))
     it = node.watch("k", maxsize=100)
     first = asyncio.ensure_future(it.__anext__())

@@ -512,6 +512,8 @@ cdef class GossipState:
     cdef bint _refuse_stale
     cdef tuple _capture            # UTF-8 key prefixes whose applied entries are kept
     cdef list _captured
+    cdef bint _cap_any             # an empty prefix: every key is kept
+    cdef unsigned char _cap_first[256]  # first bytes of the prefixes (a fast no)
 
     def __cinit__(self):
         self._max_keys = -1
@@ -970,6 +972,8 @@ cdef class GossipState:
         cdef const unsigned char* k = self._arena + r.key_off
         cdef bytes prefix
         cdef Py_ssize_t n
+        if not self._cap_any and (r.key_len == 0 or not self._cap_first[k[0]]):
+            return 0
         for prefix in self._capture:
             n = PyBytes_GET_SIZE(prefix)
             if n <= r.key_len and memcmp(k, PyBytes_AS_STRING(prefix), <size_t>n) == 0:
@@ -1597,11 +1601,19 @@ cdef class GossipState:
         until ``take_captured()``. Replaces the previous prefixes; an empty
         iterable stops capturing (and drops what was kept)."""
         cdef list out = []
+        cdef bytes b
         for prefix in prefixes:
             if not isinstance(prefix, str):
                 raise TypeError(f"a capture prefix is a str, not {type(prefix).__name__}")
             out.append((<str>prefix).encode("utf-8"))
         self._capture = tuple(out)
+        memset(self._cap_first, 0, sizeof(self._cap_first))
+        self._cap_any = False
+        for b in out:
+            if len(b) == 0:
+                self._cap_any = True
+            else:
+                self._cap_first[<unsigned char>b[0]] = 1
         if not out:
             self._captured = []
 

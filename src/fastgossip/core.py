@@ -439,7 +439,7 @@ class GossipCore:
         self.state.set_capture(prefixes)
         self._capturing = bool(prefixes)
 
-    def _captured(self, now: float) -> int:
+    def _captured(self, now: float, apply_reserved: bool = True) -> int:
         """Hand what the table captured to membership and watchers; returns
         what to add to the news count for it: membership's entries (counted
         as merged) are news only when membership says so (not heartbeats)."""
@@ -454,6 +454,8 @@ class GossipCore:
         if not reserved:
             return 0
         self.reserved_keys.update(e.key for e in reserved)
+        if not apply_reserved:
+            return 0
         m = self.membership
         news = m.applied(reserved, now) if m is not None else 0
         return news - len(reserved)
@@ -479,7 +481,7 @@ class GossipCore:
             )
             return
         if self._watched:
-            self._captured(now)  # (a watcher's, if any: ours is nothing to learn from)
+            self._captured(now, apply_reserved=False)  # (watchers'; ours: nothing to learn)
         else:
             self.state.take_captured()
         self.reserved_keys.add(key)

@@ -295,6 +295,7 @@ class Membership:
         self._refused: Dict[str, _Member] = {}  # those with refusals since last heard
         self._suspected: Dict[str, _Member] = {}  # those suspect now
         self.by_addr: Dict[Address, str] = {}
+        self._at: Dict[Address, set] = {}  # address -> the node ids that advertise it
         # when to look at a member's silence again; one entry per member,
         # moved on when popped early (a heartbeat does not push one)
         self._heap: List[Tuple[float, int, str]] = []
@@ -415,7 +416,9 @@ class Membership:
             return
         if e.version <= m.version:
             return  # we hold a heartbeat newer than the statement
-        m.evidence = max(m.evidence, e.version)
+        # (a statement dated ahead counts only up to what our clock would
+        # follow: the member's refutation, from a clock that saw it, beats that)
+        m.evidence = max(m.evidence, min(e.version, self.core._skews_ahead(now, 1)))
         if m.status == ALIVE:
             self._set_status(m, SUSPECT, now)
         self._refused[m.node_id] = m  # probed every round while suspect (suspects())
@@ -453,9 +456,17 @@ class Membership:
                 m.version = e.version
             self._heard(m, now, heartbeat=True, version=e.version)
             return 0
-        if m is not None and e.origin != m.origin and _life(e.origin) < _life(m.origin):
-            # an older life than the one we know: two processes run this node
-            # id (the newest keeps it; the other's records are not taken)
+        if (
+            m is not None
+            and e.origin != m.origin
+            and _life(e.origin) < _life(m.origin)
+            and m.status in (ALIVE, SUSPECT)
+            and now - m.heard < 2 * max(m.period, self._period)
+        ):
+            # an older life than the one we know, which is alive: two processes
+            # run this node id (the newest keeps it; the other's records are
+            # not taken while it lives; a restart whose clock went back is
+            # taken once the newer life falls silent)
             self.records_refused += 1
             self.core.logs.log(
                 logging.WARNING,
@@ -509,9 +520,16 @@ class Membership:
         m.meta = MappingProxyType(meta)  # (shared by every view and event: read-only)
         m.period = period
         if m.detector is not None:
-            m.detector.period = period
+            m.detector.period = self._stated(m)
         if old_addr != addr:
-            self._release(old_addr, node_id)
+            if old_addr[1] or old_addr[0]:
+                holders = self._at.get(old_addr)
+                if holders is not None:
+                    holders.discard(node_id)
+                    if not holders:
+                        del self._at[old_addr]
+                self._release(old_addr, node_id)
+            self._at.setdefault(addr, set()).add(node_id)
             self.by_addr[addr] = node_id
         if new_life:
             m.status = LEFT if status == LEFT else ALIVE
@@ -541,13 +559,24 @@ class Membership:
             self._release(addr, node_id)
         return 1
 
+    def _stated(self, m: _Member) -> float:
+        """The period ``m``'s record states, taken up to 4 times what our own
+        member count gives (a record cannot make a member immune to silence)."""
+        return min(m.period, 4 * self._period)
+
     def _release(self, addr: Address, node_id: str) -> None:
         """``node_id`` no longer needs ``addr`` (it moved, died, left or was
         forgotten): stop gossiping with the address unless another live
         member advertises it too."""
-        for other in self.members.values():
-            if other.node_id != node_id and other.addr == addr and other.status in (ALIVE, SUSPECT):
-                self.by_addr[addr] = other.node_id
+        for other_id in self._at.get(addr, ()):
+            other = self.members.get(other_id)
+            if (
+                other is not None
+                and other_id != node_id
+                and other.addr == addr
+                and other.status in (ALIVE, SUSPECT)
+            ):
+                self.by_addr[addr] = other_id
                 return
         if self.by_addr.get(addr) == node_id:
             del self.by_addr[addr]
@@ -572,8 +601,9 @@ class Membership:
             if m.detector is None:
                 cfg = self.config
                 m.detector = PhiDetector(
-                    now, self.heartbeat_period(), cfg.acceptable_pause, cfg.min_std
+                    now, self._stated(m) or self._period, cfg.acceptable_pause, cfg.min_std
                 )
+                m.detector.period = self._stated(m)
             else:
                 m.detector.arrived(now)
         if now > m.heard:
@@ -590,21 +620,23 @@ class Membership:
         m = self.members.get(node_id) if node_id is not None else None
         if m is None or m.status in (DEAD, LEFT) or not refused:
             return
-        if m.refusals and now - m.refused_at >= self.core.limits.gossip_interval:
-            m.refusals += 1
-        elif not m.refusals:
+        if not m.refusals:
             m.refusals = 1
-        m.refused_at = now
+            m.refused_at = now  # (the first refusal: the next counts an interval after it)
+        elif now - m.refused_at >= self.core.limits.gossip_interval:
+            m.refusals += 1
         m.evidence = max(m.evidence, self.core.clock.now())
         self._refused[m.node_id] = m
-        if m.refusals >= 2:
+        stated = self.core.state.get_entry(DEAD_PREFIX + m.node_id)
+        own = m.origin.encode("utf-8")
+        # a statement about this life newer than its newest heartbeat we hold
+        standing = stated is not None and stated.value == own and stated.version > m.version
+        if m.refusals >= 2 or standing:
+            # two refusals of our own, or one that confirms a statement
             self._set_status(m, DEAD, now)
-            # direct evidence: tell the cluster, unless the table says so
-            # already (a node that only hears silence does not: silence is
-            # everyone's to judge)
-            stated = self.core.state.get_entry(DEAD_PREFIX + m.node_id)
-            own = m.origin.encode("utf-8")
-            if stated is None or stated.value != own:
+            if not standing:
+                # direct evidence: tell the cluster (a node that only hears
+                # silence does not: silence is everyone's to judge)
                 self.core._set_reserved(DEAD_PREFIX + m.node_id, own, now, True)
         elif m.status == ALIVE:
             self._set_status(m, SUSPECT, now)
@@ -667,6 +699,10 @@ class Membership:
         self._last_tick = now
         period = self._period
         self._update_period()
+        if self._period != period:
+            for each in self.members.values():
+                if each.detector is not None:
+                    each.detector.period = self._stated(each)
         if not self.left and (now - self._beat_at >= self._period or self._period != period):
             self.beat(now)  # (a new period is told at once: others judge by it)
         heap = self._heap
@@ -734,6 +770,11 @@ class Membership:
         self._gone.pop(m.node_id, None)
         self._refused.pop(m.node_id, None)
         self._suspected.pop(m.node_id, None)
+        holders = self._at.get(m.addr)
+        if holders is not None:
+            holders.discard(m.node_id)
+            if not holders:
+                del self._at[m.addr]
         self._release(m.addr, m.node_id)
         self._event("forgotten", m, now)
 

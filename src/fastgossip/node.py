@@ -384,34 +384,33 @@ class Change:
 
 
 class _ChangeQueue:
-    """One watcher's bounded queue. When full, a change to a key already
-    queued replaces it in place (the watcher sees the latest value); any
-    other drops the oldest queued change, counted and told as ``lagged``."""
+    """One watcher's bounded queue: one slot per key. A key changed again
+    before the watcher read it is delivered once, with its latest change, at
+    its latest position (so memory is bounded by ``maxsize`` keys, and the
+    watcher always ends on the table's value). When ``maxsize`` keys are
+    queued, a change to another key drops the oldest, counted and told as
+    ``lagged``."""
 
     def __init__(self, prefix: str, maxsize: int) -> None:
         self.prefix = prefix
-        self.items: collections.OrderedDict[Any, Optional[Change]] = collections.OrderedDict()
+        self.items: collections.OrderedDict[Optional[str], Optional[Change]] = (
+            collections.OrderedDict()
+        )
         self.maxsize = max(1, maxsize)
         self.dropped = 0
         self.closed = False
-        self._n = 0
         self._waiter: Optional[asyncio.Future[None]] = None
 
     def put(self, ch: Optional[Change]) -> None:
         if self.closed:
             return
-        if ch is not None and len(self.items) >= self.maxsize:
-            if ch.key in self.items:
-                self.items[ch.key] = ch  # coalesced: the latest value, in place
-                return
+        key = ch.key if ch is not None else None
+        if key in self.items:
+            del self.items[key]  # coalesced: the latest change, at its latest position
+        elif ch is not None and len(self.items) >= self.maxsize:
             self.items.popitem(last=False)
             self.dropped += 1
-        if ch is not None and ch.key in self.items:
-            # a key queued twice keeps both changes, in order
-            self._n += 1
-            self.items[(ch.key, self._n)] = ch
-        else:
-            self.items[ch.key if ch is not None else None] = ch
+        self.items[key] = ch
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -508,6 +507,8 @@ class GossipNode:
         self._ping_seq = 0
         self._member_queues: List[_EventQueue] = []
         self._watchers: List[_ChangeQueue] = []
+        self._pending: Deque[Tuple[str, Any]] = collections.deque()
+        self._dispatching = False
         self._change_callbacks: List[Tuple[str, Callable[[Change], Any]]] = []
         self._member_callbacks: List[Callable[[MemberEvent], Any]] = []
 
@@ -825,11 +826,22 @@ class GossipNode:
                         _log.exception("%s: a change callback failed", self.node_id)
 
     def _on_event(self, name: str, payload: Any) -> None:
-        if name == "changes":
-            self._dispatch_changes(payload)
-            return
-        if name == "member":
-            self._dispatch_member(payload)
+        if name in ("changes", "member"):
+            # one at a time, in order: a callback that writes (and so drives
+            # the transport) queues its own changes behind the ones being told
+            self._pending.append((name, payload))
+            if self._dispatching:
+                return
+            self._dispatching = True
+            try:
+                while self._pending:
+                    kind, item = self._pending.popleft()
+                    if kind == "changes":
+                        self._dispatch_changes(item)
+                    else:
+                        self._dispatch_member(item)
+            finally:
+                self._dispatching = False
             return
         if name == "pong":
             seq, _at = payload
