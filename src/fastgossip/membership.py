@@ -304,6 +304,7 @@ class Membership:
         self._refuted_at = -1e18
         self._stall = 0.0  # seconds this node's rounds ran late, in all
         self._gc_at = -1e18
+        self._jitter = 1.0
         # the least time a member is suspect before silence makes it dead
         self._min_suspicion = 3 * core.limits.gossip_interval
         self._last_tick: Optional[float] = None
@@ -703,8 +704,14 @@ class Membership:
             for each in self.members.values():
                 if each.detector is not None:
                     each.detector.period = self._stated(each)
-        if not self.left and (now - self._beat_at >= self._period or self._period != period):
-            self.beat(now)  # (a new period is told at once: others judge by it)
+        if not self.left and (
+            now - self._beat_at >= self._period * self._jitter or self._period != period
+        ):
+            # (a new period is told at once: others judge by it; the next beat
+            # is 0.9-1.1 periods away, so that nodes started together drift
+            # apart instead of beating in the same round forever)
+            self._jitter = 0.9 + self.core.rng.below(201) / 1000.0
+            self.beat(now)
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, node_id = heapq.heappop(heap)
