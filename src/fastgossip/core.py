@@ -135,7 +135,7 @@ class CoreLimits:
     #: with membership, quiet rounds ask these few stable peers in turn, one
     #: replaced about every neighbour_turnover rounds (see GossipCore._quiet_pick)
     quiet_neighbours: int = 3
-    neighbour_turnover: int = 100
+    neighbour_turnover: int = 500
 
 
 @dataclass

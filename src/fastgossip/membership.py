@@ -143,7 +143,7 @@ class MembershipConfig:
     seeds: Tuple[Address, ...] = ()
     cluster_id: Optional[str] = None
     heartbeat_interval: float = 0.5
-    heartbeat_budget: float = 25.0
+    heartbeat_budget: float = 10.0
     phi_threshold: float = 8.0
     acceptable_pause: float = 0.5
     min_std: float = 0.25
