@@ -353,3 +353,27 @@ def test_a_forged_left_is_refuted_by_the_member() -> None:
     _stranger_batch(sim, 1, [(MEMBER_PREFIX + "n5", forged, v, origin, v)])
     sim.run(40.0)
     assert all(sim.members(i)["n5"] == "alive" for i in range(8) if i != 5)
+
+
+def test_a_joiner_learns_ten_thousand_members_from_one_seed_within_a_round() -> None:
+    """The 10,000-member join, short of simulating 10,000 nodes (memory grows
+    as N^2 there): a seed holding 10,000 members' records and 1,000 keys
+    hands a joiner all of them in its first exchange."""
+    sim = cluster(2, seed=4)
+    sim.at(0.0, sim._crash, 1)
+    sim.run(1.0)
+    seed_state = sim.core(0).state
+    stamp = _version_at(sim, 0, 0.0)
+    for i in range(10_000):
+        record = b'{"a":"sim:0","p":128.0,"s":"alive"}'
+        seed_state.set(f"\x00m:m{i}", record, stamp + i, f"m{i}#1", stamp + i)
+    for i in range(1000):
+        sim.write(0, f"k{i}", i, at=1.0)
+    sim.run(2.0)
+    sim.at(2.0, sim._restart, 1, False)
+    for rounds in range(1, 4):
+        sim.run(2.0 + rounds * 0.2)
+        if len(sim.members(1)) >= 10_001 and len(sim.table(1)) == 1000:
+            break
+    assert len(sim.members(1)) >= 10_001 and len(sim.table(1)) == 1000
+    assert rounds <= 2, rounds
