@@ -377,3 +377,34 @@ def test_a_joiner_learns_ten_thousand_members_from_one_seed_within_a_round() -> 
             break
     assert len(sim.members(1)) >= 10_001 and len(sim.table(1)) == 1000
     assert rounds <= 2, rounds
+
+
+def test_a_member_restarted_at_its_address_is_found_by_refusals_again() -> None:
+    """Found in review: a new life at the old address was not mapped back to
+    the address, so its second crash was found by silence only (2.5 s)."""
+    sim = cluster(12)
+    sim.run(5.0)
+    sim.at(5.0, sim._crash, 3)
+    sim.at(8.0, sim._restart, 3, False)
+    sim.run(15.0)
+    assert all(sim.core(i).membership.by_addr.get(("sim", 3)) == "n3" for i in range(12) if i != 3)
+    sim.at(15.0, sim._crash, 3)
+    sim.run(20.0)
+    dead = verdicts(sim, "n3", "dead", after=15.0)
+    delays = sorted(t - 15.0 for t in dead.values())
+    assert len(delays) == 11 and delays[len(delays) // 2] <= 1.0, delays
+
+
+def test_a_malformed_record_does_not_cut_off_the_rest_of_its_batch() -> None:
+    from fastgossip.membership import MEMBER_PREFIX
+
+    sim = cluster(3)
+    sim.run(3.0)
+    v = _version_at(sim, 1, 0.0)
+    bad = [
+        (MEMBER_PREFIX + "x", b'{"a":5,"s":"alive"}', v, "x#1", v),
+        (MEMBER_PREFIX + "z", b'{"a":"sim:2","s":"alive","p":1' + b"0" * 400 + b"}", v, "z#1", v),
+        (MEMBER_PREFIX + "y", b'{"a":"sim:1","p":0.5,"s":"alive"}', v, "y#1", v),
+    ]
+    _stranger_batch(sim, 1, bad)
+    assert "y" in sim.members(1) and "x" not in sim.members(1) and "z" not in sim.members(1)

@@ -192,6 +192,39 @@ def test_trace_does_not_depend_on_the_process_hash_seeds(implementation: str) ->
     assert len(hashes) == 1, hashes
 
 
+_MEMBER_HASH_SCRIPT = """
+from fastgossip.sim import NetworkModel, Partition, Simulation
+sim = Simulation(20, seed=5, membership=True, network=NetworkModel(loss=0.05), trace=True)
+sim.at(3.0, sim._crash, 4)
+sim.at(5.0, sim._restart, 4, False)
+sim.partition(Partition(((7,),), 6.0, 9.0))
+sim.leave(9, at=10.0)
+sim.run(12.0)
+print(sim.trace_hash(), len(sim.member_events))
+"""
+
+
+@IMPLS
+def test_a_membership_trace_does_not_depend_on_the_process_hash_seeds(implementation: str) -> None:
+    """The same with membership (found in review: suspects probed in set order)."""
+    outs = set()
+    for hash_seed in ("1", "2", "3"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        if implementation == "python":
+            env["FASTGOSSIP_NO_EXTENSIONS"] = "1"
+        else:
+            env.pop("FASTGOSSIP_NO_EXTENSIONS", None)
+        out = subprocess.run(
+            [sys.executable, "-c", _MEMBER_HASH_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outs.add(out.stdout.strip())
+    assert len(outs) == 1, outs
+
+
 @IMPLS
 def test_a_partition_holds_a_write_back_until_it_ends(implementation: str) -> None:
     sim = Simulation(6, seed=2, implementation=implementation)

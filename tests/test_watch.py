@@ -111,3 +111,22 @@ async def test_a_watcher_that_never_reads_does_not_grow_without_bound() -> None:
     finally:
         await node.shutdown()
         await it.aclose()
+
+
+async def test_a_prefix_that_is_not_utf8_is_refused_and_leaves_nothing_behind(
+    implementation: str,
+) -> None:
+    import pytest
+
+    node = await GossipNode.start(
+        NodeConfig.localhost("n", gossip_interval=FAST, implementation=implementation)
+    )
+    try:
+        with pytest.raises(ValueError):
+            node._core.watch("\ud800")  # a lone surrogate: no UTF-8 for it
+        assert node._core._watched == {}
+        unsubscribe = node.subscribe("ok/", lambda ch: None)  # still works
+        unsubscribe()
+        assert node._core._watched == {}
+    finally:
+        await node.shutdown()

@@ -265,7 +265,9 @@ class GossipCore:
         self.membership: Optional[Membership] = None
         self._static: set = set()  # peers added by add_peer (kept whatever membership says)
         self._seeds: Tuple[Address, ...] = ()
-        self._verify: set = set()  # members whose link their end closed: redial them
+        # members to probe next round (their link closed by their end, or
+        # suspected): a dict, so that the order is the same in every process
+        self._verify: Dict[Address, None] = {}
         self._neighbours: List[_Peer] = []  # see _quiet_pick
         self._turn = 0
         self._tag = cluster_tag(None)
@@ -385,7 +387,7 @@ class GossipCore:
                 p.awaiting_since = 0.0
                 m = self.membership
                 if by_peer and m is not None and m.wants_probe(c.peer):
-                    self._verify.add(c.peer)  # is it still there? redialled next round
+                    self._verify[c.peer] = None  # is it still there? redialled next round
 
     def dial_failed(self, addr: Address, now: float, refused: bool) -> None:
         """A dial to ``addr`` failed: ``refused`` when nothing listens there (a
@@ -421,6 +423,7 @@ class GossipCore:
             raise TypeError(f"a prefix is a str, not {type(prefix).__name__}")
         if prefix.startswith(RESERVED_PREFIX):
             raise ValueError(f"keys starting with {RESERVED_PREFIX!r} are the cluster's own")
+        prefix.encode("utf-8")  # (UnicodeEncodeError, a ValueError, before anything is counted)
         self._watched[prefix] = self._watched.get(prefix, 0) + 1
         self._set_capture()
 
@@ -493,7 +496,7 @@ class GossipCore:
         if on:
             self._add_peer(addr)
             return
-        self._verify.discard(addr)
+        self._verify.pop(addr, None)
         if addr in self._static or (addr in self._seeds and not self._joined()):
             return
         if addr in self._peers:
@@ -722,7 +725,7 @@ class GossipCore:
                 if addr not in self._linked:
                     self.out.append((ASK, addr, None))  # (re)join: dial every seed
         probe = self._verify
-        probe.update(m.suspects())
+        probe.update(dict.fromkeys(m.suspects()))
         if probe:
             for addr in probe:
                 p = self._peers.get(addr)

@@ -295,7 +295,8 @@ class Membership:
         self._refused: Dict[str, _Member] = {}  # those with refusals since last heard
         self._suspected: Dict[str, _Member] = {}  # those suspect now
         self.by_addr: Dict[Address, str] = {}
-        self._at: Dict[Address, set] = {}  # address -> the node ids that advertise it
+        # address -> the node ids that advertise it (dicts: ordered alike everywhere)
+        self._at: Dict[Address, Dict[str, None]] = {}
         # when to look at a member's silence again; one entry per member,
         # moved on when popped early (a heartbeat does not push one)
         self._heap: List[Tuple[float, int, str]] = []
@@ -382,20 +383,26 @@ class Membership:
         returns how many were news (not a mere heartbeat) for the round's fanout."""
         news = 0
         for e in entries:
-            key = e.key
-            if key.startswith(DEAD_PREFIX):
-                news += 1
-                self._statement(key[len(DEAD_PREFIX) :], e, now)
-                continue
-            if not key.startswith(MEMBER_PREFIX):
-                continue
-            node_id = key[len(MEMBER_PREFIX) :]
-            if node_id == self.node_id:
-                if e.origin != self.origin:
-                    self._refute(e, now)
-                continue
-            news += self._record(node_id, e, now)
+            try:
+                news += self._apply_one(e, now)
+            except Exception:  # one bad entry must not cut off the rest of the batch
+                self.records_refused += 1
+                log.exception("%s: membership could not take %r", self.node_id, e.key)
         return news
+
+    def _apply_one(self, e: Any, now: float) -> int:
+        key = e.key
+        if key.startswith(DEAD_PREFIX):
+            self._statement(key[len(DEAD_PREFIX) :], e, now)
+            return 1
+        if not key.startswith(MEMBER_PREFIX):
+            return 0
+        node_id = key[len(MEMBER_PREFIX) :]
+        if node_id == self.node_id:
+            if e.origin != self.origin:
+                self._refute(e, now)
+            return 0
+        return self._record(node_id, e, now)
 
     def _statement(self, node_id: str, e: Any, now: float) -> None:
         """Some node stated that ``node_id``'s life (the value) is dead. When it
@@ -496,6 +503,8 @@ class Membership:
             if len(value) > MAX_RECORD_BYTES:
                 raise ValueError("record too large")
             body = json.loads(value)
+            if not isinstance(body, dict) or not isinstance(body.get("a"), str):
+                raise ValueError("not a record")
             addr = _parse_address(body["a"])
             status = body["s"]
             meta = body.get("m", {})
@@ -505,7 +514,7 @@ class Membership:
             if not 0.0 <= period <= 86400.0:
                 raise ValueError("bad period")
             self._check_meta(meta)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             self.records_refused += 1
             return 0
         new_life = m is None or e.origin != m.origin
@@ -526,11 +535,11 @@ class Membership:
             if old_addr[1] or old_addr[0]:
                 holders = self._at.get(old_addr)
                 if holders is not None:
-                    holders.discard(node_id)
+                    holders.pop(node_id, None)
                     if not holders:
                         del self._at[old_addr]
                 self._release(old_addr, node_id)
-            self._at.setdefault(addr, set()).add(node_id)
+            self._at.setdefault(addr, {})[node_id] = None
             self.by_addr[addr] = node_id
         if new_life:
             m.status = LEFT if status == LEFT else ALIVE
@@ -555,6 +564,10 @@ class Membership:
         else:
             self._heard(m, now, heartbeat=True, version=e.version)
         if m.status in (ALIVE, SUSPECT):
+            holder = self.members.get(self.by_addr.get(addr, ""))
+            if holder is None or holder is m or holder.status not in (ALIVE, SUSPECT):
+                self.by_addr[addr] = node_id  # (a new life at the old address, say)
+            self._at.setdefault(addr, {})[node_id] = None
             self.core._member_peer(addr, True)
         else:
             self._release(addr, node_id)
@@ -708,9 +721,10 @@ class Membership:
             now - self._beat_at >= self._period * self._jitter or self._period != period
         ):
             # (a new period is told at once: others judge by it; the next beat
-            # is 0.9-1.1 periods away, so that nodes started together drift
-            # apart instead of beating in the same round forever)
-            self._jitter = 0.9 + self.core.rng.below(201) / 1000.0
+            # is 0.75-1.25 periods away, so that nodes started together drift
+            # apart instead of beating in the same round forever; +-25 %, so
+            # that at 2.5 rounds a period it lands on different rounds)
+            self._jitter = 0.75 + self.core.rng.below(501) / 1000.0
             self.beat(now)
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -779,7 +793,7 @@ class Membership:
         self._suspected.pop(m.node_id, None)
         holders = self._at.get(m.addr)
         if holders is not None:
-            holders.discard(m.node_id)
+            holders.pop(m.node_id, None)
             if not holders:
                 del self._at[m.addr]
         self._release(m.addr, m.node_id)
