@@ -42,7 +42,6 @@ import asyncio
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,16 +51,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 if __package__ in (None, ""):  # run as a script: bench/ is importable from the repo root
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench._meta import ROOT  # noqa: E402
+from bench.idle import stop_all  # noqa: E402 (SIGTERM, then SIGKILL after STOP_GRACE)
 from fastgossip import GossipNode, NodeConfig  # noqa: E402
 from fastgossip.membership import MemberEvent  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "bench", "results", "members_hog.json")
 
 JOIN_TIMEOUT = 120.0  # every node lists every other node alive
 SHUTDOWN_TIMEOUT = 30.0  # all nodes shut down
 HOG_MARGIN = 120.0  # a hog stops by itself this long after the run should have ended
-STOP_GRACE = 5.0  # SIGTERM, then SIGKILL
 LAG_WINDOW = 5.0  # seconds of loop lag reported before a verdict
 MAX_DETAILS = 200  # verdict details kept per kind (all are counted)
 MAX_EVENTS = 5000  # run-phase events kept in the JSON (all are counted)
@@ -92,29 +91,9 @@ def start_hogs(count: int, lifetime: float) -> List[subprocess.Popen]:
                 )
             )
     except BaseException:
-        stop_hogs(procs)
+        stop_all(procs)
         raise
     return procs
-
-
-def stop_hogs(procs: Sequence[subprocess.Popen]) -> None:
-    """SIGTERM each hog, SIGKILL those still there after STOP_GRACE, reap all."""
-    for p in procs:
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + STOP_GRACE
-    for p in procs:
-        try:
-            p.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            try:
-                p.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:  # pragma: no cover - unkillable
-                pass
 
 
 def proc_cpu_s(pid: int) -> Optional[float]:
@@ -418,7 +397,7 @@ async def _run(
         return result
     finally:
         lag.stop()
-        stop_hogs(hogs)
+        stop_all(hogs)
         await _shutdown_all(nodes)
         result["wall_s"] = round(time.monotonic() - wall0, 2)
 
@@ -450,7 +429,7 @@ def run_once(
             )
         )
     finally:  # (also on Ctrl-C: asyncio.run cancels the run, then this runs)
-        stop_hogs(procs)
+        stop_all(procs)
 
 
 # -- the whole benchmark ---------------------------------------------------------
