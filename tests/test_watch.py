@@ -130,3 +130,20 @@ async def test_a_prefix_that_is_not_utf8_is_refused_and_leaves_nothing_behind(
         assert node._core._watched == {}
     finally:
         await node.shutdown()
+
+
+def test_member_events_are_all_kept_in_order_and_the_oldest_dropped_when_full() -> None:
+    from fastgossip import Member, MemberEvent
+    from fastgossip.node import _EventQueue
+
+    q = _EventQueue(2)
+    m = Member("a", ("h", 1), "alive", {}, 0.0, 0.0)
+    for kind in ("joined", "suspect", "alive"):
+        q.put(MemberEvent(kind, m, 0.0))  # the same member: no coalescing
+
+    async def drain() -> list:
+        return [await q.get() for _ in range(3)]
+
+    out = asyncio.run(drain())
+    assert out[0].kind == "lagged" and out[0].member.meta == {"dropped": "1"}
+    assert [e.kind for e in out[1:]] == ["suspect", "alive"]

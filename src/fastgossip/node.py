@@ -25,11 +25,13 @@ from typing import (
     Deque,
     Dict,
     FrozenSet,
+    Generic,
     List,
     Mapping,
     Optional,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
 )
 
@@ -46,6 +48,7 @@ Address = Tuple[str, int]
 Value = Union[int, bytes]
 
 _log = logging.getLogger("fastgossip")
+_T = TypeVar("_T")
 
 _DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _last_life: Dict[str, int] = {}  # node id -> its latest life in this process
@@ -383,34 +386,37 @@ class Change:
     kind: str = "set"
 
 
-class _ChangeQueue:
-    """One watcher's bounded queue: one slot per key. A key changed again
-    before the watcher read it is delivered once, with its latest change, at
-    its latest position (so memory is bounded by ``maxsize`` keys, and the
-    watcher always ends on the table's value). When ``maxsize`` keys are
-    queued, a change to another key drops the oldest, counted and told as
-    ``lagged``."""
+class _Feed(Generic[_T]):
+    """One consumer's bounded queue of events, with a slot per key (``_key``).
+    An item whose key is queued replaces it, at the latest position; when
+    ``maxsize`` items are queued, another drops the oldest, counted and told
+    by the item ``_lagged`` makes. ``close()`` queues the end (None)."""
 
-    def __init__(self, prefix: str, maxsize: int) -> None:
-        self.prefix = prefix
-        self.items: collections.OrderedDict[Optional[str], Optional[Change]] = (
-            collections.OrderedDict()
-        )
+    def __init__(self, maxsize: int) -> None:
+        self.items: collections.OrderedDict[Any, Optional[_T]] = collections.OrderedDict()
         self.maxsize = max(1, maxsize)
         self.dropped = 0
         self.closed = False
+        self._n = 0
         self._waiter: Optional[asyncio.Future[None]] = None
 
-    def put(self, ch: Optional[Change]) -> None:
+    def _key(self, item: _T) -> Any:
+        self._n += 1  # (by default items never share a slot)
+        return self._n
+
+    def _lagged(self, dropped: int, head: Optional[_T]) -> _T:
+        raise NotImplementedError
+
+    def put(self, item: Optional[_T]) -> None:
         if self.closed:
             return
-        key = ch.key if ch is not None else None
+        key = None if item is None else self._key(item)
         if key in self.items:
-            del self.items[key]  # coalesced: the latest change, at its latest position
-        elif ch is not None and len(self.items) >= self.maxsize:
+            del self.items[key]  # coalesced: the latest item, at its latest position
+        elif item is not None and len(self.items) >= self.maxsize:
             self.items.popitem(last=False)
             self.dropped += 1
-        self.items[key] = ch
+        self.items[key] = item
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -419,54 +425,42 @@ class _ChangeQueue:
         self.put(None)
         self.closed = True
 
-    async def get(self) -> Optional[Change]:
+    async def get(self) -> Optional[_T]:
         while not self.items:
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
         if self.dropped:
             n, self.dropped = self.dropped, 0
-            return Change("", n, 0, "", "lagged")
+            return self._lagged(n, next(iter(self.items.values())))
         return self.items.popitem(last=False)[1]
 
 
-class _EventQueue:
-    """A bounded queue of events for one consumer: when full, the oldest is
-    dropped and counted, and the consumer is told with a ``lagged`` event."""
+class _ChangeQueue(_Feed[Change]):
+    """One watcher's queue: one slot per key. A key changed again before the
+    watcher read it is delivered once, with its latest change, at its latest
+    position (so memory is bounded by ``maxsize`` keys, and the watcher always
+    ends on the table's value); the lagged item is ``Change(kind="lagged")``."""
 
-    def __init__(self, maxsize: int) -> None:
-        self.items: Deque[Optional[MemberEvent]] = collections.deque()
-        self.maxsize = max(1, maxsize)
-        self.dropped = 0
-        self.closed = False
-        self._waiter: Optional[asyncio.Future[None]] = None
+    def __init__(self, prefix: str, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.prefix = prefix
 
-    def put(self, ev: Optional[MemberEvent]) -> None:
-        if self.closed:
-            return
-        if ev is not None and len(self.items) >= self.maxsize:
-            self.items.popleft()
-            self.dropped += 1
-        self.items.append(ev)
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+    def _key(self, item: Change) -> Any:
+        return item.key
 
-    def close(self) -> None:
-        self.put(None)
-        self.closed = True
+    def _lagged(self, dropped: int, head: Optional[Change]) -> Change:
+        return Change("", dropped, 0, "", "lagged")
 
-    async def get(self) -> Optional[MemberEvent]:
-        while not self.items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        if self.dropped:
-            n, self.dropped = self.dropped, 0
-            head = self.items[0]
-            member = head.member if head is not None else Member("", ("", 0), "", {}, 0.0, 0.0)
-            return MemberEvent(
-                "lagged", dataclasses.replace(member, meta={"dropped": str(n)}), time.time()
-            )
-        return self.items.popleft()
+
+class _EventQueue(_Feed[MemberEvent]):
+    """A consumer's member events, every one kept in order (no coalescing);
+    the lagged item is ``MemberEvent("lagged", ...)`` with ``meta["dropped"]``."""
+
+    def _lagged(self, dropped: int, head: Optional[MemberEvent]) -> MemberEvent:
+        member = head.member if head is not None else Member("", ("", 0), "", {}, 0.0, 0.0)
+        return MemberEvent(
+            "lagged", dataclasses.replace(member, meta={"dropped": str(dropped)}), time.time()
+        )
 
 
 class GossipNode:
