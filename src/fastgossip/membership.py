@@ -247,6 +247,7 @@ class _Member:
         "refusals",
         "refused_at",
         "evidence",
+        "direct",
         "queued",
         "period",
     )
@@ -269,6 +270,7 @@ class _Member:
         # clock's at a refusal or verdict): a heartbeat of a version not above
         # it (one still travelling when it died) does not undo it
         self.evidence = 0
+        self.direct = False  # suspected on direct evidence (refusals, a statement)
         self.period = 0.0  # the heartbeat period its record states
         self.queued = False  # it has an entry in the deadline heap
 
@@ -292,7 +294,6 @@ class Membership:
         self.left = False
         self.members: Dict[str, _Member] = {}
         self._gone: Dict[str, _Member] = {}  # the dead and left among them
-        self._refused: Dict[str, _Member] = {}  # those with refusals since last heard
         self._suspected: Dict[str, _Member] = {}  # those suspect now
         self.by_addr: Dict[Address, str] = {}
         # address -> the node ids that advertise it (dicts: ordered alike everywhere)
@@ -429,7 +430,7 @@ class Membership:
         m.evidence = max(m.evidence, min(e.version, self.core._skews_ahead(now, 1)))
         if m.status == ALIVE:
             self._set_status(m, SUSPECT, now)
-        self._refused[m.node_id] = m  # probed every round while suspect (suspects())
+        m.direct = True  # probed first every round while suspect (suspects())
 
     def _refute(self, e: Any, now: float) -> None:
         """Someone wrote our record (a marker, or another process with our
@@ -524,7 +525,7 @@ class Membership:
             m.detector = None
             m.refusals = 0
             m.evidence = 0
-            self._refused.pop(m.node_id, None)
+            m.direct = False
         old_addr = m.addr
         m.origin, m.addr, m.value, m.version = e.origin, addr, value, e.version
         m.meta = MappingProxyType(meta)  # (shared by every view and event: read-only)
@@ -533,11 +534,7 @@ class Membership:
             m.detector.period = self._stated(m)
         if old_addr != addr:
             if old_addr[1] or old_addr[0]:
-                holders = self._at.get(old_addr)
-                if holders is not None:
-                    holders.pop(node_id, None)
-                    if not holders:
-                        del self._at[old_addr]
+                self._unadvertise(old_addr, node_id)
                 self._release(old_addr, node_id)
             self._at.setdefault(addr, {})[node_id] = None
             self.by_addr[addr] = node_id
@@ -577,6 +574,14 @@ class Membership:
         """The period ``m``'s record states, taken up to 4 times what our own
         member count gives (a record cannot make a member immune to silence)."""
         return min(m.period, 4 * self._period)
+
+    def _unadvertise(self, addr: Address, node_id: str) -> None:
+        """``node_id`` no longer advertises ``addr`` (the address index)."""
+        holders = self._at.get(addr)
+        if holders is not None:
+            holders.pop(node_id, None)
+            if not holders:
+                del self._at[addr]
 
     def _release(self, addr: Address, node_id: str) -> None:
         """``node_id`` no longer needs ``addr`` (it moved, died, left or was
@@ -624,7 +629,7 @@ class Membership:
             m.heard = now
             m.stall_at_heard = self._stall
         m.refusals = 0
-        self._refused.pop(m.node_id, None)
+        m.direct = False
         if m.status in (SUSPECT, DEAD):
             self._set_status(m, ALIVE, now)
         self._schedule(m, now)
@@ -640,7 +645,7 @@ class Membership:
         elif now - m.refused_at >= self.core.limits.gossip_interval:
             m.refusals += 1
         m.evidence = max(m.evidence, self.core.clock.now())
-        self._refused[m.node_id] = m
+        m.direct = True
         stated = self.core.state.get_entry(DEAD_PREFIX + m.node_id)
         own = m.origin.encode("utf-8")
         # a statement about this life newer than its newest heartbeat we hold
@@ -665,11 +670,13 @@ class Membership:
     def suspects(self) -> List[Address]:
         """Addresses of suspected members, probed every round (at most 16):
         a frame from one clears it."""
-        out = [m.addr for m in self._refused.values() if m.status == SUSPECT]
+        # those suspected on direct evidence (refusals, a statement) all, and
+        # first; then those suspected on silence
+        out = [m.addr for m in self._suspected.values() if m.direct]
         for m in self._suspected.values():
             if len(out) >= 16:
                 break
-            if not m.refusals and m.status == SUSPECT:
+            if not m.direct:
                 out.append(m.addr)
         return out
 
@@ -789,13 +796,8 @@ class Membership:
             self.core._set_reserved(MEMBER_PREFIX + m.node_id, b"", now)
         self.members.pop(m.node_id, None)
         self._gone.pop(m.node_id, None)
-        self._refused.pop(m.node_id, None)
         self._suspected.pop(m.node_id, None)
-        holders = self._at.get(m.addr)
-        if holders is not None:
-            holders.pop(m.node_id, None)
-            if not holders:
-                del self._at[m.addr]
+        self._unadvertise(m.addr, m.node_id)
         self._release(m.addr, m.node_id)
         self._event("forgotten", m, now)
 
