@@ -346,6 +346,10 @@ class GossipCore:
 
     def remove_peer(self, addr: Address) -> bool:
         self._static.discard(addr)
+        return self._drop_peer(addr)
+
+    def _drop_peer(self, addr: Address) -> bool:
+        """Stop gossiping with ``addr`` and close our link to it."""
         peer = self._peers.pop(addr, None)
         if peer is None:
             return False
@@ -499,12 +503,7 @@ class GossipCore:
         self._verify.pop(addr, None)
         if addr in self._static or (addr in self._seeds and not self._joined()):
             return
-        if addr in self._peers:
-            peer = self._peers.pop(addr)
-            self._peer_list = None
-            self._linked.pop(addr, None)
-            if peer.conn is not None:
-                self.out.append((CLOSE, peer.conn, None))
+        if self._drop_peer(addr):
             self.out.append((EVENT, "unpeer", addr))
 
     def _joined(self) -> bool:
@@ -595,12 +594,7 @@ class GossipCore:
         )
         self.out.append((CLOSE, conn, None))
         c.greeted = False
-        self._conns.pop(conn, None)
-        if c.peer is not None:
-            p = self._peers.get(c.peer)
-            if p is not None and p.conn == conn:
-                p.conn = None
-                self._linked.pop(c.peer, None)
+        self.closed(conn, now)  # forgotten now: nothing more is read from it
 
     # -- local writes ----------------------------------------------------------
     def check_storable(self, key: str, value: Value, origin: str) -> None:
