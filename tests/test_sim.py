@@ -174,22 +174,24 @@ print(sim.trace_hash())
 def test_trace_does_not_depend_on_the_process_hash_seeds(implementation: str) -> None:
     """Two processes (different PYTHONHASHSEED, and the compiled table's own
     random hash seed) give the same trace: no output order leaks a hash seed."""
-    hashes = set()
-    for hash_seed in ("1", "2"):
+    outs = _outputs_by_hash_seed(_HASH_SCRIPT, ("1", "2"), implementation)
+    assert len(outs) == 1, outs
+
+
+def _outputs_by_hash_seed(script: str, seeds: tuple, implementation: str) -> set:
+    """What ``script`` prints, run once per PYTHONHASHSEED in ``seeds``."""
+    outs = set()
+    for hash_seed in seeds:
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
         if implementation == "python":
             env["FASTGOSSIP_NO_EXTENSIONS"] = "1"
         else:
             env.pop("FASTGOSSIP_NO_EXTENSIONS", None)
         out = subprocess.run(
-            [sys.executable, "-c", _HASH_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
         )
-        hashes.add(out.stdout.strip())
-    assert len(hashes) == 1, hashes
+        outs.add(out.stdout.strip())
+    return outs
 
 
 _MEMBER_HASH_SCRIPT = """
@@ -207,21 +209,7 @@ print(sim.trace_hash(), len(sim.member_events))
 @IMPLS
 def test_a_membership_trace_does_not_depend_on_the_process_hash_seeds(implementation: str) -> None:
     """The same with membership (found in review: suspects probed in set order)."""
-    outs = set()
-    for hash_seed in ("1", "2", "3"):
-        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
-        if implementation == "python":
-            env["FASTGOSSIP_NO_EXTENSIONS"] = "1"
-        else:
-            env.pop("FASTGOSSIP_NO_EXTENSIONS", None)
-        out = subprocess.run(
-            [sys.executable, "-c", _MEMBER_HASH_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        outs.add(out.stdout.strip())
+    outs = _outputs_by_hash_seed(_MEMBER_HASH_SCRIPT, ("1", "2", "3"), implementation)
     assert len(outs) == 1, outs
 
 
