@@ -708,7 +708,6 @@ class GossipCore:
 
     def _membership_round(self, m: Membership, now: float) -> None:
         m.tick(now)
-        self.state.take_captured()
         joined = self._joined()
         for addr in self._seeds:
             if joined:

@@ -364,12 +364,12 @@ class NodeStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _is_ip(host: str) -> bool:
+def _is_wildcard(host: str) -> bool:
+    """Whether ``host`` is an IP literal for every address (0.0.0.0, ::)."""
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(host).is_unspecified
     except ValueError:
-        return False
-    return True
+        return False  # a host name
 
 
 @dataclass(frozen=True)
@@ -520,7 +520,7 @@ class GossipNode:
             ) from exc
         if config.membership:
             advertise = config.advertise or node.addr
-            if ipaddress.ip_address(advertise[0]).is_unspecified if _is_ip(advertise[0]) else False:
+            if _is_wildcard(advertise[0]):
                 await node.shutdown()
                 raise NodeError(
                     f"bound to the wildcard {advertise[0]}: set advertise=(host, port), the "
@@ -685,10 +685,13 @@ class GossipNode:
         return self._membership().view(time.time())  # type: ignore[no-any-return]
 
     def member(self, node_id: str) -> Optional[Member]:
-        for m in self.members():
-            if m.node_id == node_id:
-                return m
-        return None
+        """One member as this node sees it (itself included), or None."""
+        m = self._membership()
+        now = time.time()
+        if node_id == self.node_id:
+            return m.me(now)  # type: ignore[no-any-return]
+        found = m.members.get(node_id)
+        return None if found is None else m._view(found, now)
 
     def set_meta(self, key: str, value: Optional[str]) -> None:
         """Set (or with None remove) one item of this member's metadata; it
