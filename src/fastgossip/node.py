@@ -434,6 +434,14 @@ class _Feed(Generic[_T]):
             return self._lagged(n, next(iter(self.items.values())))
         return self.items.popitem(last=False)[1]
 
+    async def stream(self) -> AsyncIterator[_T]:
+        """The items, as they come, until the end (``close()``)."""
+        while True:
+            item = await self.get()
+            if item is None:
+                return
+            yield item
+
 
 class _ChangeQueue(_Feed[Change]):
     """One watcher's queue: one slot per key. A key changed again before the
@@ -715,10 +723,7 @@ class GossipNode:
             return
         self._member_queues.append(queue)
         try:
-            while True:
-                ev = await queue.get()
-                if ev is None:
-                    return
+            async for ev in queue.stream():
                 yield ev
         finally:
             if queue in self._member_queues:
@@ -779,10 +784,7 @@ class GossipNode:
         self._core.watch(prefix)
         self._watchers.append(queue)
         try:
-            while True:
-                ch = await queue.get()
-                if ch is None:
-                    return
+            async for ch in queue.stream():
                 yield ch
         finally:
             if queue in self._watchers:
