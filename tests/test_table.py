@@ -162,10 +162,9 @@ def test_clear(table: ModuleType) -> None:
 BAD_SETS = [
     ((1, 1, 1), {}, TypeError, "key must be str, not int"),
     ((b"k", 1, 1), {}, TypeError, "key must be str, not bytes"),
-    (("k", 1.5, 1), {}, TypeError, "value must be int or bytes, not float"),
-    (("k", True, 1), {}, TypeError, "value must be int or bytes, not bool"),
-    (("k", bytearray(b"x"), 1), {}, TypeError, "value must be int or bytes, not bytearray"),
-    (("k", None, 1), {}, TypeError, "value must be int or bytes, not NoneType"),
+    (("k", 1.5, 1), {}, TypeError, "value must be int, bytes or None, not float"),
+    (("k", True, 1), {}, TypeError, "value must be int, bytes or None, not bool"),
+    (("k", bytearray(b"x"), 1), {}, TypeError, "value must be int, bytes or None, not bytearray"),
     (("k", -1, 1), {}, ValueError, "value must be in range [0, 2**64), got -1"),
     (
         ("k", 2**64, 1),
@@ -414,7 +413,7 @@ def test_merge_validates_everything_first(table: ModuleType) -> None:
     s = table.GossipState()
     with pytest.raises(ValueError, match=r"version must be in range \[0, 2\*\*64\), got -1"):
         s.merge([E("a", 1, 1), E("b", 1, -1)])
-    with pytest.raises(TypeError, match="value must be int or bytes, not str"):
+    with pytest.raises(TypeError, match="value must be int, bytes or None, not str"):
         s.merge([E("a", 1, 1), E("b", "v", 1)])
     with pytest.raises(AttributeError):
         s.merge([E("a", 1, 1), object()])
@@ -590,7 +589,7 @@ def test_bad_tag() -> None:
     frame, at = _entry_offsets()
     tag_at = at + 3 + 2 + 16
     assert frame[tag_at] == 0
-    err = _both_fail_alike(frame[:tag_at] + b"\x02" + frame[tag_at + 1 :])
+    err = _both_fail_alike(frame[:tag_at] + b"\x03" + frame[tag_at + 1 :])
     assert err.offset == tag_at
     g = gossip_frame("s", "k", 1, 1)
     tag_at = 6 + 3 + 3

@@ -74,7 +74,7 @@ def test_relay_size_is_a_one_entry_batch_from_a_longest_sender(
 def test_relay_size_checks_its_arguments(table: ModuleType) -> None:
     with pytest.raises(TypeError, match="key must be str, not int"):
         table.relay_size(1, 1, "o")
-    with pytest.raises(TypeError, match="value must be int or bytes, not str"):
+    with pytest.raises(TypeError, match="value must be int, bytes or None, not str"):
         table.relay_size("k", "v", "o")
     with pytest.raises(TypeError, match="origin must be str, not NoneType"):
         table.relay_size("k", 1, None)

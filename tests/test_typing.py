@@ -75,7 +75,7 @@ EXPECTED = [
     "builtins.int",
     "tuple[int | bytes, int] | None",
     "fastgossip._messages.Entry | None",
-    "int | bytes",
+    "int | bytes | None",  # None: a tombstone
     "builtins.list[builtins.str]",
 ]
 

@@ -50,6 +50,17 @@ cdef inline Entry new_entry(str key, str origin, object bvalue, uint64_t ival,
     return e
 
 
+cdef inline Entry new_tombstone(str key, str origin, uint64_t version, uint64_t stamp):
+    """A made Entry whose value is None: a deleted key."""
+    cdef Entry e = Entry.__new__(Entry)
+    e.key = key
+    e.origin = origin
+    e._uversion = version
+    e._ustamp = stamp
+    e._unboxed = U_VERSION | U_STAMP
+    return e
+
+
 cdef class Gossip:
     cpdef tuple astuple(self)
     cdef readonly str sender_id

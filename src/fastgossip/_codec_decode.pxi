@@ -76,6 +76,7 @@ cdef inline Gossip _new_gossip(str sender, str key, const unsigned char* bval, P
 
 
 cdef object _d_gossip(WireReader* r, StrCache* cache):
+    cdef Gossip g
     cdef const unsigned char* s = NULL
     cdef const unsigned char* ss = NULL
     cdef Py_ssize_t n = 0, sn = 0
@@ -103,6 +104,11 @@ cdef object _d_gossip(WireReader* r, StrCache* cache):
         _raise(r)
     if tag == V_INT:
         bval = NULL
+    elif tag == V_TOMBSTONE:
+        g = _new_gossip(sender, key, NULL, 0, 0, version, origin)
+        g._value = None
+        g._unboxed = U_VERSION
+        return g
     return _new_gossip(sender, key, bval, blen, ival, version, origin)
 
 
@@ -258,8 +264,10 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
         if tag == V_INT:
             e._ival = ival
             e._unboxed = U_VALUE | U_VERSION | U_STAMP
-        else:
+        elif tag == V_BYTES:
             e._value = PyBytes_FromStringAndSize(<const char*>ev.bval, ev.blen)
+            e._unboxed = U_VERSION | U_STAMP
+        else:  # a tombstone: e._value stays None
             e._unboxed = U_VERSION | U_STAMP
         Py_INCREF(e)
         PyTuple_SET_ITEM(entries, i, e)

@@ -100,18 +100,25 @@ cdef inline int _get_u64(object v, uint64_t* out, const char* cls, const char* f
 cdef inline int _get_value(object v, uint64_t* ival, const char** bval, Py_ssize_t* blen,
                            const char* cls, const char* field, Py_ssize_t index,
                            const char* sub) except -1:
-    """bval is set to NULL for an int value."""
+    """bval is set to NULL for an int value (blen 0) and for None, a
+    tombstone (blen -1)."""
     if fg_int_fast(<PyObject*>v, ival):
         bval[0] = NULL
+        blen[0] = 0
         return 0
     if PyLong_Check(v) and not PyBool_Check(v):
         bval[0] = NULL
+        blen[0] = 0
         return _get_u64_slow(v, ival, cls, field, index, sub)
     if PyBytes_Check(v):
         bval[0] = PyBytes_AS_STRING(v)
         blen[0] = PyBytes_GET_SIZE(v)
         return 0
-    return _type_error(v, "int or bytes", cls, field, index, sub)
+    if v is None:
+        bval[0] = NULL
+        blen[0] = -1
+        return 0
+    return _type_error(v, "int, bytes or None", cls, field, index, sub)
 
 
 cdef inline int _field_u64(uint8_t unboxed, uint8_t bit, uint64_t raw, object boxed,
@@ -131,6 +138,7 @@ cdef inline int _field_value(uint8_t unboxed, uint64_t raw, object boxed, uint64
     if unboxed & U_VALUE:
         ival[0] = raw
         bval[0] = NULL
+        blen[0] = 0
         return 0
     return _get_value(boxed, ival, bval, blen, cls, field, index, sub)
 
@@ -282,7 +290,9 @@ cdef int _frame_too_long(const char* cls, Py_ssize_t size) except -1:
 
 
 cdef inline Py_ssize_t _value_size(const char* bval, Py_ssize_t blen) noexcept nogil:
-    return 9 if bval == NULL else 5 + blen
+    if bval == NULL:
+        return 1 if blen < 0 else 9   # a tombstone: the tag alone
+    return 5 + blen
 
 
 cdef Py_ssize_t _m_gossip(Gossip m, Plan* p) except -1:
@@ -413,6 +423,9 @@ cdef inline unsigned char* _wr_entry(unsigned char* q, const char* key, Py_ssize
     wr64(q + 10, stamp)
     q += 18
     if bval == NULL:
+        if blen < 0:
+            q[0] = V_TOMBSTONE
+            return q + 1
         q[0] = V_INT
         wr64(q + 1, ival)
         return q + 9
@@ -650,6 +663,8 @@ _TYPE_NAMES[T_DIGEST] = "Digest"
 cdef inline unsigned char* _wr_value(unsigned char* q, uint64_t ival, const char* bval,
                                      Py_ssize_t blen) noexcept nogil:
     if bval == NULL:
+        if blen < 0:
+            return wr_value_tombstone(q)
         return wr_value_int(q, ival)
     return wr_value_bytes(q, bval, blen)
 

@@ -74,6 +74,7 @@ from ._wire import MIN_WATERMARK_SIZE as _MIN_WATERMARK_SIZE
 from ._wire import PREFIX_SIZE as _PREFIX_SIZE
 from ._wire import V_BYTES as _V_BYTES
 from ._wire import V_INT as _V_INT
+from ._wire import V_TOMBSTONE as _V_TOMBSTONE
 
 _U32_MAX = 0xFFFFFFFF
 _U64_LIMIT = 1 << 64
@@ -90,9 +91,10 @@ _unpack_u32 = _U32.unpack_from
 _unpack_u64 = _U64.unpack_from
 _pack_value_int = struct.Struct(">BQ").pack
 _pack_value_bytes_head = struct.Struct(">BI").pack
+_TOMBSTONE_FIELD = bytes([_V_TOMBSTONE])
 _pack_entry_fixed = struct.Struct(">HQQ").pack
 
-Value = Union[int, bytes]
+Value = Union[int, bytes, None]
 AnyMessage = Union[Gossip, Ping, Pong, Replicate, ReplicateAck, GossipBatch, Digest]
 
 # ---------------------------------------------------------------------------
@@ -153,13 +155,16 @@ def _u64(v: object, cls: str, field: str, index: int = -1, sub: Optional[str] = 
 
 
 def _value(v: object, cls: str, field: str, index: int = -1, sub: Optional[str] = None) -> bytes:
-    """The encoded value field: tag + u64, or tag + bytes32."""
+    """The encoded value field: tag + u64, tag + bytes32, or the tag alone
+    for None (a tombstone)."""
     if isinstance(v, int) and type(v) is not bool:
         return _pack_value_int(_V_INT, _u64(v, cls, field, index, sub))
     if isinstance(v, bytes):
         # (a length above u32 is refused later, as the frame's own length)
         return _pack_value_bytes_head(_V_BYTES, len(v) & _U32_MAX) + v
-    raise _type_error(v, "int or bytes", cls, field, index, sub)
+    if v is None:
+        return _TOMBSTONE_FIELD
+    raise _type_error(v, "int, bytes or None", cls, field, index, sub)
 
 
 def _str16(b: bytes) -> bytes:
@@ -455,6 +460,8 @@ def _value_at(
         if end - pos - 4 < n:
             raise _overrun(field, n, end - pos - 4, pos - base, item)
         return buf[pos + 4 : pos + 4 + n], pos + 4 + n
+    if tag == _V_TOMBSTONE:
+        return None, pos
     raise _fail(f"unknown value tag {tag} in {_name(field, item)}", pos - 1 - base)
 
 
@@ -782,6 +789,8 @@ def _f_batch(buf: bytes, pos: int, end: int) -> GossipBatch:
             n = _unpack_u32(buf, pos)[0]
             value = buf[pos + 4 : pos + 4 + n]
             pos += 4 + n
+        elif tag == _V_TOMBSTONE:
+            value = None
         else:
             raise _Irregular
         e = _new(Entry)

@@ -38,7 +38,7 @@ __all__ = [
     "register",
 ]
 
-Value = Union[int, bytes]
+Value = Union[int, bytes, None]  # None: a tombstone (a deleted key)
 
 # abstract type -> the live implementation's class, filled on first construction
 _LIVE: Dict[type, type] = {}

@@ -89,6 +89,7 @@ cdef inline object _get_u64_field(uint8_t unboxed, uint8_t bit, uint64_t raw, ob
 cdef class Entry:
     """One LWW table entry: key, value, version, origin and stamp.
 
+    ``value`` is an int, bytes, or None for a tombstone (a deleted key).
     ``stamp`` is the origin's clock reading when the entry was written; the
     per-origin maximum stamp is what digests carry. It defaults to ``version``.
     """

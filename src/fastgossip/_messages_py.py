@@ -10,7 +10,7 @@ from typing import Any, Iterable, Tuple, Union
 
 from . import _messages as _abstract
 
-Value = Union[int, bytes]
+Value = Union[int, bytes, None]
 
 
 @_abstract.Message.register
@@ -66,6 +66,7 @@ def _check_str(name: str, value: object) -> str:
 class Entry(Message):
     """One LWW table entry: key, value, version, origin and stamp.
 
+    ``value`` is an int, bytes, or None for a tombstone (a deleted key).
     ``stamp`` is the origin's clock reading when the entry was written; the
     per-origin maximum stamp is what digests carry. It defaults to ``version``.
     """

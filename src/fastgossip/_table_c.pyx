@@ -29,9 +29,18 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport qsort
 from libc.string cimport memcmp, memcpy, memset
 
-from fastgossip._codec_c cimport U_STAMP, U_VALUE, U_VERSION, Entry, Gossip, new_entry
+from fastgossip._codec_c cimport (
+    U_STAMP,
+    U_VALUE,
+    U_VERSION,
+    Entry,
+    Gossip,
+    new_entry,
+    new_tombstone,
+)
 from fastgossip._wire cimport (
     HEADER_SIZE,
     MIN_ENTRY_SIZE,
@@ -40,6 +49,7 @@ from fastgossip._wire cimport (
     T_GOSSIP_BATCH,
     V_BYTES,
     V_INT,
+    V_TOMBSTONE,
     EntryView,
     WireReader,
     rd_count,
@@ -326,6 +336,36 @@ cdef Py_ssize_t _conv_limit(str name, object v) except -2:
         return PY_SSIZE_T_MAX
 
 
+cdef inline Py_ssize_t _vwire(uint8_t tag, uint32_t blen) noexcept nogil:
+    """The bytes of a value field after its tag: u64, bytes32, or none (a tombstone)."""
+    if tag == V_BYTES:
+        return 4 + <Py_ssize_t>blen
+    return 8 if tag == V_INT else 0
+
+
+cdef inline Py_ssize_t _vheld(uint8_t tag, uint32_t blen) noexcept nogil:
+    """A value's bytes as bytes_held counts them."""
+    if tag == V_BYTES:
+        return <Py_ssize_t>blen
+    return 8 if tag == V_INT else 0
+
+
+cdef inline uint64_t _fnv1a(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """64-bit FNV-1a: the key hash a Reset carries (fixed by the protocol,
+    unlike _hash, which is seeded per process)."""
+    cdef uint64_t h = 0xCBF29CE484222325ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ p[i]) * 0x100000001B3ULL
+    return h
+
+
+cdef int _u64_cmp(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = (<const uint64_t*>a)[0]
+    cdef uint64_t y = (<const uint64_t*>b)[0]
+    return (x > y) - (x < y)
+
+
 def relay_size(key, value, origin) -> int:
     """Bytes of the frame (length prefix included) of a one-entry GossipBatch
     carrying this entry, sent by a sender with a MAX_NODE_ID_BYTES-byte id.
@@ -339,7 +379,7 @@ def relay_size(key, value, origin) -> int:
     _conv_str("key", key, &e.key, &e.klen)
     _in_value(value, &e)
     _conv_str("origin", origin, &op, &on)
-    return RELAY_FIXED + on + e.klen + (4 + <Py_ssize_t>e.blen if e.tag == V_BYTES else 8)
+    return RELAY_FIXED + on + e.klen + _vwire(e.tag, e.blen)
 
 
 cdef Py_ssize_t _conv_max_frame_size(object v) except -1:
@@ -366,7 +406,7 @@ cdef struct Rec:           # 48 bytes
     uint32_t origin        # into the origin table
     uint32_t blen          # length of a bytes value
     uint16_t key_len
-    uint8_t tag            # V_INT or V_BYTES
+    uint8_t tag            # V_INT, V_BYTES or V_TOMBSTONE (no value)
 
 
 cdef packed struct LogRec:  # 12 bytes
@@ -462,7 +502,12 @@ cdef int _in_value(object value, In* e) except -1:
         e.bval = <const unsigned char*>PyBytes_AS_STRING(value)
         e.blen = <uint32_t>n
         return 0
-    raise TypeError(f"value must be int or bytes, not {type(value).__name__}")
+    if value is None:
+        e.tag = V_TOMBSTONE
+        e.ival = 0
+        e.blen = 0
+        return 0
+    raise TypeError(f"value must be int, bytes or None, not {type(value).__name__}")
 
 
 @cython.final
@@ -500,6 +545,8 @@ cdef class GossipState:
     cdef uint64_t _max_version
     cdef uint64_t _changes        # see the changes property
     cdef Py_ssize_t _bytes_held
+    cdef Py_ssize_t _n_tomb        # records that are tombstones
+    cdef bint _delta_cut           # the last delta_frames stopped at its budget
     cdef Py_ssize_t _max_keys      # -1: no bound
     cdef Py_ssize_t _max_bytes     # -1: no bound
     cdef object _max_keys_obj
@@ -571,6 +618,7 @@ cdef class GossipState:
         self._n_origins = self._origins_cap = 0
         self._max_version = 0
         self._bytes_held = 0
+        self._n_tomb = 0
 
     # -- the key index -------------------------------------------------------------
 
@@ -879,10 +927,11 @@ cdef class GossipState:
         cdef unsigned char* buf = NULL
         cdef uint32_t oid, old_origin
         cdef uint64_t old_stamp
-        vsize = <Py_ssize_t>e.blen if e.tag == V_BYTES else 8
+        vsize = _vheld(e.tag, e.blen)
         slot = self._find(e.key, e.klen, e.h, &pos)
         if slot < 0:
             if peer and self._stale(e, oidp):
+                self._origins[oidp[0]].seen += 1  # (still sent: see origin_stats)
                 return 3
             if self._max_keys >= 0 and self._n >= self._max_keys:
                 return 2
@@ -921,9 +970,10 @@ cdef class GossipState:
             self._log_push(oid, e.stamp, <uint32_t>slot)
             return 0
         if wins and peer and self._stale(e, oidp):
+            self._origins[oidp[0]].seen += 1
             return 3
         if wins:
-            grow = vsize - (<Py_ssize_t>r.blen if r.tag == V_BYTES else 8)
+            grow = vsize - _vheld(r.tag, r.blen)
             if grow > 0 and self._max_bytes >= 0 and self._bytes_held + grow > self._max_bytes:
                 return 2
         oid = self._resolve(e, oidp)
@@ -943,6 +993,7 @@ cdef class GossipState:
         r = &self._recs[slot]
         if r.tag == V_BYTES:
             PyMem_Free(r.val.b)
+        self._n_tomb += (e.tag == V_TOMBSTONE) - (r.tag == V_TOMBSTONE)
         r.version = e.version
         r.stamp = e.stamp
         r.origin = oid
@@ -1046,10 +1097,268 @@ cdef class GossipState:
         self._arena_len += e.klen
         self._index[pos] = (h >> 32 << 32) | (<uint64_t>slot + 1)
         self._n += 1
-        self._bytes_held += e.klen + (<Py_ssize_t>e.blen if e.tag == V_BYTES else 8) + OVERHEAD
+        self._bytes_held += e.klen + _vheld(e.tag, e.blen) + OVERHEAD
+        self._n_tomb += e.tag == V_TOMBSTONE
         self._origins[oid].live += 1
         self._log_push(oid, e.stamp, slot)
         return 1
+
+    # -- removing entries: tombstone collection and resets --------------------------
+
+    cdef Py_ssize_t _remove(self, uint8_t* kill, dict removed_stamps) except -1:
+        """Remove the records whose ``kill`` flag is set, keeping the others in
+        first-insertion order: the records, the key arena, the index and the
+        origin logs are rebuilt, O(records) (collection passes are rare). Per
+        origin, the highest stamp removed goes into ``removed_stamps``.
+        Returns how many records went."""
+        cdef Py_ssize_t i, j = 0, removed = 0, old_n = self._n
+        cdef uint32_t* remap = NULL
+        cdef uint64_t* top = NULL
+        cdef uint8_t* hit = NULL
+        cdef uint32_t k, m, kept_sorted, oid, s
+        cdef Rec* r
+        cdef Origin* o
+        cdef size_t alen = 0, acap, pos
+        cdef unsigned char* arena
+        cdef uint64_t h
+        cdef object name, was
+        if old_n == 0:
+            return 0
+        try:
+            remap = <uint32_t*>PyMem_Malloc(old_n * sizeof(uint32_t))
+            top = <uint64_t*>PyMem_Malloc((self._n_origins + 1) * sizeof(uint64_t))
+            hit = <uint8_t*>PyMem_Malloc(self._n_origins + 1)
+            if remap == NULL or top == NULL or hit == NULL:
+                raise MemoryError()
+            memset(hit, 0, self._n_origins + 1)
+            for i in range(old_n):
+                r = &self._recs[i]
+                if not kill[i]:
+                    remap[i] = <uint32_t>j
+                    j += 1
+                    alen += r.key_len
+                    continue
+                remap[i] = 0xFFFFFFFF
+                removed += 1
+                if not hit[r.origin] or r.stamp > top[r.origin]:
+                    top[r.origin] = r.stamp
+                    hit[r.origin] = 1
+                self._origins[r.origin].live -= 1
+                self._bytes_held -= r.key_len + _vheld(r.tag, r.blen) + OVERHEAD
+                if r.tag == V_TOMBSTONE:
+                    self._n_tomb -= 1
+                elif r.tag == V_BYTES:
+                    PyMem_Free(r.val.b)
+                    r.tag = V_INT
+            if removed == 0:
+                return 0
+            # the kept records and their keys, packed in order
+            acap = alen if alen > 256 else 256
+            arena = <unsigned char*>PyMem_Malloc(acap)
+            if arena == NULL:
+                raise MemoryError()  # (values freed above: the records are fixed below)
+            alen = 0
+            j = 0
+            for i in range(old_n):
+                if kill[i]:
+                    continue
+                r = &self._recs[i]
+                if r.key_len:
+                    memcpy(arena + alen, self._arena + r.key_off, r.key_len)
+                if j != i:
+                    self._recs[j] = self._recs[i]
+                self._recs[j].key_off = alen
+                alen += r.key_len
+                j += 1
+            PyMem_Free(self._arena)
+            self._arena = arena
+            self._arena_len = alen
+            self._arena_cap = acap
+            self._n = j
+            # the index, rebuilt at its capacity
+            memset(self._index, 0, (self._mask + 1) * sizeof(uint64_t))
+            for i in range(j):
+                r = &self._recs[i]
+                h = _hash(self._arena + r.key_off, r.key_len)
+                pos = <uint32_t>(h >> 32) & self._mask
+                while self._index[pos] != 0:
+                    pos = (pos + 1) & self._mask
+                self._index[pos] = (h >> 32 << 32) | (<uint64_t>i + 1)
+            # the logs: records of removed slots go, the others follow their slot
+            # (dropping records keeps a sorted prefix sorted)
+            for oid in range(self._n_origins):
+                o = &self._origins[oid]
+                m = 0
+                kept_sorted = 0
+                for k in range(o.log_len):
+                    s = o.log[k].slot
+                    if s >= <uint32_t>old_n or remap[s] == 0xFFFFFFFF:
+                        continue
+                    o.log[m].stamp = o.log[k].stamp
+                    o.log[m].slot = remap[s]
+                    if k < o.log_sorted:
+                        kept_sorted += 1
+                    m += 1
+                o.log_len = m
+                o.log_sorted = kept_sorted
+            for oid in range(self._n_origins):
+                if hit[oid]:
+                    name = <str>self._origins[oid].pystr
+                    was = removed_stamps.get(name)
+                    if was is None or was < top[oid]:
+                        removed_stamps[name] = top[oid]
+            self._changes += 1
+            return removed
+        finally:
+            PyMem_Free(remap)
+            PyMem_Free(top)
+            PyMem_Free(hit)
+
+    cdef int _keep_gone(self, Py_ssize_t slot) except -1:
+        """For take_captured: the key in ``slot`` is going without a tombstone
+        (a reset): a tombstone-shaped Entry, when a captured prefix matches."""
+        cdef Rec* r = &self._recs[slot]
+        cdef const unsigned char* k = self._arena + r.key_off
+        cdef bytes prefix
+        cdef Py_ssize_t n
+        if r.tag == V_TOMBSTONE:
+            return 0
+        if not self._cap_any and (r.key_len == 0 or not self._cap_first[k[0]]):
+            return 0
+        for prefix in self._capture:
+            n = PyBytes_GET_SIZE(prefix)
+            if n <= r.key_len and memcmp(k, PyBytes_AS_STRING(prefix), <size_t>n) == 0:
+                self._captured.append(new_tombstone(self._key_str(slot),
+                                                    <str>self._origins[r.origin].pystr,
+                                                    r.version, r.stamp))
+                return 1
+        return 0
+
+    def collect(self, before_version) -> dict:
+        """Remove the tombstones whose version is below ``before_version``
+        (tombstone GC); returns, per origin of a removed tombstone, the highest
+        stamp removed. Removing costs O(entries held), not per tombstone."""
+        cdef uint64_t before
+        cdef uint8_t* kill
+        cdef Py_ssize_t i, n = 0
+        cdef dict out = {}
+        _conv_u64("before_version", before_version, &before)
+        if self._n_tomb == 0:
+            return out
+        kill = <uint8_t*>PyMem_Malloc(self._n)
+        if kill == NULL:
+            raise MemoryError()
+        try:
+            for i in range(self._n):
+                kill[i] = self._recs[i].tag == V_TOMBSTONE and self._recs[i].version < before
+                n += kill[i]
+            if n:
+                self._remove(kill, out)
+        finally:
+            PyMem_Free(kill)
+        return out
+
+    def key_hashes(self) -> bytes:
+        """The 64-bit FNV-1a hash of every key held (tombstones included), as
+        big-endian u64s in first-insertion order (docs/PROTOCOL.md, "Reset")."""
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, self._n * 8)
+        cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+        cdef Py_ssize_t i
+        cdef Rec* r
+        for i in range(self._n):
+            r = &self._recs[i]
+            wr64(p + 8 * i, _fnv1a(self._arena + r.key_off, r.key_len))
+        return out
+
+    def drop_unheld(self, hashes, watermarks) -> int:
+        """A reset (docs/PROTOCOL.md, "Tombstone collection"): remove every
+        entry that the peer's ``watermarks`` cover (its stamp is at most the
+        peer's watermark for its origin) and whose key's hash is not among the
+        peer's ``hashes`` (big-endian u64s, key_hashes() of the peer): the peer
+        has seen it, holds nothing for its key, so a collected tombstone
+        deleted it. Watchers see such keys deleted. Returns how many went."""
+        cdef const unsigned char* hp
+        cdef Py_ssize_t hn, n_hashes, i, lo, hi, mid, n_kill = 0
+        cdef uint64_t* sorted_h = NULL
+        cdef uint64_t* cover = NULL
+        cdef uint8_t* has = NULL
+        cdef uint8_t* kill = NULL
+        cdef uint64_t h
+        cdef uint32_t oid
+        cdef Rec* r
+        cdef object theirs
+        cdef uint64_t w
+        if not isinstance(hashes, bytes):
+            raise TypeError(f"hashes must be bytes, not {type(hashes).__name__}")
+        hp = <const unsigned char*>PyBytes_AS_STRING(hashes)
+        hn = PyBytes_GET_SIZE(hashes)
+        if hn % 8:
+            raise ValueError(f"hashes must be whole u64s, got {hn} bytes")
+        if self._n == 0:
+            return 0
+        n_hashes = hn // 8
+        try:
+            sorted_h = <uint64_t*>PyMem_Malloc((n_hashes + 1) * sizeof(uint64_t))
+            cover = <uint64_t*>PyMem_Malloc((self._n_origins + 1) * sizeof(uint64_t))
+            has = <uint8_t*>PyMem_Malloc(self._n_origins + 1)
+            kill = <uint8_t*>PyMem_Malloc(self._n)
+            if sorted_h == NULL or cover == NULL or has == NULL or kill == NULL:
+                raise MemoryError()
+            for i in range(n_hashes):
+                sorted_h[i] = rd64(hp + 8 * i)
+            qsort(sorted_h, <size_t>n_hashes, sizeof(uint64_t), _u64_cmp)
+            for oid in range(self._n_origins):
+                theirs = watermarks.get(<str>self._origins[oid].pystr)
+                has[oid] = theirs is not None
+                if theirs is not None:
+                    _conv_u64("watermark", theirs, &w)
+                    cover[oid] = w
+            for i in range(self._n):
+                r = &self._recs[i]
+                kill[i] = 0
+                if not has[r.origin] or r.stamp > cover[r.origin]:
+                    continue
+                h = _fnv1a(self._arena + r.key_off, r.key_len)
+                lo = 0
+                hi = n_hashes
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if sorted_h[mid] < h:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo < n_hashes and sorted_h[lo] == h:
+                    continue
+                kill[i] = 1
+                n_kill += 1
+                if self._capture:
+                    self._keep_gone(i)
+            if n_kill:
+                self._remove(kill, {})
+            return n_kill
+        finally:
+            PyMem_Free(sorted_h)
+            PyMem_Free(cover)
+            PyMem_Free(has)
+            PyMem_Free(kill)
+
+    def raise_watermarks(self, watermarks) -> None:
+        """Raise each named origin's watermark to at least the given stamp,
+        interning origins not seen yet (after a reset: see drop_unheld)."""
+        cdef const unsigned char* p
+        cdef Py_ssize_t n
+        cdef uint64_t stamp
+        cdef uint32_t oid
+        for origin, value in dict(watermarks).items():
+            _conv_str("origin", origin, &p, &n)
+            _conv_u64("watermark", value, &stamp)
+            if n > MAX_ORIGIN:
+                raise ValueError(f"origin is {n} bytes in UTF-8, more than MAX_ORIGIN_BYTES "
+                                 f"({MAX_ORIGIN})")
+            oid = self._origin_id(p, n, origin)
+            if stamp > self._origins[oid].watermark:
+                self._origins[oid].watermark = stamp
+                self._changes += 1
 
     # -- Python objects ------------------------------------------------------------
 
@@ -1061,10 +1370,15 @@ cdef class GossipState:
         cdef Rec* r = &self._recs[slot]
         if r.tag == V_BYTES:
             return PyBytes_FromStringAndSize(<const char*>r.val.b, r.blen)
+        if r.tag == V_TOMBSTONE:
+            return None
         return r.val.i
 
     cdef Entry _entry(self, Py_ssize_t slot):
         cdef Rec* r = &self._recs[slot]
+        if r.tag == V_TOMBSTONE:
+            return new_tombstone(self._key_str(slot), <str>self._origins[r.origin].pystr,
+                                 r.version, r.stamp)
         return new_entry(
             self._key_str(slot), <str>self._origins[r.origin].pystr,
             PyBytes_FromStringAndSize(<const char*>r.val.b, r.blen) if r.tag == V_BYTES else None,
@@ -1131,7 +1445,7 @@ cdef class GossipState:
         elif e.stamp > max_stamp or e.version > max_version:
             kind = R_FUTURE
         elif (RELAY_FIXED + e.olen + e.klen
-                + (4 + <Py_ssize_t>e.blen if e.tag == V_BYTES else 8)) > max_size:
+                + _vwire(e.tag, e.blen)) > max_size:
             kind = R_TOO_LARGE
         else:
             if self._max_keys < 0 and self._max_bytes < 0:
@@ -1234,8 +1548,13 @@ cdef class GossipState:
             ent = <Entry>item
             if (type(ent.key) is str and type(ent.origin) is str
                     and ent._unboxed & (U_VERSION | U_STAMP) == U_VERSION | U_STAMP
-                    and (ent._unboxed & U_VALUE or type(ent._value) is bytes)):
+                    and (ent._unboxed & U_VALUE or type(ent._value) is bytes
+                         or ent._value is None)):
                 return item
+        if e.tag == V_TOMBSTONE:
+            return new_tombstone(PyUnicode_DecodeUTF8(<const char*>e.key, e.klen, NULL),
+                                 origin if type(origin) is str else str.__str__(origin),
+                                 e.version, e.stamp)
         return new_entry(
             PyUnicode_DecodeUTF8(<const char*>e.key, e.klen, NULL),
             origin if type(origin) is str else str.__str__(origin),
@@ -1401,7 +1720,7 @@ cdef class GossipState:
                 if e.stamp > max_stamp or e.version > max_version:
                     self._refused[R_FUTURE] += 1
                     continue
-                if e.klen + (4 + <Py_ssize_t>e.blen if e.tag == V_BYTES else 8) > fo.room:
+                if e.klen + _vwire(e.tag, e.blen) > fo.room:
                     self._refused[R_TOO_LARGE] += 1
                     continue
                 e.oname = buf + fo.off + 2
@@ -1422,29 +1741,55 @@ cdef class GossipState:
     # -- reading -------------------------------------------------------------------
 
     def get(self, key):
-        """(value, version) stored for key, or None."""
+        """(value, version) stored for key, or None (also for a tombstone)."""
         cdef Py_ssize_t slot = self._lookup(key)
-        if slot < 0:
+        if slot < 0 or self._recs[slot].tag == V_TOMBSTONE:
             return None
         return (self._value(slot), self._recs[slot].version)
 
     def get_entry(self, key):
-        """The Entry stored for key, or None."""
+        """The Entry stored for key (a tombstone's value is None), or None."""
         cdef Py_ssize_t slot = self._lookup(key)
         if slot < 0:
             return None
         return self._entry(slot)
 
     def keys(self) -> list:
-        """Every key, in first-insertion order."""
+        """Every key that holds a value (tombstones left out), in first-insertion order."""
         cdef Py_ssize_t i
-        return [self._key_str(i) for i in range(self._n)]
+        if self._n_tomb == 0:
+            return [self._key_str(i) for i in range(self._n)]
+        return [self._key_str(i) for i in range(self._n) if self._recs[i].tag != V_TOMBSTONE]
 
     def __len__(self):
-        return self._n
+        """Keys that hold a value (tombstones left out)."""
+        return self._n - self._n_tomb
 
     def __bool__(self):
-        return self._n > 0
+        return self._n > self._n_tomb
+
+    @property
+    def delta_cut(self) -> bool:
+        """Whether the last delta_frames call stopped at ``max_bytes`` with
+        entries still due (False: it held the whole delta)."""
+        return self._delta_cut
+
+    @property
+    def tombstones(self) -> int:
+        """Tombstones held (deleted keys not yet collected)."""
+        return self._n_tomb
+
+    @property
+    def entry_count(self) -> int:
+        """Entries held: keys with a value and tombstones (what max_keys bounds)."""
+        return self._n
+
+    def entries(self):
+        """Every entry, tombstones included, in first-insertion order of keys."""
+        cdef Py_ssize_t i = 0
+        while i < self._n:
+            yield self._entry(i)
+            i += 1
 
     def __contains__(self, key):
         cdef const unsigned char* p
@@ -1456,17 +1801,21 @@ cdef class GossipState:
             p = <const unsigned char*>PyUnicode_AsUTF8AndSize(key, &n)
         except UnicodeEncodeError:
             return False
-        return self._find(p, n, _hash(p, n), &pos) >= 0
+        cdef Py_ssize_t slot = self._find(p, n, _hash(p, n), &pos)
+        return slot >= 0 and self._recs[slot].tag != V_TOMBSTONE
 
     def __iter__(self):
-        """Entries in first-insertion order of keys; keys added meanwhile are included."""
+        """Entries that hold a value (tombstones left out), in first-insertion
+        order of keys; keys added meanwhile are included."""
         cdef Py_ssize_t i = 0
         while i < self._n:
-            yield self._entry(i)
+            if self._recs[i].tag != V_TOMBSTONE:
+                yield self._entry(i)
             i += 1
 
     def __repr__(self):
-        return f"<GossipState: {self._n} entries, {self._n_origins} origins>"
+        return (f"<GossipState: {self._n - self._n_tomb} entries, {self._n_tomb} tombstones, "
+                f"{self._n_origins} origins>")
 
     @property
     def max_version(self) -> int:
@@ -1846,9 +2195,7 @@ cdef class GossipState:
 
     cdef inline Py_ssize_t _entry_size(self, uint32_t slot) noexcept:
         cdef Rec* r = &self._recs[slot]
-        if r.tag == V_BYTES:
-            return ENTRY_FIXED + r.key_len + 4 + <Py_ssize_t>r.blen
-        return ENTRY_FIXED + r.key_len + 8
+        return ENTRY_FIXED + r.key_len + _vwire(r.tag, r.blen)
 
     cdef bint _fits(self, Packer* p, uint32_t slot) noexcept:
         """Whether a frame holding only this entry is small enough."""
@@ -1908,6 +2255,7 @@ cdef class GossipState:
         if max_bytes is not None:
             budget = _conv_size("max_bytes", max_bytes, 0)
         memset(&pk, 0, sizeof(Packer))
+        self._delta_cut = False
         pk.base = HEADER_SIZE + 2 + sn + 2 + 4
         pk.max_size = max_size
         n_cur = self._delta_open(watermarks, &heap)
@@ -1924,6 +2272,7 @@ cdef class GossipState:
                 grow = self._pack(&pk, slot)
                 if budget >= 0 and count and total + grow > budget:
                     count = self._back_off(slots, count, oid, stamp)
+                    self._delta_cut = True
                     break
                 total += grow
                 if count == cap:
@@ -2007,7 +2356,7 @@ cdef class GossipState:
                     wr32(p, r.blen)
                     memcpy(p + 4, r.val.b, r.blen)
                     p += 4 + r.blen
-                else:
+                elif r.tag == V_INT:
                     wr64(p, r.val.i)
                     p += 8
             if p != end:
@@ -2035,6 +2384,10 @@ cdef inline Py_ssize_t _read_entry(const unsigned char* buf, Py_ssize_t pos, In*
     if e.tag == V_INT:
         e.ival = rd64(buf + pos)
         return pos + 8
+    if e.tag == V_TOMBSTONE:
+        e.ival = 0
+        e.blen = 0
+        return pos
     e.blen = rd32(buf + pos)
     e.bval = buf + pos + 4
     return pos + 4 + e.blen

@@ -15,8 +15,10 @@ entries that are well formed but not acceptable, checked in this order:
 ``origin_too_long`` (origin above MAX_ORIGIN_BYTES), ``own_origin`` (the origin
 is ``own_origin``), ``future`` (stamp above ``max_stamp`` or version above
 ``max_version``), ``too_large`` (not storable: ``relay_size`` above the call's
-``max_frame_size``), ``table_full`` (see ``GossipState``). A refused entry
-changes nothing: no value, watermark, origin count or ``max_version`` moves.
+``max_frame_size``), ``table_full`` (see ``GossipState``), ``stale`` (see
+``_apply``). A refused entry changes nothing: no value, watermark or
+``max_version`` moves, and no origin is interned; a stale one only counts as
+*seen* for its origin (``origin_stats``): peers still send that origin.
 ``delta_frames`` counts as ``unrelayable`` the entries it skips because no
 frame of its ``max_frame_size`` holds them.
 """
@@ -51,7 +53,7 @@ __all__ = [
     "relay_size",
 ]
 
-Value = Union[int, bytes]
+Value = Union[int, bytes, None]  # None: a tombstone
 
 DEFAULT_MAX_FRAME_SIZE = 1 << 20
 _U64 = 1 << 64
@@ -123,7 +125,9 @@ def _check_value(v: object) -> Value:
                 f"value is {len(v)} bytes long, more than the 4294967295 a bytes32 field holds"
             )
         return v if type(v) is bytes else bytes(v)
-    raise TypeError(f"value must be int or bytes, not {type(v).__name__}")
+    if v is None:
+        return None
+    raise TypeError(f"value must be int, bytes or None, not {type(v).__name__}")
 
 
 def _check_size(name: str, v: object, minimum: int = 0) -> int:
@@ -144,7 +148,10 @@ def _check_max_frame_size(v: object) -> int:
 
 
 def _lww_key(version: int, origin: str, value: Value) -> tuple:
-    # ints sort below bytes; origins compare as str (== UTF-8 bytewise)
+    # ints sort below bytes below a tombstone (the value tags' order); origins
+    # compare as str (== UTF-8 bytewise)
+    if value is None:
+        return (version, origin, (2, 0))
     return (version, origin, (1, value) if type(value) is bytes else (0, value))
 
 
@@ -160,7 +167,25 @@ def _check_limit(name: str, v: object) -> Optional[int]:
 
 
 def _value_size(value: Value) -> int:
+    """A value's bytes as bytes_held counts them (a tombstone: none)."""
+    if value is None:
+        return 0
     return len(value) if type(value) is bytes else 8
+
+
+def _value_wire(value: Value) -> int:
+    """The bytes of a value field after its tag: u64, bytes32, or none (a tombstone)."""
+    if value is None:
+        return 0
+    return 4 + len(value) if type(value) is bytes else 8
+
+
+def fnv1a(data: bytes) -> int:
+    """64-bit FNV-1a: the key hash a Reset carries (docs/PROTOCOL.md)."""
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
 
 
 def relay_size(key: str, value: Value, origin: str) -> int:
@@ -177,8 +202,7 @@ def relay_size(key: str, value: Value, origin: str) -> int:
 
 
 def _relay_size(key_len: int, value: Value, origin_len: int) -> int:
-    size = _RELAY_FIXED + origin_len + key_len
-    return size + (4 + len(value) if type(value) is bytes else 8)
+    return _RELAY_FIXED + origin_len + key_len + _value_wire(value)
 
 
 def _full_error(table: GossipState, key: str, new: bool) -> TableFull:
@@ -191,8 +215,7 @@ def _full_error(table: GossipState, key: str, new: bool) -> TableFull:
 
 def _entry_size(key: str, value: Value) -> int:
     """Bytes a batch entry takes: str key, u16 origin, u64 version, u64 stamp, value."""
-    size = 2 + len(key.encode("utf-8")) + 2 + 8 + 8 + 1
-    return size + (4 + len(value) if type(value) is bytes else 8)
+    return 2 + len(key.encode("utf-8")) + 2 + 8 + 8 + 1 + _value_wire(value)
 
 
 class GossipState:
@@ -222,6 +245,8 @@ class GossipState:
         "_sorted",
         "_max_version",
         "_bytes_held",
+        "_n_tomb",
+        "_delta_cut",
         "_max_keys",
         "_max_bytes",
         "_own_origin",
@@ -257,6 +282,8 @@ class GossipState:
         self._sorted: Dict[str, int] = {}  # origin -> length of the log's sorted prefix
         self._max_version = 0
         self._bytes_held = 0
+        self._n_tomb = 0  # entries that are tombstones
+        self._delta_cut = False  # the last delta_frames stopped at its budget
 
     # -- settings and counters -------------------------------------------------------
 
@@ -501,6 +528,7 @@ class GossipState:
             if peer and origin not in self._stale_exempt:
                 wm = self._watermarks.get(origin)
                 if wm is not None and stamp <= wm:
+                    self._seen[origin] += 1  # (still sent: see origin_stats)
                     return 3
             size = len(key.encode("utf-8")) + _value_size(value) + ENTRY_OVERHEAD
             if (self._max_keys is not None and len(self._keys) >= self._max_keys) or (
@@ -510,6 +538,7 @@ class GossipState:
             self._note(version, origin, stamp)
             self._entries[key] = [value, version, origin, stamp]
             self._keys.append(key)
+            self._n_tomb += value is None
             self._bytes_held += size
             self._live[origin] = self._live.get(origin, 0) + 1
             self._log(origin, stamp, key)
@@ -529,6 +558,7 @@ class GossipState:
         if wins and peer and origin not in self._stale_exempt:
             wm = self._watermarks.get(origin)
             if wm is not None and stamp <= wm:
+                self._seen[origin] += 1
                 return 3
         grow = 0
         if wins:
@@ -544,6 +574,7 @@ class GossipState:
             return 0
         self._bytes_held += grow
         old_origin, old_stamp = cur[_ORIGIN], cur[_STAMP]
+        self._n_tomb += (value is None) - (cur[_VALUE] is None)
         cur[:] = [value, version, origin, stamp]
         if old_origin != origin:
             self._live[old_origin] -= 1
@@ -634,38 +665,68 @@ class GossipState:
 
     # -- reading -------------------------------------------------------------------
 
-    def get(self, key: str) -> Optional[Tuple[Value, int]]:
-        """(value, version) stored for key, or None."""
+    def get(self, key: str) -> Optional[Tuple[Union[int, bytes], int]]:
+        """(value, version) stored for key, or None (also for a tombstone)."""
         cur = self._entries.get(_check_str("key", key))
-        return None if cur is None else (cur[_VALUE], cur[_VERSION])
+        return None if cur is None or cur[_VALUE] is None else (cur[_VALUE], cur[_VERSION])
 
     def get_entry(self, key: str) -> Optional[Entry]:
-        """The Entry stored for key, or None."""
+        """The Entry stored for key (a tombstone's value is None), or None."""
         key = _check_str("key", key)
         return self._entry(key) if key in self._entries else None
 
     def keys(self) -> List[str]:
-        """Every key, in first-insertion order."""
-        return list(self._keys)
+        """Every key that holds a value (tombstones left out), in first-insertion order."""
+        if not self._n_tomb:
+            return list(self._keys)
+        entries = self._entries
+        return [k for k in self._keys if entries[k][_VALUE] is not None]
 
     def __len__(self) -> int:
-        return len(self._keys)
+        """Keys that hold a value (tombstones left out)."""
+        return len(self._keys) - self._n_tomb
 
     def __bool__(self) -> bool:
-        return bool(self._keys)
+        return len(self._keys) > self._n_tomb
 
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self._entries
+    @property
+    def tombstones(self) -> int:
+        """Tombstones held (deleted keys not yet collected)."""
+        return self._n_tomb
 
-    def __iter__(self) -> Iterator[Entry]:
-        """Entries in first-insertion order of keys; keys added meanwhile are included."""
+    @property
+    def entry_count(self) -> int:
+        """Entries held: keys with a value and tombstones (what max_keys bounds)."""
+        return len(self._keys)
+
+    def entries(self) -> Iterator[Entry]:
+        """Every entry, tombstones included, in first-insertion order of keys."""
         i = 0
         while i < len(self._keys):
             yield self._entry(self._keys[i])
             i += 1
 
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        cur = self._entries.get(key)
+        return cur is not None and cur[_VALUE] is not None
+
+    def __iter__(self) -> Iterator[Entry]:
+        """Entries that hold a value (tombstones left out), in first-insertion
+        order of keys; keys added meanwhile are included."""
+        i = 0
+        while i < len(self._keys):
+            cur = self._entries[self._keys[i]]
+            if cur[_VALUE] is not None:
+                yield self._entry(self._keys[i])
+            i += 1
+
     def __repr__(self) -> str:
-        return f"<GossipState: {len(self._keys)} entries, {len(self._watermarks)} origins>"
+        return (
+            f"<GossipState: {len(self._keys) - self._n_tomb} entries, {self._n_tomb} "
+            f"tombstones, {len(self._watermarks)} origins>"
+        )
 
     @property
     def max_version(self) -> int:
@@ -688,6 +749,100 @@ class GossipState:
         ``own_origin`` and the refusal counts stay)."""
         self._reset()
         self._changes += 1
+
+    # -- removing entries: tombstone collection and resets --------------------------
+
+    def _remove(self, doomed: List[str], removed_stamps: Dict[str, int]) -> int:
+        """Remove these keys' entries (first-insertion order of the others kept);
+        per origin, the highest stamp removed goes into ``removed_stamps``."""
+        if not doomed:
+            return 0
+        gone = set(doomed)
+        for key in doomed:
+            value, _version, origin, stamp = self._entries.pop(key)
+            self._live[origin] -= 1
+            self._bytes_held -= len(key.encode("utf-8")) + _value_size(value) + ENTRY_OVERHEAD
+            self._n_tomb -= value is None
+            if removed_stamps.get(origin, -1) < stamp:
+                removed_stamps[origin] = stamp
+        self._keys = [k for k in self._keys if k not in gone]
+        self._changes += 1
+        return len(doomed)
+
+    def collect(self, before_version: int) -> Dict[str, int]:
+        """Remove the tombstones whose version is below ``before_version``
+        (tombstone GC); returns, per origin of a removed tombstone, the highest
+        stamp removed. Removing costs O(entries held), not per tombstone."""
+        before = _check_u64("before_version", before_version)
+        out: Dict[str, int] = {}
+        if self._n_tomb:
+            entries = self._entries
+            self._remove(
+                [k for k in self._keys if entries[k][_VALUE] is None and entries[k][_VERSION] < before],
+                out,
+            )
+        return out
+
+    def key_hashes(self) -> bytes:
+        """The 64-bit FNV-1a hash of every key held (tombstones included), as
+        big-endian u64s in first-insertion order (docs/PROTOCOL.md, "Reset")."""
+        return b"".join(fnv1a(k.encode("utf-8")).to_bytes(8, "big") for k in self._keys)
+
+    def drop_unheld(self, hashes: bytes, watermarks: Mapping[str, int]) -> int:
+        """A reset (docs/PROTOCOL.md, "Tombstone collection"): remove every
+        entry that the peer's ``watermarks`` cover (its stamp is at most the
+        peer's watermark for its origin) and whose key's hash is not among the
+        peer's ``hashes`` (big-endian u64s, key_hashes() of the peer): the peer
+        has seen it, holds nothing for its key, so a collected tombstone
+        deleted it. Watchers see such keys deleted. Returns how many went."""
+        if not isinstance(hashes, bytes):
+            raise TypeError(f"hashes must be bytes, not {type(hashes).__name__}")
+        if len(hashes) % 8:
+            raise ValueError(f"hashes must be whole u64s, got {len(hashes)} bytes")
+        if not self._keys:
+            return 0
+        held = {int.from_bytes(hashes[i : i + 8], "big") for i in range(0, len(hashes), 8)}
+        cover = {}
+        for origin in self._watermarks:
+            theirs = watermarks.get(origin)
+            if theirs is not None:
+                cover[origin] = _check_u64("watermark", theirs)
+        doomed = []
+        for key in self._keys:
+            value, version, origin, stamp = self._entries[key]
+            w = cover.get(origin)
+            if w is None or stamp > w or fnv1a(key.encode("utf-8")) in held:
+                continue
+            doomed.append(key)
+            if value is not None and self._capture and key.startswith(self._capture):
+                self._captured.append(Entry(key, None, version, origin, stamp))
+        return self._remove(doomed, {})
+
+    def raise_watermarks(self, watermarks: Mapping[str, int]) -> None:
+        """Raise each named origin's watermark to at least the given stamp,
+        interning origins not seen yet (after a reset: see drop_unheld)."""
+        for origin, value in dict(watermarks).items():
+            origin = _check_str("origin", origin)
+            stamp = _check_u64("watermark", value)
+            n = len(origin.encode("utf-8"))
+            if n > MAX_ORIGIN_BYTES:
+                raise ValueError(
+                    f"origin is {n} bytes in UTF-8, more than MAX_ORIGIN_BYTES ({MAX_ORIGIN_BYTES})"
+                )
+            if stamp > self._watermarks.get(origin, -1):
+                if origin not in self._watermarks:
+                    self._logs[origin] = []
+                    self._sorted[origin] = 0
+                    self._live.setdefault(origin, 0)
+                    self._seen.setdefault(origin, 0)
+                self._watermarks[origin] = stamp
+                self._changes += 1
+
+    @property
+    def delta_cut(self) -> bool:
+        """Whether the last delta_frames call stopped at ``max_bytes`` with
+        entries still due (False: it held the whole delta)."""
+        return self._delta_cut
 
     @property
     def own_refused_stamp(self) -> int:
@@ -778,6 +933,7 @@ class GossipState:
         picked: List[Tuple[int, str, str]] = []
         total = 0
         packer = _Packer(base, max_frame_size)
+        self._delta_cut = False
         for rec in self._due(watermarks):
             _, origin, key = rec
             size = _entry_size(key, self._entries[key][_VALUE])
@@ -787,6 +943,7 @@ class GossipState:
             grow = packer.add(origin, size, key)
             if max_bytes is not None and picked and total + grow > max_bytes:
                 picked = picked[: _back_off(picked, rec)]
+                self._delta_cut = True
                 break
             total += grow
             picked.append(rec)
@@ -820,6 +977,8 @@ class GossipState:
             )
             if type(value) is bytes:
                 body.append(b"\x01" + len(value).to_bytes(4, "big") + value)
+            elif value is None:
+                body.append(b"\x02")
             else:
                 body.append(b"\x00" + value.to_bytes(8, "big"))
         head = [

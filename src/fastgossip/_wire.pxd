@@ -19,7 +19,8 @@ cdef enum:
     T_DIGEST = 7
     V_INT = 0
     V_BYTES = 1
-    MIN_ENTRY_SIZE = 22      # str16 key + u16 origin + u64 version + u64 stamp + tag ... (minimum)
+    V_TOMBSTONE = 2          # a deleted key: the tag alone, no payload
+    MIN_ENTRY_SIZE = 21      # str16 key + u16 origin + u64 version + u64 stamp + tag (a tombstone)
     MIN_WATERMARK_SIZE = 10  # str16 origin + u64 stamp
     MIN_ORIGIN_SIZE = 2      # str16 origin in a batch's origin table
     MIN_FRAME_LENGTH = 2     # version + type
@@ -215,6 +216,12 @@ cdef inline unsigned char* wr_value_int(unsigned char* p, uint64_t v) noexcept n
     return p + 9
 
 
+cdef inline unsigned char* wr_value_tombstone(unsigned char* p) noexcept nogil:
+    """Write a value field holding a tombstone (tag 0x02 alone). Returns the end."""
+    p[0] = V_TOMBSTONE
+    return p + 1
+
+
 cdef inline unsigned char* wr_value_bytes(unsigned char* p, const char* s, Py_ssize_t n) noexcept nogil:
     """Write a value field holding bytes (tag 0x01 + bytes32). Returns the end."""
     p[0] = V_BYTES
@@ -256,7 +263,7 @@ cdef struct EntryView:
     uint16_t origin_index      # < n_origins (checked)
     uint64_t version
     uint64_t stamp
-    uint8_t tag                # V_INT or V_BYTES
+    uint8_t tag                # V_INT, V_BYTES or V_TOMBSTONE
     uint64_t ival              # the value when tag == V_INT
     const unsigned char* bval  # the value when tag == V_BYTES
     Py_ssize_t blen
@@ -399,7 +406,7 @@ cdef inline int rd_bytes32(WireReader* r, const char* field, const unsigned char
 
 cdef inline int rd_value(WireReader* r, const char* field, uint8_t* tag, uint64_t* ival,
                          const unsigned char** bval, Py_ssize_t* blen) noexcept nogil:
-    """Read a value field: tag, then u64 (V_INT) or bytes32 (V_BYTES)."""
+    """Read a value field: tag, then u64 (V_INT), bytes32 (V_BYTES) or nothing (V_TOMBSTONE)."""
     if r.end - r.pos < 1:
         return wire_fail(r, WE_TRUNCATED, r.pos, field, 1, r.end - r.pos, 0)
     tag[0] = r.buf[r.pos]
@@ -409,6 +416,11 @@ cdef inline int rd_value(WireReader* r, const char* field, uint8_t* tag, uint64_
     if tag[0] == V_BYTES:
         r.pos += 1
         return rd_bytes32(r, field, bval, blen)
+    if tag[0] == V_TOMBSTONE:
+        r.pos += 1
+        bval[0] = NULL
+        blen[0] = 0
+        return 0
     return wire_fail(r, WE_TAG, r.pos, field, tag[0], 0, 0)
 
 
