@@ -610,8 +610,8 @@ class GossipState:
         self._maybe_compact(origin)
 
     def _is_live(self, origin: str, rec: Tuple[int, str]) -> bool:
-        cur = self._entries[rec[1]]
-        return cur[_ORIGIN] == origin and cur[_STAMP] == rec[0]
+        cur = self._entries.get(rec[1])  # (None: the key was removed)
+        return cur is not None and cur[_ORIGIN] == origin and cur[_STAMP] == rec[0]
 
     def _sorted_log(self, origin: str) -> List[Tuple[int, str]]:
         log = self._logs[origin]
@@ -778,7 +778,11 @@ class GossipState:
         if self._n_tomb:
             entries = self._entries
             self._remove(
-                [k for k in self._keys if entries[k][_VALUE] is None and entries[k][_VERSION] < before],
+                [
+                    k
+                    for k in self._keys
+                    if entries[k][_VALUE] is None and entries[k][_VERSION] < before
+                ],
                 out,
             )
         return out

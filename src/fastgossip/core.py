@@ -40,6 +40,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple, Union
 
 from .clock import LOGICAL_BITS, MAX_VERSION, HybridClock
 from .fanout import Fanout
+from .horizon import T_RESET, Horizons, ResetParts, reset_frames
 from .membership import MEMBER_PREFIX, RESERVED_PREFIX, MemberEvent, Membership, MembershipConfig
 from .replication import ReplicationLog
 
@@ -136,6 +137,10 @@ class CoreLimits:
     #: replaced about every neighbour_turnover rounds (see GossipCore._quiet_pick)
     quiet_neighbours: int = 3
     neighbour_turnover: int = 500
+    #: a tombstone is collected this long after its version's time (PROTOCOL.md,
+    #: "Tombstone collection"); GC horizons are kept horizon_keep after they grew
+    tombstone_grace: float = 300.0
+    horizon_keep: float = 3600.0
 
 
 @dataclass
@@ -177,6 +182,8 @@ class _Conn:
         "outbound",
         "greeted",
         "node",
+        "reset_gen",
+        "reset",
     )
 
     def __init__(self, peer: Optional[Address], outbound: bool = False) -> None:
@@ -196,6 +203,10 @@ class _Conn:
         self.sent_gen = -1
         self.full_at = 0.0
         self.peer_wm: Optional[Dict[str, int]] = None
+        # the horizons' generation a Reset was last sent at on it, and a Reset
+        # being received on it
+        self.reset_gen = -1
+        self.reset: Optional[ResetParts] = None
 
 
 class GossipCore:
@@ -279,6 +290,7 @@ class GossipCore:
         # captures what it applies under them and under RESERVED_PREFIX
         self._watched: Dict[str, int] = {}
         self._capturing = False
+        self.horizons = Horizons()  # see horizon.py
 
     # -- time ------------------------------------------------------------------
     def _wall_ms(self) -> int:
@@ -460,6 +472,12 @@ class GossipCore:
             )
         if not reserved:
             return 0
+        gone = [e for e in reserved if e.value is None]  # (dropped by a reset)
+        if gone:
+            self.reserved_keys.difference_update(e.key for e in gone)
+            reserved = [e for e in reserved if e.value is not None]
+            if not reserved:
+                return -len(gone)
         self.reserved_keys.update(e.key for e in reserved)
         if not apply_reserved:
             return 0
@@ -597,7 +615,7 @@ class GossipCore:
         self.closed(conn, now)  # forgotten now: nothing more is read from it
 
     # -- local writes ----------------------------------------------------------
-    def check_storable(self, key: str, value: Value, origin: str) -> None:
+    def check_storable(self, key: str, value: Optional[Value], origin: str) -> None:
         """Refuse an entry that no frame could carry when relayed by any node."""
         if not isinstance(key, str):
             return  # the table raises the TypeError
@@ -616,6 +634,18 @@ class GossipCore:
 
     def set(self, key: str, value: Value, now: float) -> int:
         """A local write, versioned by the hybrid clock; returns the version."""
+        if value is None:
+            raise TypeError("value must be int or bytes (delete() deletes a key)")
+        return self._write(key, value, now)
+
+    def delete(self, key: str, now: float) -> int:
+        """Delete ``key``: a tombstone, written as any write is (versioned by
+        the hybrid clock, LWW, anti-entropy); returns its version. Deleting a
+        key this node does not hold still writes the tombstone: a write of it
+        may be on its way."""
+        return self._write(key, None, now)
+
+    def _write(self, key: str, value: Optional[Value], now: float) -> int:
         self._advance(now)
         self.check_storable(key, value, self.origin)
         version = self.clock.now()
@@ -625,7 +655,7 @@ class GossipCore:
             self._captured(now)
         return version
 
-    def set_with_version(self, key: str, value: Value, version: int, now: float) -> bool:
+    def set_with_version(self, key: str, value: Optional[Value], version: int, now: float) -> bool:
         """A local write with the caller's version; True when it changed the table.
 
         A version more than ``2 * max_clock_skew`` ahead of this node's wall
@@ -654,6 +684,8 @@ class GossipCore:
         self._advance(now)
         self.stats.rounds += 1
         self._repair_forgery(now)
+        if now >= self.horizons.next_sweep:
+            self._collect(now)
         m = self.membership
         if m is not None:
             self._membership_round(m, now)
@@ -705,6 +737,76 @@ class GossipCore:
             # awaited, so a quiet cluster exchanges one small frame per pick
             self._ask(p, frames, now, await_reply=frames is not self._empty_delta.get(True))
         return len(chosen)
+
+    def _collect(self, now: float) -> None:
+        """Tombstone GC: collect the tombstones older than ``tombstone_grace``
+        and raise the horizons of their origins; forget old horizons. Each
+        pass is one table scan, run every eighth of the grace (at least a
+        round apart): a tombstone lives between one and 9/8 graces."""
+        h = self.horizons
+        grace = self.limits.tombstone_grace
+        h.next_sweep = now + max(self.limits.gossip_interval, grace / 8)
+        if h.stamps:
+            h.forget_older(now, self.limits.horizon_keep)
+        held = self.state.tombstones
+        if not held:
+            return
+        before = max(0, int((now - grace) * 1000)) << LOGICAL_BITS
+        found = self.state.collect(before)
+        if found:
+            self.stats.tombstones_collected += held - self.state.tombstones
+            h.raise_to(found, now)
+
+    def _reset_frames(self) -> List[bytes]:
+        """A Reset (horizon.py): our table's watermarks (every origin, the
+        retired included) and horizons, and the hashes of the keys we hold."""
+        wm = self.state.watermarks()
+        hz = self.horizons.stamps
+        triples = [(o, wm.get(o, 0), hz.get(o, 0)) for o in sorted(wm.keys() | hz.keys())]
+        return reset_frames(
+            self.node_id, triples, self.state.key_hashes(), self.limits.max_frame_size
+        )
+
+    def _on_reset(self, frame: bytes, conn: int, now: float) -> None:
+        """A part of a Reset: after the last, drop what the sender has seen but
+        holds nothing for, raise our watermarks to its and adopt its horizons
+        (horizon.py). ValueError (the peer is dropped) for a Reset whose
+        watermarks are in the future or over its bounds."""
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        if c.reset is None:
+            c.reset = ResetParts(self.limits.max_delta_bytes)
+        if not c.reset.add(frame):
+            return
+        parts, c.reset = c.reset, None
+        max_stamp, _ = self.horizon(now)
+        watermarks: Dict[str, int] = {}
+        found: Dict[str, int] = {}
+        for origin, (watermark, stamp) in parts.origins.items():
+            if watermark > max_stamp or stamp > watermark:
+                raise ValueError(f"a Reset names origin {origin!r} at a future stamp")
+            watermarks[origin] = watermark
+            if stamp:
+                found[origin] = stamp
+        dropped = self.state.drop_unheld(b"".join(parts.hashes), watermarks)
+        watermarks.pop(self.origin, None)  # our own: our stamp clock says
+        self.state.raise_watermarks(watermarks)
+        self.horizons.raise_to(found, now)
+        self.stats.resets_received += 1
+        self.stats.reset_drops += dropped
+        if dropped:
+            self._news += 1
+            self.logs.log(
+                logging.INFO,
+                "reset",
+                now,
+                "%s: a reset dropped %d entries deleted while this node was away",
+                self.node_id,
+                dropped,
+            )
+        if self._capturing:
+            self._captured(now)
 
     def _membership_round(self, m: Membership, now: float) -> None:
         m.tick(now)
@@ -918,8 +1020,9 @@ class GossipCore:
         quiet = self._quiet
         out = {}
         left_out = []
+        horizons = self.horizons.stamps
         for origin, (watermark, live, seen) in self.state.origin_stats().items():
-            if live:
+            if live or origin in horizons:
                 if quiet:
                     quiet.pop(origin, None)
                 out[origin] = watermark
@@ -940,7 +1043,9 @@ class GossipCore:
         # stale, as that resend is what heals a gap an earlier cut answer left
         # below its watermark (found in review; a forger gains nothing there
         # that the origin's absence from our digests did not already give)
-        exempt = frozenset(left_out)
+        # ... except while this node holds GC horizons: a key deleted and
+        # collected here looks just like such a gap, and would come back
+        exempt = frozenset(left_out) if not horizons else frozenset()
         if exempt != self._stale_exempt:
             self._stale_exempt = exempt
             self.state.set_stale_exempt(exempt)
@@ -1011,6 +1116,8 @@ class GossipCore:
             for frame in frames:
                 if frame[5] == batch_type:
                     merged += state.merge_frame(frame, max_frame_size, max_stamp, max_version)
+                elif frame[5] == T_RESET:
+                    self._on_reset(frame, conn, now)
                 else:
                     room -= self._handle(self._codec.decode(frame, max_frame_size), conn, now, room)
         finally:
@@ -1138,6 +1245,19 @@ class GossipCore:
                 frames = self.state.delta_frames(
                     self.node_id, watermarks, self.limits.max_frame_size, budget
                 )
+                h = self.horizons
+                if (
+                    h.stamps
+                    and c.reset_gen != h.generation
+                    and not self.state.delta_cut
+                    and h.behind(watermarks) is not None
+                ):
+                    # the peer may have missed a tombstone we collected: after a
+                    # complete delta, a Reset (horizon.py), once per connection
+                    # per change of our horizons
+                    c.reset_gen = h.generation
+                    frames.extend(self._reset_frames())
+                    self.stats.resets_sent += 1
             except ValueError as exc:  # our own entry that no frame holds
                 self.logs.log(
                     logging.ERROR, "delta", now, "%s: cannot build a delta: %s", self.node_id, exc

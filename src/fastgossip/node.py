@@ -158,6 +158,11 @@ class NodeConfig:
     has held no key here and been sent no entry for this long is left out of
     this node's digests (None: never), so that the lives of restarted nodes do
     not stay in them forever.
+    ``tombstone_grace`` (seconds): a deleted key's tombstone is collected
+    this long after the delete; ``horizon_keep`` (seconds, at least the
+    grace): how long a node remembers what it collected, so that a node cut
+    off for less than that is reset rather than bringing deleted keys back
+    (docs/PROTOCOL.md, "Tombstone collection").
     ``implementation`` is "cython", "python" or None (the process default, see
     ``fastgossip.IMPLEMENTATION``).
 
@@ -194,6 +199,8 @@ class NodeConfig:
     max_inbound: Optional[int] = 1024
     max_clock_skew: float = 10.0
     retire_after: Optional[float] = 600.0
+    tombstone_grace: float = 300.0
+    horizon_keep: float = 3600.0
     max_keys: Optional[int] = None
     max_table_bytes: Optional[int] = None
     replication_leaders: Optional[FrozenSet[str]] = None
@@ -254,6 +261,15 @@ class NodeConfig:
             raise ValueError(
                 f"retire_after must be None or a finite number > 0, got {self.retire_after!r}"
             )
+        for name in ("tombstone_grace", "horizon_keep"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        if self.horizon_keep < self.tombstone_grace:
+            raise ValueError(
+                f"horizon_keep ({self.horizon_keep}) must be at least tombstone_grace "
+                f"({self.tombstone_grace})"
+            )
         for name in ("max_connections", "max_inbound", "max_keys", "max_table_bytes"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None (no cap)")
@@ -297,6 +313,8 @@ class NodeConfig:
             max_clock_skew=self.max_clock_skew,
             retire_after=self.retire_after,
             max_connections=self.max_connections,
+            tombstone_grace=self.tombstone_grace,
+            horizon_keep=self.horizon_keep,
         )
 
     def membership_config(self, addr: Address) -> MembershipConfig:
@@ -359,6 +377,10 @@ class NodeStats:
     exchanges_throttled: int = 0
     forged_stamps: int = 0
     cluster_mismatch: int = 0
+    tombstones_collected: int = 0
+    resets_sent: int = 0
+    resets_received: int = 0
+    reset_drops: int = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -375,15 +397,21 @@ def _is_wildcard(host: str) -> bool:
 @dataclass(frozen=True)
 class Change:
     """A change to a watched key, in the order this node applied it: ``kind``
-    is ``set`` (``delete`` and ``expire`` come with tombstones, issue #11), or
-    ``lagged`` when the watcher fell behind and changes were dropped (then
-    ``value`` is how many, and ``key`` is empty)."""
+    is ``set``, ``delete`` (``value`` None: a tombstone applied, or a key
+    dropped by a reset), or ``lagged`` when the watcher fell behind and
+    changes were dropped (then ``value`` is how many, and ``key`` is empty)."""
 
     key: str
     value: Any
     version: int
     origin: str
     kind: str = "set"
+
+
+def _change(e: Any) -> Change:
+    if e.value is None:
+        return Change(e.key, None, e.version, e.origin, "delete")
+    return Change(e.key, e.value, e.version, e.origin)
 
 
 class _Feed(Generic[_T]):
@@ -621,6 +649,18 @@ class GossipNode:
             self._transport.drive()
         return version
 
+    def delete(self, key: str) -> int:
+        """Delete ``key`` everywhere: a tombstone, versioned and spread as a
+        write is (the newest of a delete and a write wins). Returns its
+        version. ``get`` then returns None and ``keys``/``items`` leave the
+        key out; ``get_entry`` shows the tombstone (value None) until it is
+        collected, ``tombstone_grace`` later."""
+        self._check_open()
+        version = self._core.delete(key, time.time())
+        if self._core.out:
+            self._transport.drive()
+        return version
+
     def set_with_version(self, key: str, value: Value, version: int) -> bool:
         """Write with the caller's version; True when it changed the table.
         A version more than ``2 * max_clock_skew`` ahead of this node's clock
@@ -658,6 +698,7 @@ class GossipNode:
         return [k for k in self._core.state.keys() if not k.startswith(RESERVED_PREFIX)]
 
     def items(self) -> Dict[str, Value]:
+        """Every key and its value (tombstones and the cluster's own keys left out)."""
         return {e.key: e.value for e in self._core.state if not e.key.startswith(RESERVED_PREFIX)}
 
     def watermarks(self) -> Dict[str, int]:
@@ -813,12 +854,12 @@ class GossipNode:
             for queue in self._watchers:
                 if key.startswith(queue.prefix):
                     if ch is None:
-                        ch = Change(key, e.value, e.version, e.origin)
+                        ch = _change(e)
                     queue.put(ch)
             for prefix, callback in list(self._change_callbacks):
                 if key.startswith(prefix):
                     if ch is None:
-                        ch = Change(key, e.value, e.version, e.origin)
+                        ch = _change(e)
                     try:
                         callback(ch)
                     except Exception:

@@ -181,9 +181,15 @@ class WriteRecord:
 
     @property
     def lww(self) -> Tuple[int, str, Any]:
-        """What last-writer-wins compares: (version, origin, value); ints below bytes."""
-        v = self.value
-        return (self.version, self.origin, (1, v) if isinstance(v, bytes) else (0, v))
+        """What last-writer-wins compares: (version, origin, value); ints below
+        bytes below a tombstone (a delete, value None)."""
+        return _lww(self.version, self.origin, self.value)
+
+
+def _lww(version: int, origin: str, v: Any) -> Tuple[int, str, Any]:
+    if v is None:
+        return (version, origin, (2, 0))
+    return (version, origin, (1, v) if isinstance(v, bytes) else (0, v))
 
 
 _STAT_FIELDS = tuple(f.name for f in fields(NodeStats))
@@ -216,6 +222,10 @@ class SimStats:
     exchanges_throttled: int
     forged_stamps: int
     cluster_mismatch: int
+    tombstones_collected: int
+    resets_sent: int
+    resets_received: int
+    reset_drops: int
 
     def __init__(self) -> None:
         for name in _STAT_FIELDS:
@@ -455,8 +465,9 @@ class Simulation:
         self._push(t, _CALL, fn, args)
 
     def write(self, i: int, key: str, value: Value, at: Optional[float] = None) -> None:
-        """Node ``i`` writes ``key`` at ``at`` (default: now) with ``core.set``;
-        recorded in ``writes`` when it is up then (a down node writes nothing)."""
+        """Node ``i`` writes ``key`` at ``at`` (default: now) with ``core.set``
+        (value None: deletes it, ``core.delete``); recorded in ``writes`` when
+        it is up then (a down node writes nothing)."""
         self.at(self.now if at is None else at, self._write, i, key, value)
 
     def _write(self, i: int, key: str, value: Value) -> None:
@@ -465,7 +476,10 @@ class Simulation:
             return
         assert node.core is not None
         now = node.base + self.now * node.mul
-        version = node.core.set(key, value, now)
+        if value is None:
+            version = node.core.delete(key, now)
+        else:
+            version = node.core.set(key, value, now)
         self.writes.append(
             WriteRecord(self.now, i, node.life, key, value, version, node.core.origin)
         )
@@ -923,10 +937,10 @@ class Simulation:
         for key, w in sorted(self.expected_floor().items()):
             got = first.get(key)
             if got is None:
-                problems.append(f"{key!r} is missing; {w} must survive")
+                if w.value is not None:
+                    problems.append(f"{key!r} is missing; {w} must survive")
                 continue
-            v = got[2]
-            if (got[0], got[1], (1, v) if isinstance(v, bytes) else (0, v)) < w.lww:
+            if _lww(*got) < w.lww:
                 problems.append(f"{key!r} holds {got!r}, below the surviving write {w}")
         return problems
 
