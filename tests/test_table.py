@@ -25,6 +25,8 @@ def _str16(s: str) -> bytes:
 
 
 def _value(v: Any) -> bytes:
+    if v is None:
+        return b"\x02"  # a tombstone
     if isinstance(v, bytes):
         return b"\x01" + struct.pack(">I", len(v)) + v
     return b"\x00" + struct.pack(">Q", v)
@@ -750,7 +752,7 @@ def test_frame_errors_are_the_codecs() -> None:
 def brute_delta(state: Any, watermarks: dict, limit: Optional[int] = None) -> List[tuple]:
     """The delta by definition: a full scan, sorted, cut at a group boundary."""
     due = sorted(
-        (e for e in state if e.stamp > watermarks.get(e.origin, -1)),
+        (e for e in state.entries() if e.stamp > watermarks.get(e.origin, -1)),
         key=lambda e: (e.stamp, e.origin, e.key),
     )
     due = [e.astuple() for e in due]

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastgossip._impl import load
+from fastgossip._table_py import fnv1a
 from fastgossip.errors import FrameError
 from tests.test_table import batch_frame, brute_delta
 
@@ -23,7 +24,10 @@ LAWS = settings(
 keys = st.sampled_from(["a", "b", "c", "é", "", "a longer key, past eight bytes", "\U0001f600"])
 origins = st.sampled_from(["", "n1", "n2", "é", "n10"])
 values = st.one_of(
-    st.integers(0, 3), st.just(2**64 - 1), st.sampled_from([b"", b"a", b"b", b"a\x00", b"\xff" * 9])
+    st.integers(0, 3),
+    st.just(2**64 - 1),
+    st.sampled_from([b"", b"a", b"b", b"a\x00", b"\xff" * 9]),
+    st.none(),  # a tombstone
 )
 versions = st.integers(0, 4)
 stamps = st.one_of(st.none(), st.integers(0, 6))
@@ -32,9 +36,10 @@ entries = st.tuples(keys, values, versions, origins, stamps)
 
 
 def content(state: Any) -> Dict[str, tuple]:
-    """What LWW decides: per key (value, version, origin). Insertion order and the
-    stamp of equal (version, origin, value) triples depend on arrival order."""
-    return {e.key: (e.value, e.version, e.origin) for e in state}
+    """What LWW decides: per key (value, version, origin), tombstones (value
+    None) included. Insertion order and the stamp of equal (version, origin,
+    value) triples depend on arrival order."""
+    return {e.key: (e.value, e.version, e.origin) for e in state.entries()}
 
 
 def merged(mod: ModuleType, items: List[EntryTuple]) -> Any:
@@ -63,7 +68,7 @@ def test_merge_is_associative(table: ModuleType, items: List[EntryTuple], cuts: 
     # merge each part on its own, then merge the parts' tables, right to left
     acc = table.GossipState()
     for part in reversed(parts):
-        acc.merge(list(merged(table, part)))
+        acc.merge(list(merged(table, part).entries()))
     assert content(acc) == content(whole)
 
 
@@ -71,10 +76,10 @@ def test_merge_is_associative(table: ModuleType, items: List[EntryTuple], cuts: 
 @given(st.lists(entries, max_size=25))
 def test_merge_is_idempotent(table: ModuleType, items: List[EntryTuple]) -> None:
     s = merged(table, items)
-    before = ([e.astuple() for e in s], s.watermarks(), s.max_version)
+    before = ([e.astuple() for e in s.entries()], s.watermarks(), s.max_version)
     assert s.merge([table.Entry(*e) for e in items]) == []
-    assert s.merge(list(s)) == []
-    assert ([e.astuple() for e in s], s.watermarks(), s.max_version) == before
+    assert s.merge(list(s.entries())) == []
+    assert ([e.astuple() for e in s.entries()], s.watermarks(), s.max_version) == before
 
 
 @LAWS
@@ -86,7 +91,7 @@ def test_merge_frame_is_merge(table: ModuleType, items: List[EntryTuple]) -> Non
         "s", [(k, v, ver, o, ver if st_ is None else st_) for k, v, ver, o, st_ in items]
     )
     assert b.merge_frame(frame) == len(table.GossipState().merge([table.Entry(*e) for e in items]))
-    assert [e.astuple() for e in a] == [e.astuple() for e in b]
+    assert [e.astuple() for e in a.entries()] == [e.astuple() for e in b.entries()]
     assert a.watermarks() == b.watermarks() and a.max_version == b.max_version
     assert a.origin_stats() == b.origin_stats()
 
@@ -177,6 +182,10 @@ ops = st.one_of(
         st.integers(30, 300),
         st.one_of(st.none(), st.integers(0, 400)),
     ),
+    st.tuples(st.just("collect"), st.integers(0, 5)),
+    st.tuples(st.just("key_hashes")),
+    st.tuples(st.just("drop_unheld"), st.lists(keys, max_size=4), wm_strategy),
+    st.tuples(st.just("raise_watermarks"), st.dictionaries(origins, st.integers(0, 7))),
 )
 
 
@@ -201,7 +210,16 @@ def _run(mod: ModuleType, state: Any, op: tuple) -> Any:
         if kind == "delta":
             return [e.astuple() for e in state.delta(op[1], op[2])]
         if kind == "delta_frames":
-            return state.delta_frames("me", op[1], op[2], op[3])
+            return (state.delta_frames("me", op[1], op[2], op[3]), state.delta_cut)
+        if kind == "collect":
+            return state.collect(op[1])
+        if kind == "key_hashes":
+            return state.key_hashes()
+        if kind == "drop_unheld":
+            held = b"".join(fnv1a(k.encode()).to_bytes(8, "big") for k in op[1])
+            return state.drop_unheld(held, {o: max(w, 0) for o, w in op[2].items()})
+        if kind == "raise_watermarks":
+            return state.raise_watermarks(op[1])
     except (ValueError, TypeError) as exc:  # FrameError is a ValueError
         return (type(exc).__name__, str(exc), getattr(exc, "offset", None))
     raise AssertionError(kind)
@@ -218,12 +236,14 @@ def test_compiled_and_python_tables_agree(script: List[tuple]) -> None:
     sc, sp = c.GossipState(), p.GossipState()
     for op in script:
         assert _run(c, sc, op) == _run(p, sp, op), op
-        assert [e.astuple() for e in sc] == [e.astuple() for e in sp]
+        assert [e.astuple() for e in sc.entries()] == [e.astuple() for e in sp.entries()]
         assert sc.watermarks() == sp.watermarks()
         assert list(sc.watermarks()) == list(sp.watermarks())  # same first-seen order
         assert sc.origin_stats() == sp.origin_stats()
         assert sc.max_version == sp.max_version
         assert len(sc) == len(sp) and sc.keys() == sp.keys()
+        assert sc.tombstones == sp.tombstones and sc.bytes_held == sp.bytes_held
+        assert sc.entry_count == sp.entry_count
     for key in ["a", "zz", "é"]:
         ec, ep = sc.get_entry(key), sp.get_entry(key)
         assert (ec is None and ep is None) or ec.astuple() == ep.astuple()
@@ -247,7 +267,7 @@ def test_random_bytes_fail_alike(junk: bytes, max_frame_size: int) -> None:
                     (
                         "ok",
                         s.merge_frame(frame, max_frame_size=max_frame_size + 30),
-                        [e.astuple() for e in s],
+                        [e.astuple() for e in s.entries()],
                     )
                 )
             except FrameError as exc:
