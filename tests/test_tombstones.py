@@ -7,6 +7,8 @@ schedules whose failing seeds are printed, and real nodes on loopback)."""
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 from types import ModuleType
 from typing import List, Tuple
 
@@ -355,3 +357,12 @@ def test_tombstone_settings_are_checked() -> None:
         NodeConfig("n", tombstone_grace=0)
     with pytest.raises(ValueError, match="horizon_keep"):
         NodeConfig("n", tombstone_grace=100, horizon_keep=10)
+
+
+def test_the_reset_vector_in_the_protocol_doc() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```text\nreset:(.*?)```", text, flags=re.S)
+    frame = bytes.fromhex("".join(block.split()))
+    assert reset_frames("n1", [("o", 5, 1)], fnv1a(b"a").to_bytes(8, "big"), 1 << 20) == [frame]
+    parts = ResetParts(1 << 20)
+    assert parts.add(frame) and parts.origins == {"o": (5, 1)}
