@@ -22,7 +22,7 @@ LAWS = settings(
 )
 
 keys = st.sampled_from(["a", "b", "c", "é", "", "a longer key, past eight bytes", "\U0001f600"])
-origins = st.sampled_from(["", "n1", "n2", "é", "n10"])
+origins = st.sampled_from(["", "n1", "n2", "é", "n10", "n1.e", "n2.e"])
 values = st.one_of(
     st.integers(0, 3),
     st.just(2**64 - 1),
@@ -186,6 +186,12 @@ ops = st.one_of(
     st.tuples(st.just("key_hashes")),
     st.tuples(st.just("drop_unheld"), st.lists(keys, max_size=4), wm_strategy),
     st.tuples(st.just("raise_watermarks"), st.dictionaries(origins, st.integers(0, 7))),
+    st.tuples(
+        st.just("set_ephemeral_live"),
+        st.one_of(st.none(), st.lists(st.sampled_from(["n1.e", "n2.e"]), max_size=2)),
+    ),
+    st.tuples(st.just("drop_origins"), st.lists(origins, max_size=2)),
+    st.tuples(st.just("capture"), st.lists(keys, max_size=2)),
 )
 
 
@@ -220,6 +226,14 @@ def _run(mod: ModuleType, state: Any, op: tuple) -> Any:
             return state.drop_unheld(held, {o: max(w, 0) for o, w in op[2].items()})
         if kind == "raise_watermarks":
             return state.raise_watermarks(op[1])
+        if kind == "set_ephemeral_live":
+            return state.set_ephemeral_live(op[1])
+        if kind == "drop_origins":
+            return state.drop_origins(op[1])
+        if kind == "capture":
+            got = [e.astuple() for e in state.take_captured()]
+            state.set_capture(op[1])
+            return got
     except (ValueError, TypeError) as exc:  # FrameError is a ValueError
         return (type(exc).__name__, str(exc), getattr(exc, "offset", None))
     raise AssertionError(kind)

@@ -426,6 +426,8 @@ cdef struct Origin:
     uint32_t live          # slots holding this origin
     uint64_t seen          # entries of it set or merged, won or lost
     bint stale_ok          # in stale_exempt: stale entries of it are taken
+    bint eph               # an ephemeral origin: its name ends with ".e"
+    bint hidden            # ephemeral and not live: its entries are not shown
 
 
 cdef struct In:            # an incoming entry, borrowed pointers
@@ -546,6 +548,8 @@ cdef class GossipState:
     cdef uint64_t _changes        # see the changes property
     cdef Py_ssize_t _bytes_held
     cdef Py_ssize_t _n_tomb        # records that are tombstones
+    cdef Py_ssize_t _n_hidden      # records with a value under a hidden origin
+    cdef object _eph_live          # frozenset of live ephemeral origins; None: none hidden
     cdef bint _delta_cut           # the last delta_frames stopped at its budget
     cdef Py_ssize_t _max_keys      # -1: no bound
     cdef Py_ssize_t _max_bytes     # -1: no bound
@@ -568,6 +572,7 @@ cdef class GossipState:
         self._own_n = -1
         self._capture = ()
         self._captured = []
+        self._eph_live = None
         memset(self._refused, 0, sizeof(self._refused))
         self._init()
 
@@ -619,6 +624,7 @@ cdef class GossipState:
         self._max_version = 0
         self._bytes_held = 0
         self._n_tomb = 0
+        self._n_hidden = 0
 
     # -- the key index -------------------------------------------------------------
 
@@ -732,6 +738,8 @@ cdef class GossipState:
         o.name_len = nlen
         Py_INCREF(pystr)
         o.pystr = <PyObject*>pystr
+        o.eph = nlen >= 2 and name[nlen - 2] == 46 and name[nlen - 1] == 101  # ".e"
+        o.hidden = o.eph and self._eph_live is not None and pystr not in self._eph_live
         self._n_origins += 1
         self._oindex[i] = (<uint64_t>tag << 32) | (<uint64_t>oid + 1)
         return oid
@@ -994,6 +1002,8 @@ cdef class GossipState:
         if r.tag == V_BYTES:
             PyMem_Free(r.val.b)
         self._n_tomb += (e.tag == V_TOMBSTONE) - (r.tag == V_TOMBSTONE)
+        self._n_hidden += ((e.tag != V_TOMBSTONE and self._origins[oid].hidden)
+                           - (r.tag != V_TOMBSTONE and self._origins[r.origin].hidden))
         r.version = e.version
         r.stamp = e.stamp
         r.origin = oid
@@ -1016,9 +1026,11 @@ cdef class GossipState:
             self._keep(slot)
         return 1
 
-    cdef int _keep(self, Py_ssize_t slot) except -1:
+    cdef int _keep(self, Py_ssize_t slot, bint gone=False) except -1:
         """Keep the Entry in ``slot`` for take_captured when its key starts
-        with a captured prefix (compared in UTF-8: no object for the others)."""
+        with a captured prefix (compared in UTF-8: no object for the others);
+        tombstone-shaped when ``gone`` or its origin is hidden (the key is no
+        longer shown)."""
         cdef Rec* r = &self._recs[slot]
         cdef const unsigned char* k = self._arena + r.key_off
         cdef bytes prefix
@@ -1028,7 +1040,12 @@ cdef class GossipState:
         for prefix in self._capture:
             n = PyBytes_GET_SIZE(prefix)
             if n <= r.key_len and memcmp(k, PyBytes_AS_STRING(prefix), <size_t>n) == 0:
-                self._captured.append(self._entry(slot))
+                if gone or self._origins[r.origin].hidden:
+                    self._captured.append(new_tombstone(
+                        self._key_str(slot), <str>self._origins[r.origin].pystr, r.version,
+                        r.stamp))
+                else:
+                    self._captured.append(self._entry(slot))
                 return 1
         return 0
 
@@ -1099,6 +1116,7 @@ cdef class GossipState:
         self._n += 1
         self._bytes_held += e.klen + _vheld(e.tag, e.blen) + OVERHEAD
         self._n_tomb += e.tag == V_TOMBSTONE
+        self._n_hidden += e.tag != V_TOMBSTONE and self._origins[oid].hidden
         self._origins[oid].live += 1
         self._log_push(oid, e.stamp, slot)
         return 1
@@ -1144,6 +1162,7 @@ cdef class GossipState:
                     top[r.origin] = r.stamp
                     hit[r.origin] = 1
                 self._origins[r.origin].live -= 1
+                self._n_hidden -= r.tag != V_TOMBSTONE and self._origins[r.origin].hidden
                 self._bytes_held -= r.key_len + _vheld(r.tag, r.blen) + OVERHEAD
                 if r.tag == V_TOMBSTONE:
                     self._n_tomb -= 1
@@ -1213,26 +1232,6 @@ cdef class GossipState:
             PyMem_Free(remap)
             PyMem_Free(top)
             PyMem_Free(hit)
-
-    cdef int _keep_gone(self, Py_ssize_t slot) except -1:
-        """For take_captured: the key in ``slot`` is going without a tombstone
-        (a reset): a tombstone-shaped Entry, when a captured prefix matches."""
-        cdef Rec* r = &self._recs[slot]
-        cdef const unsigned char* k = self._arena + r.key_off
-        cdef bytes prefix
-        cdef Py_ssize_t n
-        if r.tag == V_TOMBSTONE:
-            return 0
-        if not self._cap_any and (r.key_len == 0 or not self._cap_first[k[0]]):
-            return 0
-        for prefix in self._capture:
-            n = PyBytes_GET_SIZE(prefix)
-            if n <= r.key_len and memcmp(k, PyBytes_AS_STRING(prefix), <size_t>n) == 0:
-                self._captured.append(new_tombstone(self._key_str(slot),
-                                                    <str>self._origins[r.origin].pystr,
-                                                    r.version, r.stamp))
-                return 1
-        return 0
 
     def collect(self, before_version) -> dict:
         """Remove the tombstones whose version is below ``before_version``
@@ -1331,8 +1330,8 @@ cdef class GossipState:
                     continue
                 kill[i] = 1
                 n_kill += 1
-                if self._capture:
-                    self._keep_gone(i)
+                if self._capture and self._recs[i].tag != V_TOMBSTONE:
+                    self._keep(i, True)
             if n_kill:
                 self._remove(kill, {})
             return n_kill
@@ -1743,7 +1742,7 @@ cdef class GossipState:
     def get(self, key):
         """(value, version) stored for key, or None (also for a tombstone)."""
         cdef Py_ssize_t slot = self._lookup(key)
-        if slot < 0 or self._recs[slot].tag == V_TOMBSTONE:
+        if slot < 0 or not self._shown(slot):
             return None
         return (self._value(slot), self._recs[slot].version)
 
@@ -1757,16 +1756,91 @@ cdef class GossipState:
     def keys(self) -> list:
         """Every key that holds a value (tombstones left out), in first-insertion order."""
         cdef Py_ssize_t i
-        if self._n_tomb == 0:
+        if self._n_tomb == 0 and self._n_hidden == 0:
             return [self._key_str(i) for i in range(self._n)]
-        return [self._key_str(i) for i in range(self._n) if self._recs[i].tag != V_TOMBSTONE]
+        return [self._key_str(i) for i in range(self._n) if self._shown(i)]
 
     def __len__(self):
-        """Keys that hold a value (tombstones left out)."""
-        return self._n - self._n_tomb
+        """Keys shown: holding a value (not a tombstone), under an origin not hidden."""
+        return self._n - self._n_tomb - self._n_hidden
 
     def __bool__(self):
-        return self._n > self._n_tomb
+        return self._n > self._n_tomb + self._n_hidden
+
+    cdef inline bint _shown(self, Py_ssize_t slot) noexcept:
+        cdef Rec* r = &self._recs[slot]
+        return r.tag != V_TOMBSTONE and not self._origins[r.origin].hidden
+
+    def set_ephemeral_live(self, origins) -> None:
+        """The live ephemeral origins (names ending with ``".e"``, see
+        GossipCore): the entries of every other ephemeral origin are kept and
+        replicated but not shown (get, keys, len, iteration). None (the
+        default): every origin is shown. Watchers see the keys that appear
+        (``set``) and disappear (tombstone-shaped entries) by the change."""
+        cdef uint32_t oid
+        cdef Origin* o
+        cdef bint hide
+        cdef Py_ssize_t i
+        cdef uint8_t* flip
+        live = None if origins is None else frozenset(origins)
+        self._eph_live = live
+        flip = <uint8_t*>PyMem_Malloc(self._n_origins + 1)
+        if flip == NULL:
+            raise MemoryError()
+        try:
+            n_flip = 0  # (a Python int: rare)
+            for oid in range(self._n_origins):
+                o = &self._origins[oid]
+                hide = o.eph and live is not None and <str>o.pystr not in live
+                flip[oid] = hide != o.hidden
+                n_flip += flip[oid]
+                o.hidden = hide
+            if n_flip == 0:
+                return
+            self._n_hidden = 0
+            for i in range(self._n):
+                if self._recs[i].tag == V_TOMBSTONE:
+                    continue
+                if self._origins[self._recs[i].origin].hidden:
+                    self._n_hidden += 1
+                if flip[self._recs[i].origin] and self._capture:
+                    self._keep(i)
+            self._changes += 1
+        finally:
+            PyMem_Free(flip)
+
+    def drop_origins(self, origins) -> dict:
+        """Remove every entry held under these origins (the ephemeral keys of
+        a member gone for good); returns, per origin, the highest stamp removed."""
+        cdef uint8_t* kill
+        cdef uint8_t* doomed
+        cdef Py_ssize_t i, n = 0
+        cdef const unsigned char* p
+        cdef Py_ssize_t pn
+        cdef uint32_t oid
+        cdef dict out = {}
+        if self._n == 0:
+            return out
+        kill = <uint8_t*>PyMem_Malloc(self._n)
+        doomed = <uint8_t*>PyMem_Malloc(self._n_origins + 1)
+        try:
+            if kill == NULL or doomed == NULL:
+                raise MemoryError()
+            memset(doomed, 0, self._n_origins + 1)
+            for origin in origins:
+                _conv_str("origin", origin, &p, &pn)
+                oid = self._origin_find(p, pn)
+                if oid != NO_ORIGIN and self._origins[oid].live:
+                    doomed[oid] = 1
+            for i in range(self._n):
+                kill[i] = doomed[self._recs[i].origin]
+                n += kill[i]
+            if n:
+                self._remove(kill, out)
+        finally:
+            PyMem_Free(kill)
+            PyMem_Free(doomed)
+        return out
 
     @property
     def delta_cut(self) -> bool:
@@ -1802,14 +1876,14 @@ cdef class GossipState:
         except UnicodeEncodeError:
             return False
         cdef Py_ssize_t slot = self._find(p, n, _hash(p, n), &pos)
-        return slot >= 0 and self._recs[slot].tag != V_TOMBSTONE
+        return slot >= 0 and self._shown(slot)
 
     def __iter__(self):
         """Entries that hold a value (tombstones left out), in first-insertion
         order of keys; keys added meanwhile are included."""
         cdef Py_ssize_t i = 0
         while i < self._n:
-            if self._recs[i].tag != V_TOMBSTONE:
+            if self._shown(i):
                 yield self._entry(i)
             i += 1
 

@@ -246,6 +246,9 @@ class GossipState:
         "_max_version",
         "_bytes_held",
         "_n_tomb",
+        "_n_hidden",
+        "_eph_live",
+        "_hidden",
         "_delta_cut",
         "_max_keys",
         "_max_bytes",
@@ -270,6 +273,7 @@ class GossipState:
         self._stale_exempt: frozenset = frozenset()
         self._capture: Tuple[str, ...] = ()
         self._captured: List[Entry] = []
+        self._eph_live: Optional[frozenset] = None
         self._reset()
 
     def _reset(self) -> None:
@@ -283,6 +287,8 @@ class GossipState:
         self._max_version = 0
         self._bytes_held = 0
         self._n_tomb = 0  # entries that are tombstones
+        self._n_hidden = 0  # entries with a value under a hidden origin
+        self._hidden: set = set()  # ephemeral origins not live (see set_ephemeral_live)
         self._delta_cut = False  # the last delta_frames stopped at its budget
 
     # -- settings and counters -------------------------------------------------------
@@ -539,11 +545,11 @@ class GossipState:
             self._entries[key] = [value, version, origin, stamp]
             self._keys.append(key)
             self._n_tomb += value is None
+            self._n_hidden += value is not None and origin in self._hidden
             self._bytes_held += size
             self._live[origin] = self._live.get(origin, 0) + 1
             self._log(origin, stamp, key)
-            if self._capture and key.startswith(self._capture):
-                self._captured.append(self._entry(key))
+            self._keep(key)
             return 1
         new, old = (
             _lww_key(version, origin, value),
@@ -575,6 +581,10 @@ class GossipState:
         self._bytes_held += grow
         old_origin, old_stamp = cur[_ORIGIN], cur[_STAMP]
         self._n_tomb += (value is None) - (cur[_VALUE] is None)
+        hidden = self._hidden
+        self._n_hidden += (value is not None and origin in hidden) - (
+            cur[_VALUE] is not None and cur[_ORIGIN] in hidden
+        )
         cur[:] = [value, version, origin, stamp]
         if old_origin != origin:
             self._live[old_origin] -= 1
@@ -583,14 +593,15 @@ class GossipState:
             self._maybe_compact(old_origin)
         elif old_stamp != stamp:
             self._log(origin, stamp, key)
-        if self._capture and key.startswith(self._capture):
-            self._captured.append(self._entry(key))
+        self._keep(key)
         return 1
 
     def _note(self, version: int, origin: str, stamp: int) -> None:
         """An entry set or merged (won or lost): its watermark, counts, max version."""
         self._changes += 1
         wm = self._watermarks.get(origin)
+        if wm is None:
+            self._intern(origin)
         if wm is None or stamp > wm:
             self._watermarks[origin] = stamp
         self._seen[origin] = self._seen.get(origin, 0) + 1
@@ -668,7 +679,7 @@ class GossipState:
     def get(self, key: str) -> Optional[Tuple[Union[int, bytes], int]]:
         """(value, version) stored for key, or None (also for a tombstone)."""
         cur = self._entries.get(_check_str("key", key))
-        return None if cur is None or cur[_VALUE] is None else (cur[_VALUE], cur[_VERSION])
+        return None if cur is None or not self._shown(cur) else (cur[_VALUE], cur[_VERSION])
 
     def get_entry(self, key: str) -> Optional[Entry]:
         """The Entry stored for key (a tombstone's value is None), or None."""
@@ -677,17 +688,17 @@ class GossipState:
 
     def keys(self) -> List[str]:
         """Every key that holds a value (tombstones left out), in first-insertion order."""
-        if not self._n_tomb:
+        if not self._n_tomb and not self._n_hidden:
             return list(self._keys)
         entries = self._entries
-        return [k for k in self._keys if entries[k][_VALUE] is not None]
+        return [k for k in self._keys if self._shown(entries[k])]
 
     def __len__(self) -> int:
-        """Keys that hold a value (tombstones left out)."""
-        return len(self._keys) - self._n_tomb
+        """Keys shown: holding a value (not a tombstone), under an origin not hidden."""
+        return len(self._keys) - self._n_tomb - self._n_hidden
 
     def __bool__(self) -> bool:
-        return len(self._keys) > self._n_tomb
+        return len(self._keys) > self._n_tomb + self._n_hidden
 
     @property
     def tombstones(self) -> int:
@@ -710,7 +721,7 @@ class GossipState:
         if not isinstance(key, str):
             return False
         cur = self._entries.get(key)
-        return cur is not None and cur[_VALUE] is not None
+        return cur is not None and self._shown(cur)
 
     def __iter__(self) -> Iterator[Entry]:
         """Entries that hold a value (tombstones left out), in first-insertion
@@ -718,7 +729,7 @@ class GossipState:
         i = 0
         while i < len(self._keys):
             cur = self._entries[self._keys[i]]
-            if cur[_VALUE] is not None:
+            if self._shown(cur):
                 yield self._entry(self._keys[i])
             i += 1
 
@@ -750,6 +761,63 @@ class GossipState:
         self._reset()
         self._changes += 1
 
+    def _intern(self, origin: str) -> None:
+        """A new origin: hidden when ephemeral and not live."""
+        if self._eph_live is not None and origin.endswith(".e") and origin not in self._eph_live:
+            self._hidden.add(origin)
+
+    def _shown(self, cur: list) -> bool:
+        return cur[_VALUE] is not None and cur[_ORIGIN] not in self._hidden
+
+    def set_ephemeral_live(self, origins: Optional[Iterable[str]]) -> None:
+        """The live ephemeral origins (names ending with ``".e"``, see
+        GossipCore): the entries of every other ephemeral origin are kept and
+        replicated but not shown (get, keys, len, iteration). None (the
+        default): every origin is shown. Watchers see the keys that appear
+        (``set``) and disappear (tombstone-shaped entries) by the change."""
+        live = None if origins is None else frozenset(origins)
+        self._eph_live = live
+        hidden = (
+            set()
+            if live is None
+            else {o for o in self._watermarks if o.endswith(".e") and o not in live}
+        )
+        flipped = hidden ^ self._hidden
+        self._hidden = hidden
+        if not flipped:
+            return
+        self._n_hidden = 0
+        for key in self._keys:
+            cur = self._entries[key]
+            if cur[_VALUE] is None:
+                continue
+            if cur[_ORIGIN] in hidden:
+                self._n_hidden += 1
+            if cur[_ORIGIN] in flipped:
+                self._keep(key)
+        self._changes += 1
+
+    def drop_origins(self, origins: Iterable[str]) -> Dict[str, int]:
+        """Remove every entry held under these origins (the ephemeral keys of
+        a member gone for good); returns, per origin, the highest stamp removed."""
+        doomed = {o for o in map(lambda o: _check_str("origin", o), origins) if self._live.get(o)}
+        out: Dict[str, int] = {}
+        if doomed:
+            entries = self._entries
+            self._remove([k for k in self._keys if entries[k][_ORIGIN] in doomed], out)
+        return out
+
+    def _keep(self, key: str, gone: bool = False) -> None:
+        """For take_captured, when a captured prefix matches: the entry, or a
+        tombstone-shaped one when ``gone`` or its origin is hidden."""
+        if not (self._capture and key.startswith(self._capture)):
+            return
+        value, version, origin, stamp = self._entries[key]
+        if gone or origin in self._hidden:
+            self._captured.append(Entry(key, None, version, origin, stamp))
+        else:
+            self._captured.append(self._entry(key))
+
     # -- removing entries: tombstone collection and resets --------------------------
 
     def _remove(self, doomed: List[str], removed_stamps: Dict[str, int]) -> int:
@@ -761,6 +829,7 @@ class GossipState:
         for key in doomed:
             value, _version, origin, stamp = self._entries.pop(key)
             self._live[origin] -= 1
+            self._n_hidden -= value is not None and origin in self._hidden
             self._bytes_held -= len(key.encode("utf-8")) + _value_size(value) + ENTRY_OVERHEAD
             self._n_tomb -= value is None
             if removed_stamps.get(origin, -1) < stamp:
@@ -818,8 +887,8 @@ class GossipState:
             if w is None or stamp > w or fnv1a(key.encode("utf-8")) in held:
                 continue
             doomed.append(key)
-            if value is not None and self._capture and key.startswith(self._capture):
-                self._captured.append(Entry(key, None, version, origin, stamp))
+            if value is not None:
+                self._keep(key, True)
         return self._remove(doomed, {})
 
     def raise_watermarks(self, watermarks: Mapping[str, int]) -> None:
@@ -835,6 +904,7 @@ class GossipState:
                 )
             if stamp > self._watermarks.get(origin, -1):
                 if origin not in self._watermarks:
+                    self._intern(origin)
                     self._logs[origin] = []
                     self._sorted[origin] = 0
                     self._live.setdefault(origin, 0)

@@ -53,12 +53,16 @@ Output = Tuple[int, Any, Any]
 SEND, ASK, CLOSE, EVENT = 1, 2, 3, 4
 
 LIFE_SEPARATOR = "#"
+#: ephemeral keys are written under the writer's origin with this suffix: they
+#: are shown only while that life is a live member (see GossipCore.set)
+EPHEMERAL_SUFFIX = ".e"
 
 __all__ = [
     "ASK",
     "CLOSE",
     "EVENT",
     "SEND",
+    "EPHEMERAL_SUFFIX",
     "CoreLimits",
     "GossipCore",
     "RateLimitedLog",
@@ -291,6 +295,10 @@ class GossipCore:
         self._watched: Dict[str, int] = {}
         self._capturing = False
         self.horizons = Horizons()  # see horizon.py
+        # ephemeral keys: per member node id, the origin of its live life (alive
+        # or suspect), and since when each ephemeral origin is no longer live
+        self._eph_live: Dict[str, str] = {}
+        self._eph_gone: Dict[str, float] = {}
 
     # -- time ------------------------------------------------------------------
     def _wall_ms(self) -> int:
@@ -424,6 +432,7 @@ class GossipCore:
         self._answer = [codec.encode(codec.Pong(self.node_id, self._tag ^ ANSWER_BIT))]
         self.membership = m = Membership(self, config, self._member_event)
         self._set_capture()
+        self._show_ephemeral(now)
         self._seeds = tuple(a for a in config.seeds if a != config.addr)
         for addr in self._seeds:
             self._add_peer(addr)
@@ -487,6 +496,29 @@ class GossipCore:
 
     def _member_event(self, ev: MemberEvent) -> None:
         self.out.append((EVENT, "member", ev))
+        m = ev.member
+        was = self._eph_live.get(m.node_id)
+        if m.status in ("alive", "suspect") and ev.kind != "forgotten":
+            self._eph_live[m.node_id] = m.origin
+        else:
+            self._eph_live.pop(m.node_id, None)
+        now_live = self._eph_live.get(m.node_id)
+        if was != now_live:
+            if was is not None:
+                self._eph_gone.setdefault(was + EPHEMERAL_SUFFIX, ev.at)
+            if now_live is not None:
+                self._eph_gone.pop(now_live + EPHEMERAL_SUFFIX, None)
+            self._show_ephemeral(ev.at)
+
+    def _show_ephemeral(self, now: float) -> None:
+        """Tell the table which ephemeral origins are live: ours, and those of
+        the lives of members alive or suspect here."""
+        live = {o + EPHEMERAL_SUFFIX for o in self._eph_live.values()}
+        if self.membership is None or not self.membership.left:
+            live.add(self.origin + EPHEMERAL_SUFFIX)  # (a node that left shows them gone)
+        self.state.set_ephemeral_live(live)
+        if self._capturing:
+            self._captured(now)
 
     def _set_reserved(self, key: str, value: bytes, now: float, news: bool = False) -> None:
         """A write of the cluster's own (a member record, a statement); news
@@ -536,6 +568,7 @@ class GossipCore:
         if m is None:
             return []
         m.leave(now)
+        self._show_ephemeral(now)  # our ephemeral keys go with us
         codec = self._codec
         record = self.state.get_entry(MEMBER_PREFIX + self.node_id)
         push = [codec.encode(codec.GossipBatch(self.node_id, [record]))] if record else []
@@ -632,11 +665,20 @@ class GossipCore:
                 f"(max_frame_size {self.limits.max_frame_size})"
             )
 
-    def set(self, key: str, value: Value, now: float) -> int:
-        """A local write, versioned by the hybrid clock; returns the version."""
+    def set(self, key: str, value: Value, now: float, ephemeral: bool = False) -> int:
+        """A local write, versioned by the hybrid clock; returns the version.
+
+        An ``ephemeral`` key lives as long as this life of the node: it is
+        written under the origin ``origin + EPHEMERAL_SUFFIX``, whose entries
+        every node shows only while it holds this life's member alive or
+        suspect, and collects ``tombstone_grace`` after that (needs membership)."""
         if value is None:
             raise TypeError("value must be int or bytes (delete() deletes a key)")
-        return self._write(key, value, now)
+        if not ephemeral:
+            return self._write(key, value, now)
+        if self.membership is None:
+            raise ValueError("ephemeral keys need membership (NodeConfig(membership=True))")
+        return self._write(key, value, now, self.origin + EPHEMERAL_SUFFIX)
 
     def delete(self, key: str, now: float) -> int:
         """Delete ``key``: a tombstone, written as any write is (versioned by
@@ -645,11 +687,14 @@ class GossipCore:
         may be on its way."""
         return self._write(key, None, now)
 
-    def _write(self, key: str, value: Optional[Value], now: float) -> int:
+    def _write(
+        self, key: str, value: Optional[Value], now: float, origin: Optional[str] = None
+    ) -> int:
+        origin = origin or self.origin
         self._advance(now)
-        self.check_storable(key, value, self.origin)
+        self.check_storable(key, value, origin)
         version = self.clock.now()
-        self.state.set(key, value, version, self.origin, self._next_stamp())
+        self.state.set(key, value, version, origin, self._next_stamp())
         self._news += 1
         if self._capturing:
             self._captured(now)
@@ -749,13 +794,20 @@ class GossipCore:
         if h.stamps:
             h.forget_older(now, self.limits.horizon_keep)
         held = self.state.tombstones
-        if not held:
-            return
-        before = max(0, int((now - grace) * 1000)) << LOGICAL_BITS
-        found = self.state.collect(before)
-        if found:
-            self.stats.tombstones_collected += held - self.state.tombstones
-            h.raise_to(found, now)
+        if held:
+            before = max(0, int((now - grace) * 1000)) << LOGICAL_BITS
+            found = self.state.collect(before)
+            if found:
+                self.stats.tombstones_collected += held - self.state.tombstones
+                h.raise_to(found, now)
+        # the ephemeral keys of lives gone for a grace: removed as tombstones are
+        gone = [o for o, t in self._eph_gone.items() if now - t >= grace]
+        if gone:
+            for origin in gone:
+                del self._eph_gone[origin]
+            found = self.state.drop_origins(gone)
+            if found:
+                h.raise_to(found, now)
 
     def _reset_frames(self) -> List[bytes]:
         """A Reset (horizon.py): our table's watermarks (every origin, the

@@ -37,7 +37,7 @@ from typing import (
 
 from ._impl import load
 from ._table import MAX_NODE_ID_BYTES
-from .core import LIFE_SEPARATOR, CoreLimits, GossipCore, node_of
+from .core import EPHEMERAL_SUFFIX, LIFE_SEPARATOR, CoreLimits, GossipCore, node_of
 from .errors import NodeError
 from .fanout import Fanout
 from .membership import RESERVED_PREFIX, Member, MemberEvent, MembershipConfig
@@ -398,7 +398,8 @@ def _is_wildcard(host: str) -> bool:
 class Change:
     """A change to a watched key, in the order this node applied it: ``kind``
     is ``set``, ``delete`` (``value`` None: a tombstone applied, or a key
-    dropped by a reset), or ``lagged`` when the watcher fell behind and
+    dropped by a reset), ``expire`` (``value`` None: an ephemeral key whose
+    writer's life ended), or ``lagged`` when the watcher fell behind and
     changes were dropped (then ``value`` is how many, and ``key`` is empty)."""
 
     key: str
@@ -410,7 +411,9 @@ class Change:
 
 def _change(e: Any) -> Change:
     if e.value is None:
-        return Change(e.key, None, e.version, e.origin, "delete")
+        # gone: a delete, or (under an ephemeral origin) its writer's life ended
+        kind = "expire" if e.origin.endswith(EPHEMERAL_SUFFIX) else "delete"
+        return Change(e.key, None, e.version, e.origin, kind)
     return Change(e.key, e.value, e.version, e.origin)
 
 
@@ -638,13 +641,17 @@ class GossipNode:
         self._transport.drive()
 
     # -- the table -----------------------------------------------------------
-    def set(self, key: str, value: Value) -> int:
+    def set(self, key: str, value: Value, *, ephemeral: bool = False) -> int:
         """Write ``key`` locally, versioned by this node's hybrid clock.
 
         Returns the version. The write reaches the peers in the next rounds.
+        An ``ephemeral`` key lives as long as this node's life: when the
+        cluster sees this node dead or left (or restarted), the key disappears
+        on every node (watchers see ``kind="expire"``), and is collected
+        ``tombstone_grace`` later. Its origin is ``origin + ".e"``.
         """
         self._check_open()
-        version = self._core.set(key, value, time.time())
+        version = self._core.set(key, value, time.time(), ephemeral)
         if self._core.out:  # watchers' changes: told now, not at the next round
             self._transport.drive()
         return version

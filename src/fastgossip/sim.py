@@ -80,7 +80,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ._impl import load
-from .core import ASK, CLOSE, EVENT, SEND, CoreLimits, GossipCore
+from .core import ASK, CLOSE, EPHEMERAL_SUFFIX, EVENT, SEND, CoreLimits, GossipCore
 from .fanout import Fanout
 from .membership import RESERVED_PREFIX, MembershipConfig
 from .node import NodeStats
@@ -178,6 +178,7 @@ class WriteRecord:
     value: Value
     version: int
     origin: str
+    ephemeral: bool = False
 
     @property
     def lww(self) -> Tuple[int, str, Any]:
@@ -464,13 +465,17 @@ class Simulation:
         """Call ``fn(*args)`` at virtual time ``t`` (in event order)."""
         self._push(t, _CALL, fn, args)
 
-    def write(self, i: int, key: str, value: Value, at: Optional[float] = None) -> None:
+    def write(
+        self, i: int, key: str, value: Value, at: Optional[float] = None, ephemeral: bool = False
+    ) -> None:
         """Node ``i`` writes ``key`` at ``at`` (default: now) with ``core.set``
         (value None: deletes it, ``core.delete``); recorded in ``writes`` when
-        it is up then (a down node writes nothing)."""
-        self.at(self.now if at is None else at, self._write, i, key, value)
+        it is up then (a down node writes nothing); ``ephemeral``: see
+        ``GossipCore.set`` (such writes need not survive their writer's life:
+        ``expected_floor`` leaves them out)."""
+        self.at(self.now if at is None else at, self._write, i, key, value, ephemeral)
 
-    def _write(self, i: int, key: str, value: Value) -> None:
+    def _write(self, i: int, key: str, value: Value, ephemeral: bool = False) -> None:
         node = self.nodes[i]
         if not node.up:
             return
@@ -479,9 +484,10 @@ class Simulation:
         if value is None:
             version = node.core.delete(key, now)
         else:
-            version = node.core.set(key, value, now)
+            version = node.core.set(key, value, now, ephemeral)
+        origin = node.core.origin + (EPHEMERAL_SUFFIX if ephemeral else "")
         self.writes.append(
-            WriteRecord(self.now, i, node.life, key, value, version, node.core.origin)
+            WriteRecord(self.now, i, node.life, key, value, version, origin, ephemeral)
         )
         if self._hash is not None:
             self._hash.update(_pack_event(self.now, 7, i, node.life))
@@ -903,7 +909,7 @@ class Simulation:
         out: Dict[str, WriteRecord] = {}
         for w in self.writes:
             lost = self.lost_table_at.get(w.node, ())
-            if not self.nodes[w.node].up or any(t >= w.time for t in lost):
+            if w.ephemeral or not self.nodes[w.node].up or any(t >= w.time for t in lost):
                 continue
             cur = out.get(w.key)
             if cur is None or w.lww > cur.lww:
