@@ -442,10 +442,10 @@ MALFORMED = [
             b"\x01\x06\x00\x01s\x00\x01\x00\x00\x00\x00\x00\x01"
             + b"\x00\x01\xff\x00\x00"
             + b"\x00" * 16
-            + b"\x05"
+            + b"\x07"
             + b"\x00" * 8
         ),
-        "unknown value tag 5 in entries[0].value at offset 38",
+        "unknown value tag 7 in entries[0].value at offset 38",
         38,
     ),
     # Digest

@@ -36,8 +36,8 @@ def _frame(mtype: int, payload: bytes) -> bytes:
     return struct.pack(">IBB", 2 + len(payload), 1, mtype) + payload
 
 
-def batch_frame(sender: str, entries: Iterable[Tuple[str, Any, int, str, int]]) -> bytes:
-    """A GossipBatch frame of (key, value, version, origin, stamp) tuples."""
+def batch_frame(sender: str, entries: Iterable[Tuple[Any, ...]]) -> bytes:
+    """A GossipBatch frame of (key, value, version, origin, stamp[, expires]) tuples."""
     entries = list(entries)
     origins: List[str] = []
     for e in entries:
@@ -46,10 +46,11 @@ def batch_frame(sender: str, entries: Iterable[Tuple[str, Any, int, str, int]]) 
     payload = _str16(sender) + struct.pack(">H", len(origins))
     payload += b"".join(_str16(o) for o in origins)
     payload += struct.pack(">I", len(entries))
-    for key, value, version, origin, stamp in entries:
-        payload += (
-            _str16(key) + struct.pack(">HQQ", origins.index(origin), version, stamp) + _value(value)
-        )
+    for key, value, version, origin, stamp, *rest in entries:
+        v = _value(value)
+        if rest and rest[0]:  # an expiry: the tag's bit 0x04, then the u64
+            v = bytes((v[0] | 4,)) + struct.pack(">Q", rest[0]) + v[1:]
+        payload += _str16(key) + struct.pack(">HQQ", origins.index(origin), version, stamp) + v
     return _frame(6, payload)
 
 

@@ -31,20 +31,25 @@ values = st.one_of(
 )
 versions = st.integers(0, 4)
 stamps = st.one_of(st.none(), st.integers(0, 6))
-EntryTuple = Tuple[str, Any, int, str, Optional[int]]
-entries = st.tuples(keys, values, versions, origins, stamps)
+expiries = st.sampled_from([0, 0, 0, 3, 5])  # (a tombstone with one: refused alike)
+EntryTuple = Tuple[str, Any, int, str, Optional[int], int]
+entries = st.tuples(keys, values, versions, origins, stamps, expiries)
+
+
+def make(mod: ModuleType, e: EntryTuple) -> Any:
+    return mod.Entry(*e[:5], expires=e[5] if e[1] is not None else 0)
 
 
 def content(state: Any) -> Dict[str, tuple]:
-    """What LWW decides: per key (value, version, origin), tombstones (value
-    None) included. Insertion order and the stamp of equal (version, origin,
-    value) triples depend on arrival order."""
-    return {e.key: (e.value, e.version, e.origin) for e in state.entries()}
+    """What LWW decides: per key (value, version, origin, expires), tombstones
+    (value None) included. Insertion order and the stamp of equal (version,
+    origin, value) triples depend on arrival order."""
+    return {e.key: (e.value, e.version, e.origin, e.expires) for e in state.entries()}
 
 
 def merged(mod: ModuleType, items: List[EntryTuple]) -> Any:
     s = mod.GossipState()
-    s.merge([mod.Entry(*e) for e in items])
+    s.merge([make(mod, e) for e in items])
     return s
 
 
@@ -77,7 +82,7 @@ def test_merge_is_associative(table: ModuleType, items: List[EntryTuple], cuts: 
 def test_merge_is_idempotent(table: ModuleType, items: List[EntryTuple]) -> None:
     s = merged(table, items)
     before = ([e.astuple() for e in s.entries()], s.watermarks(), s.max_version)
-    assert s.merge([table.Entry(*e) for e in items]) == []
+    assert s.merge([make(table, e) for e in items]) == []
     assert s.merge(list(s.entries())) == []
     assert ([e.astuple() for e in s.entries()], s.watermarks(), s.max_version) == before
 
@@ -87,11 +92,9 @@ def test_merge_is_idempotent(table: ModuleType, items: List[EntryTuple]) -> None
 def test_merge_frame_is_merge(table: ModuleType, items: List[EntryTuple]) -> None:
     a = merged(table, items)
     b = table.GossipState()
-    frame = batch_frame(
-        "s", [(k, v, ver, o, ver if st_ is None else st_) for k, v, ver, o, st_ in items]
-    )
-    assert b.merge_frame(frame) == len(table.GossipState().merge([table.Entry(*e) for e in items]))
-    assert [e.astuple() for e in a.entries()] == [e.astuple() for e in b.entries()]
+    frame = _frame_of(items)
+    assert b.merge_frame(frame) == len(table.GossipState().merge([make(table, e) for e in items]))
+    assert list(a.entries()) == list(b.entries())  # (expiries included)
     assert a.watermarks() == b.watermarks() and a.max_version == b.max_version
     assert a.origin_stats() == b.origin_stats()
 
@@ -146,7 +149,7 @@ def test_limited_pulls_converge(
     for i, (node, key, value, version) in enumerate(script):
         clocks[node] += 1
         nodes[node].set(key, value, version, f"n{node}", clocks[node])
-        written.append((key, value, version, f"n{node}", clocks[node]))
+        written.append((key, value, version, f"n{node}", clocks[node], 0))
         if i < len(early):
             src, dst = early[i]
             if src != dst:
@@ -182,7 +185,8 @@ ops = st.one_of(
         st.integers(30, 300),
         st.one_of(st.none(), st.integers(0, 400)),
     ),
-    st.tuples(st.just("collect"), st.integers(0, 5)),
+    st.tuples(st.just("collect"), st.integers(0, 5), st.integers(0, 6)),
+    st.tuples(st.just("expire"), st.integers(0, 6)),
     st.tuples(st.just("key_hashes")),
     st.tuples(st.just("drop_unheld"), st.lists(keys, max_size=4), wm_strategy),
     st.tuples(st.just("raise_watermarks"), st.dictionaries(origins, st.integers(0, 7))),
@@ -202,7 +206,7 @@ def _run(mod: ModuleType, state: Any, op: tuple) -> Any:
         if kind == "set":
             return state.set(*op[1])
         if kind == "merge":
-            return [e.astuple() for e in state.merge([mod.Entry(*e) for e in op[1]])]
+            return [e.astuple() for e in state.merge([make(mod, e) for e in op[1]])]
         if kind == "merge_frame":
             return state.merge_frame(_frame_of(op[1]))
         if kind == "bad_frame":
@@ -218,7 +222,9 @@ def _run(mod: ModuleType, state: Any, op: tuple) -> Any:
         if kind == "delta_frames":
             return (state.delta_frames("me", op[1], op[2], op[3]), state.delta_cut)
         if kind == "collect":
-            return state.collect(op[1])
+            return state.collect(op[1], op[2])
+        if kind == "expire":
+            return (state.expire(op[1]), state.next_expiry, state.now_ms)
         if kind == "key_hashes":
             return state.key_hashes()
         if kind == "drop_unheld":
@@ -240,7 +246,13 @@ def _run(mod: ModuleType, state: Any, op: tuple) -> Any:
 
 
 def _frame_of(items: List[EntryTuple]) -> bytes:
-    return batch_frame("s", [(k, v, ver, o, ver if s is None else s) for k, v, ver, o, s in items])
+    return batch_frame(
+        "s",
+        [
+            (k, v, ver, o, ver if s is None else s, x if v is not None else 0)
+            for k, v, ver, o, s, x in items
+        ],
+    )
 
 
 @settings(max_examples=150, deadline=None)

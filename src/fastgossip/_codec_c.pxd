@@ -29,6 +29,7 @@ cdef class Entry:
     cdef uint64_t _ival
     cdef uint64_t _uversion
     cdef uint64_t _ustamp
+    cdef uint64_t _uexpires    # unix ms after which it is expired; 0: never
     cdef uint8_t _unboxed
 
 
@@ -41,6 +42,7 @@ cdef inline Entry new_entry(str key, str origin, object bvalue, uint64_t ival,
     e.origin = origin
     e._uversion = version
     e._ustamp = stamp
+    e._uexpires = 0
     if bvalue is None:
         e._ival = ival
         e._unboxed = U_VALUE | U_VERSION | U_STAMP
@@ -57,6 +59,7 @@ cdef inline Entry new_tombstone(str key, str origin, uint64_t version, uint64_t 
     e.origin = origin
     e._uversion = version
     e._ustamp = stamp
+    e._uexpires = 0
     e._unboxed = U_VERSION | U_STAMP
     return e
 

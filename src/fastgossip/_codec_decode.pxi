@@ -191,7 +191,7 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
     cdef const unsigned char* kp = NULL
     cdef Py_ssize_t left, klen = 0
     cdef uint16_t oi = 0
-    cdef uint64_t version = 0, stamp = 0, ival = 0
+    cdef uint64_t version = 0, stamp = 0, ival = 0, expires = 0
     cdef GossipBatch b
     if rd_str(r, "sender_id", &ss, &sn) < 0:
         _raise(r)
@@ -235,6 +235,7 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
             ival = rd64(q + 19)
             r.pos = (q + 27) - r.buf
             tag = V_INT
+            expires = 0
         else:
             r.item_group = "entries"
             r.item_index = i
@@ -248,6 +249,7 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
             stamp = ev.stamp
             tag = ev.tag
             ival = ev.ival
+            expires = ev.expires
         # what new_entry (_codec_c.pxd) does, written out: through the helper
         # this loop measured ~10% slower (30.5 -> 33.8 ns per entry)
         e = Entry.__new__(Entry)
@@ -261,6 +263,7 @@ cdef object _d_batch(WireReader* r, StrCache* cache):
         e.origin = <str><object>PyTuple_GET_ITEM(origins, oi)
         e._uversion = version
         e._ustamp = stamp
+        e._uexpires = expires
         if tag == V_INT:
             e._ival = ival
             e._unboxed = U_VALUE | U_VERSION | U_STAMP

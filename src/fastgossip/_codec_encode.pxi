@@ -415,21 +415,26 @@ cdef inline Py_ssize_t _origin_index(BatchState* st, PyObject* o, const char* s,
 cdef inline unsigned char* _wr_entry(unsigned char* q, const char* key, Py_ssize_t klen,
                                      Py_ssize_t idx, uint64_t version, uint64_t stamp,
                                      uint64_t ival, const char* bval,
-                                     Py_ssize_t blen) noexcept nogil:
-    """Write one entry (a long bytes value without its bytes: see BatchGap)."""
+                                     Py_ssize_t blen, uint64_t expires) noexcept nogil:
+    """Write one entry (a long bytes value without its bytes: see BatchGap).
+    An expiring entry's tag has V_EXPIRES set and the u64 expiry follows it
+    (the caller never gives a tombstone an expiry)."""
     q = fg_wr_str(q, key, klen)
     wr16(q, <uint16_t>idx)
     wr64(q + 2, version)
     wr64(q + 10, stamp)
     q += 18
+    if bval == NULL and blen < 0:
+        q[0] = V_TOMBSTONE
+        return q + 1
+    q[0] = V_INT if bval == NULL else V_BYTES
+    if expires:
+        q[0] |= V_EXPIRES
+        wr64(q + 1, expires)
+        q += 8
     if bval == NULL:
-        if blen < 0:
-            q[0] = V_TOMBSTONE
-            return q + 1
-        q[0] = V_INT
         wr64(q + 1, ival)
         return q + 9
-    q[0] = V_BYTES
     wr32(q + 1, <uint32_t>blen)
     if blen > INLINE_VALUE_MAX:
         return q + 5
@@ -478,7 +483,7 @@ cdef Py_ssize_t _batch_fast(BatchState* st, PyObject** items, Py_ssize_t i,
             last = f
             last_idx = idx
         u = (<Entry>o)._unboxed
-        if (u & (U_VERSION | U_STAMP)) != (U_VERSION | U_STAMP):
+        if (u & (U_VERSION | U_STAMP)) != (U_VERSION | U_STAMP) or (<Entry>o)._uexpires:
             break
         version = (<Entry>o)._uversion
         stamp = (<Entry>o)._ustamp
@@ -497,7 +502,7 @@ cdef Py_ssize_t _batch_fast(BatchState* st, PyObject** items, Py_ssize_t i,
         if esize > room:
             break
         room -= esize
-        q = _wr_entry(q, key, klen, last_idx, version, stamp, ival, bval, blen)
+        q = _wr_entry(q, key, klen, last_idx, version, stamp, ival, bval, blen, 0)
         i += 1
     st.elen = q - st.block
     st.last = last
@@ -534,6 +539,10 @@ cdef int _batch_slow(Plan* p, BatchState* st, object o, Py_ssize_t i) except -1:
     _field_value(e._unboxed, e._ival, e._value, &ival, &bval, &blen, "GossipBatch", "entries",
                  i, "value")
     esize = 2 + klen + 18 + _value_size(bval, blen)
+    if e._uexpires:
+        if bval == NULL and blen < 0:
+            raise ValueError("GossipBatch.entries[%d]: a tombstone cannot expire" % i)
+        esize += 8
     if st.skipped or _batch_size(st) + esize - PREFIX_SIZE > <Py_ssize_t>_U32_MAX:
         # too long a frame (_measure says so): the rest is only measured
         st.skipped += esize
@@ -545,7 +554,8 @@ cdef int _batch_slow(Plan* p, BatchState* st, object o, Py_ssize_t i) except -1:
         st.slots = <uint16_t*>(st.origins + st.cap)
         st.block = <unsigned char*>p.mem + st.head
         st.room = <Py_ssize_t>p.mem_size - st.head
-    q = _wr_entry(st.block + st.elen, key, klen, idx, version, stamp, ival, bval, blen)
+    q = _wr_entry(st.block + st.elen, key, klen, idx, version, stamp, ival, bval, blen,
+                  e._uexpires)
     if wsize != esize:
         _add_gap(p, q - st.block, bval, blen)
         st.gap_bytes += blen

@@ -73,6 +73,7 @@ from ._wire import MIN_ORIGIN_SIZE as _MIN_ORIGIN_SIZE
 from ._wire import MIN_WATERMARK_SIZE as _MIN_WATERMARK_SIZE
 from ._wire import PREFIX_SIZE as _PREFIX_SIZE
 from ._wire import V_BYTES as _V_BYTES
+from ._wire import V_EXPIRES as _V_EXPIRES
 from ._wire import V_INT as _V_INT
 from ._wire import V_TOMBSTONE as _V_TOMBSTONE
 
@@ -302,6 +303,10 @@ def _e_batch(m: GossipBatch) -> bytes:
             value = _pack_value_int(_V_INT, v)
         else:
             value = _value(v, "GossipBatch", "entries", i, "value")
+        if e.expires:
+            if v is None:
+                raise ValueError(f"GossipBatch.entries[{i}]: a tombstone cannot expire")
+            value = bytes((value[0] | _V_EXPIRES,)) + _U64.pack(e.expires) + value[1:]
         append(_pack_u16(len(key)))
         append(key)
         append(_pack_entry_fixed(idx, version, stamp))
@@ -502,7 +507,7 @@ def _new_gossip(sender: str, key: str, value: Value, version: int, origin: str) 
 
 _set_ping_sender, _set_ping_seq = _setters(Ping, "sender_id", "seq")
 _set_pong_sender, _set_pong_seq = _setters(Pong, "sender_id", "seq")
-_set_entry = _setters(Entry, "key", "value", "version", "origin", "stamp")
+_set_entry = _setters(Entry, "key", "value", "version", "origin", "stamp", "expires")
 _oset = object.__setattr__
 
 
@@ -607,7 +612,7 @@ def _d_batch(buf: bytes, base: int, pos: int, end: int) -> GossipBatch:
     _count_check("n_entries", n_entries, _MIN_ENTRY_SIZE, end - pos, at - base)
     entries: List[Any] = []
     append = entries.append
-    s_key, s_value, s_version, s_origin, s_stamp = _set_entry
+    s_key, s_value, s_version, s_origin, s_stamp, s_expires = _set_entry
     for i in range(n_entries):
         # structure first (as rd_entry does), then the key's UTF-8
         if end - pos < 2:
@@ -633,10 +638,15 @@ def _d_batch(buf: bytes, base: int, pos: int, end: int) -> GossipBatch:
             raise _truncated("stamp", 8, end - pos, pos - base, ("entries", i))
         stamp = _unpack_u64(buf, pos)[0]
         pos += 8
-        value, pos = _value_at(buf, base, pos, end, "value", ("entries", i))
+        expires = 0
+        if pos < end and buf[pos] in (_V_INT | _V_EXPIRES, _V_BYTES | _V_EXPIRES):
+            value, expires, pos = _expiring_at(buf, base, pos, end, ("entries", i))
+        else:
+            value, pos = _value_at(buf, base, pos, end, "value", ("entries", i))
         key = _text(buf, base, kstart, n, "key", ("entries", i))
         e = _new(Entry)
         s_key(e, key)
+        s_expires(e, expires)
         s_value(e, value)
         s_version(e, version)
         s_origin(e, origins[oi])
@@ -683,6 +693,28 @@ def _d_digest(buf: bytes, base: int, pos: int, end: int) -> Digest:
 
 
 _DECODERS = (None, _d_gossip, _d_ping, _d_pong, _d_replicate, _d_ack, _d_batch, _d_digest)
+
+
+def _expiring_at(
+    buf: bytes, base: int, pos: int, end: int, item: Tuple[str, int]
+) -> Tuple[Value, int, int]:
+    """Read an expiring entry value (tag with V_EXPIRES, u64 expiry, payload);
+    return (value, expires, position after it)."""
+    tag = buf[pos] & ~_V_EXPIRES
+    if end - pos < 9:
+        raise _truncated("value", 8, end - pos - 1, pos + 1 - base, item)
+    expires = _unpack_u64(buf, pos + 1)[0]
+    pos += 9
+    if tag == _V_INT:
+        if end - pos < 8:
+            raise _truncated("value", 8, end - pos, pos - base, item)
+        return _unpack_u64(buf, pos)[0], expires, pos + 8
+    if end - pos < 4:
+        raise _truncated("value", 4, end - pos, pos - base, item)
+    n = _unpack_u32(buf, pos)[0]
+    if end - pos - 4 < n:
+        raise _overrun("value", n, end - pos - 4, pos - base, item)
+    return buf[pos + 4 : pos + 4 + n], expires, pos + 4 + n
 
 
 # Optimistic readers for the common types: no bounds checks field by field,
@@ -775,7 +807,7 @@ def _f_batch(buf: bytes, pos: int, end: int) -> GossipBatch:
         raise _Irregular
     entries: List[Any] = []
     append = entries.append
-    s_key, s_value, s_version, s_origin, s_stamp = _set_entry
+    s_key, s_value, s_version, s_origin, s_stamp, s_expires = _set_entry
     for _ in range(n_entries):
         klen = (buf[pos] << 8) | buf[pos + 1]
         kstart = pos + 2
@@ -795,6 +827,7 @@ def _f_batch(buf: bytes, pos: int, end: int) -> GossipBatch:
             raise _Irregular
         e = _new(Entry)
         s_key(e, buf[kstart : kstart + klen].decode())
+        s_expires(e, 0)
         s_value(e, value)
         s_version(e, version)
         s_origin(e, origins[oi])

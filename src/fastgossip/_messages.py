@@ -89,6 +89,8 @@ class Entry(Message):
         version: int,
         origin: str = "",
         stamp: Optional[int] = None,
+        *,
+        expires: int = 0,
     ) -> None:
         """The signature only: construction goes to the live implementation."""
 
@@ -106,6 +108,10 @@ class Entry(Message):
 
     @property
     def origin(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def expires(self) -> int:
         raise NotImplementedError
 
     @property

@@ -84,6 +84,18 @@ cdef inline object _get_u64_field(uint8_t unboxed, uint8_t bit, uint64_t raw, ob
     return fg_int(raw) if unboxed & bit else boxed
 
 
+cdef inline uint64_t _check_expires(object expires) except? 0:
+    if type(expires) is bool or not isinstance(expires, int):
+        raise TypeError(f"expires must be int, not {type(expires).__name__}")
+    if not 0 <= expires < (1 << 64):
+        raise ValueError(f"expires must be in range [0, 2**64), got {expires}")
+    return expires
+
+
+def _entry_with_expiry(key, value, version, origin, stamp, expires):
+    return Entry(key, value, version, origin, stamp, expires=expires)
+
+
 @cython.freelist(512)
 @cython.no_gc
 cdef class Entry:
@@ -92,12 +104,16 @@ cdef class Entry:
     ``value`` is an int, bytes, or None for a tombstone (a deleted key).
     ``stamp`` is the origin's clock reading when the entry was written; the
     per-origin maximum stamp is what digests carry. It defaults to ``version``.
+    ``expires`` (keyword): the unix time in milliseconds after which the entry
+    is expired (0: never); not part of ``astuple()``, part of equality.
     """
 
     _fields = ("key", "value", "version", "origin", "stamp")
 
-    def __init__(self, key, object value, object version, origin="", object stamp=None):
+    def __init__(self, key, object value, object version, origin="", object stamp=None, *,
+                 object expires=0):
         _init_once(self.key, self)
+        self._uexpires = _check_expires(expires)
         key = _text(key, "key")
         origin = _text(origin, "origin")
         cdef uint8_t u = _set_u64(value, &self._ival, U_VALUE)
@@ -124,20 +140,30 @@ cdef class Entry:
     def stamp(self):
         return _get_u64_field(self._unboxed, U_STAMP, self._ustamp, self._stamp)
 
+    @property
+    def expires(self):
+        return fg_int(self._uexpires)
+
     cpdef tuple astuple(self):
         return (self.key, self.value, self.version, self.origin, self.stamp)
 
     # Hot type: no Message base so that it can keep a freelist.
     def __repr__(self):
-        return _fmt(type(self), self._fields, self.astuple())
+        text = _fmt(type(self), self._fields, self.astuple())
+        return text[:-1] + f", expires={self._uexpires})" if self._uexpires else text
 
     def __eq__(self, other):
-        return _eq(self, other)
+        if type(self) is not type(other):
+            return NotImplemented
+        return (self.astuple() == other.astuple()
+                and self._uexpires == (<Entry>other)._uexpires)
 
     def __hash__(self):
-        return hash((type(self).__name__,) + self.astuple())
+        return hash((type(self).__name__,) + self.astuple() + (self._uexpires,))
 
     def __reduce__(self):
+        if self._uexpires:
+            return (_entry_with_expiry, self.astuple() + (self._uexpires,))
         return (type(self), self.astuple())
 
 

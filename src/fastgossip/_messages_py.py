@@ -69,19 +69,33 @@ class Entry(Message):
     ``value`` is an int, bytes, or None for a tombstone (a deleted key).
     ``stamp`` is the origin's clock reading when the entry was written; the
     per-origin maximum stamp is what digests carry. It defaults to ``version``.
+    ``expires`` (keyword): the unix time in milliseconds after which the entry
+    is expired (0: never); not part of ``astuple()``, part of equality.
     """
 
-    __slots__ = ("key", "value", "version", "origin", "stamp")
-    _fields = __slots__
+    __slots__ = ("key", "value", "version", "origin", "stamp", "expires")
+    _fields = ("key", "value", "version", "origin", "stamp")
     key: str
     value: Value
     version: int
     origin: str
     stamp: int
+    expires: int
 
     def __init__(
-        self, key: str, value: Value, version: int, origin: str = "", stamp: int | None = None
+        self,
+        key: str,
+        value: Value,
+        version: int,
+        origin: str = "",
+        stamp: int | None = None,
+        *,
+        expires: int = 0,
     ) -> None:
+        if type(expires) is bool or not isinstance(expires, int):
+            raise TypeError(f"expires must be int, not {type(expires).__name__}")
+        if not 0 <= expires < 1 << 64:
+            raise ValueError(f"expires must be in range [0, 2**64), got {expires}")
         self._init(
             _check_str("key", key),
             value,
@@ -89,6 +103,30 @@ class Entry(Message):
             _check_str("origin", origin),
             version if stamp is None else stamp,
         )
+        object.__setattr__(self, "expires", int(expires))
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text[:-1] + f", expires={self.expires})" if self.expires else text
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.astuple() == other.astuple() and self.expires == other.expires  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__,) + self.astuple() + (self.expires,))
+
+    def __reduce__(self) -> tuple:
+        if self.expires:
+            return (_entry_with_expiry, self.astuple() + (self.expires,))
+        return (type(self), self.astuple())
+
+
+def _entry_with_expiry(
+    key: str, value: Value, version: int, origin: str, stamp: int, expires: int
+) -> Entry:
+    return Entry(key, value, version, origin, stamp, expires=expires)
 
 
 @_abstract.Gossip.register

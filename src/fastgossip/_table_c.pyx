@@ -48,6 +48,7 @@ from fastgossip._wire cimport (
     T_GOSSIP,
     T_GOSSIP_BATCH,
     V_BYTES,
+    V_EXPIRES,
     V_INT,
     V_TOMBSTONE,
     EntryView,
@@ -129,6 +130,7 @@ DEFAULT_MAX_FRAME_SIZE = 1 << 20
 
 cdef enum:
     MAX_STR = 0xFFFF
+    F_EXPIRED = 1            # Rec.flags
     COMPACT_SLACK = 16       # stale records tolerated beyond the live count
     INDEX_MIN = 16           # initial index capacity (buckets)
     INSERTION_SORT = 16
@@ -366,7 +368,7 @@ cdef int _u64_cmp(const void* a, const void* b) noexcept nogil:
     return (x > y) - (x < y)
 
 
-def relay_size(key, value, origin) -> int:
+def relay_size(key, value, origin, expires=0) -> int:
     """Bytes of the frame (length prefix included) of a one-entry GossipBatch
     carrying this entry, sent by a sender with a MAX_NODE_ID_BYTES-byte id.
 
@@ -379,7 +381,7 @@ def relay_size(key, value, origin) -> int:
     _conv_str("key", key, &e.key, &e.klen)
     _in_value(value, &e)
     _conv_str("origin", origin, &op, &on)
-    return RELAY_FIXED + on + e.klen + _vwire(e.tag, e.blen)
+    return RELAY_FIXED + on + e.klen + _vwire(e.tag, e.blen) + (8 if expires else 0)
 
 
 cdef Py_ssize_t _conv_max_frame_size(object v) except -1:
@@ -407,6 +409,7 @@ cdef struct Rec:           # 48 bytes
     uint32_t blen          # length of a bytes value
     uint16_t key_len
     uint8_t tag            # V_INT, V_BYTES or V_TOMBSTONE (no value)
+    uint8_t flags          # F_EXPIRED (its expiry, in GossipState._exp, has passed)
 
 
 cdef packed struct LogRec:  # 12 bytes
@@ -443,6 +446,7 @@ cdef struct In:            # an incoming entry, borrowed pointers
     const unsigned char* bval
     uint32_t blen
     uint8_t tag
+    uint64_t expires       # unix ms; 0: never
 
 
 cdef struct FOrigin:       # an origin of the frame being merged
@@ -548,7 +552,10 @@ cdef class GossipState:
     cdef uint64_t _changes        # see the changes property
     cdef Py_ssize_t _bytes_held
     cdef Py_ssize_t _n_tomb        # records that are tombstones
-    cdef Py_ssize_t _n_hidden      # records with a value under a hidden origin
+    cdef Py_ssize_t _n_gone        # records with a value not shown: hidden origin or expired
+    cdef uint64_t* _exp            # per slot, its expiry (unix ms, 0: never); NULL until one
+    cdef uint64_t _now_ms          # the time expiries are judged by (see expire)
+    cdef uint64_t _next_exp        # the earliest expiry not yet passed (0: none)
     cdef object _eph_live          # frozenset of live ephemeral origins; None: none hidden
     cdef bint _delta_cut           # the last delta_frames stopped at its budget
     cdef Py_ssize_t _max_keys      # -1: no bound
@@ -624,7 +631,10 @@ cdef class GossipState:
         self._max_version = 0
         self._bytes_held = 0
         self._n_tomb = 0
-        self._n_hidden = 0
+        self._n_gone = 0
+        PyMem_Free(self._exp)
+        self._exp = NULL
+        self._next_exp = 0
 
     # -- the key index -------------------------------------------------------------
 
@@ -934,7 +944,7 @@ cdef class GossipState:
         cdef bint wins
         cdef unsigned char* buf = NULL
         cdef uint32_t oid, old_origin
-        cdef uint64_t old_stamp
+        cdef uint64_t old_stamp, old_exp
         vsize = _vheld(e.tag, e.blen)
         slot = self._find(e.key, e.klen, e.h, &pos)
         if slot < 0:
@@ -969,6 +979,9 @@ cdef class GossipState:
                 cmp = (e.ival > r.val.i) - (e.ival < r.val.i)
             else:
                 cmp = _bytes_cmp(e.bval, e.blen, r.val.b, r.blen)
+            if cmp == 0:  # (then the expiry: the same write never differs in it)
+                old_exp = self._exp[slot] if self._exp != NULL else 0
+                cmp = (e.expires > old_exp) - (e.expires < old_exp)
         wins = cmp > 0
         if cmp == 0 and e.stamp > r.stamp:  # the same entry, re-stamped by its origin
             oid = self._resolve(e, oidp)
@@ -1002,8 +1015,7 @@ cdef class GossipState:
         if r.tag == V_BYTES:
             PyMem_Free(r.val.b)
         self._n_tomb += (e.tag == V_TOMBSTONE) - (r.tag == V_TOMBSTONE)
-        self._n_hidden += ((e.tag != V_TOMBSTONE and self._origins[oid].hidden)
-                           - (r.tag != V_TOMBSTONE and self._origins[r.origin].hidden))
+        self._n_gone -= self._is_gone(r)
         r.version = e.version
         r.stamp = e.stamp
         r.origin = oid
@@ -1014,6 +1026,8 @@ cdef class GossipState:
         else:
             r.val.i = e.ival
             r.blen = 0
+        self._set_expiry(<uint32_t>slot, e.expires)
+        self._n_gone += self._is_gone(r)
         self._bytes_held += grow
         if old_origin != oid:
             self._origins[old_origin].live -= 1
@@ -1035,15 +1049,18 @@ cdef class GossipState:
         cdef const unsigned char* k = self._arena + r.key_off
         cdef bytes prefix
         cdef Py_ssize_t n
+        cdef Entry ent
         if not self._cap_any and (r.key_len == 0 or not self._cap_first[k[0]]):
             return 0
         for prefix in self._capture:
             n = PyBytes_GET_SIZE(prefix)
             if n <= r.key_len and memcmp(k, PyBytes_AS_STRING(prefix), <size_t>n) == 0:
-                if gone or self._origins[r.origin].hidden:
-                    self._captured.append(new_tombstone(
-                        self._key_str(slot), <str>self._origins[r.origin].pystr, r.version,
-                        r.stamp))
+                if gone or self._is_gone(r):
+                    ent = new_tombstone(self._key_str(slot), <str>self._origins[r.origin].pystr,
+                                        r.version, r.stamp)
+                    if self._exp != NULL:
+                        ent._uexpires = self._exp[slot]
+                    self._captured.append(ent)
                 else:
                     self._captured.append(self._entry(slot))
                 return 1
@@ -1059,8 +1076,34 @@ cdef class GossipState:
         if e.version > self._max_version:
             self._max_version = e.version
 
+    cdef inline bint _is_gone(self, Rec* r) noexcept:
+        """A record with a value that is not shown (hidden origin, or expired)."""
+        return r.tag != V_TOMBSTONE and (self._origins[r.origin].hidden
+                                         or (r.flags & F_EXPIRED) != 0)
+
+    cdef int _set_expiry(self, uint32_t slot, uint64_t expires) except -1:
+        """Record a slot's expiry and whether it has passed (``_now_ms``)."""
+        cdef Rec* r = &self._recs[slot]
+        if self._exp == NULL:
+            if not expires:
+                r.flags &= ~F_EXPIRED
+                return 0
+            self._exp = <uint64_t*>PyMem_Malloc(self._cap * sizeof(uint64_t))
+            if self._exp == NULL:
+                raise MemoryError()
+            memset(self._exp, 0, self._cap * sizeof(uint64_t))
+        self._exp[slot] = expires
+        if expires and self._now_ms and expires <= self._now_ms:
+            r.flags |= F_EXPIRED
+        else:
+            r.flags &= ~F_EXPIRED
+            if expires and (self._next_exp == 0 or expires < self._next_exp):
+                self._next_exp = expires
+        return 0
+
     cdef int _insert(self, In* e, uint32_t oid, uint64_t h, size_t pos) except -1:
         cdef Py_ssize_t cap
+        cdef uint64_t* exp
         cdef size_t acap
         cdef Rec* recs
         cdef unsigned char* arena
@@ -1079,6 +1122,12 @@ cdef class GossipState:
             if recs == NULL:
                 raise MemoryError()
             self._recs = recs
+            if self._exp != NULL:
+                exp = <uint64_t*>PyMem_Realloc(self._exp, cap * sizeof(uint64_t))
+                if exp == NULL:
+                    raise MemoryError()
+                memset(exp + self._cap, 0, (cap - self._cap) * sizeof(uint64_t))
+                self._exp = exp
             self._cap = cap
         if self._arena_len + <size_t>e.klen > self._arena_cap:
             acap = self._arena_cap * 2 if self._arena_cap else 256
@@ -1109,6 +1158,7 @@ cdef class GossipState:
             r.blen = 0
         r.key_off = self._arena_len
         r.key_len = <uint16_t>e.klen
+        r.flags = 0
         if e.klen:  # an empty key may come with a NULL pointer
             memcpy(self._arena + self._arena_len, e.key, e.klen)
         self._arena_len += e.klen
@@ -1116,7 +1166,8 @@ cdef class GossipState:
         self._n += 1
         self._bytes_held += e.klen + _vheld(e.tag, e.blen) + OVERHEAD
         self._n_tomb += e.tag == V_TOMBSTONE
-        self._n_hidden += e.tag != V_TOMBSTONE and self._origins[oid].hidden
+        self._set_expiry(slot, e.expires)
+        self._n_gone += self._is_gone(r)
         self._origins[oid].live += 1
         self._log_push(oid, e.stamp, slot)
         return 1
@@ -1162,7 +1213,7 @@ cdef class GossipState:
                     top[r.origin] = r.stamp
                     hit[r.origin] = 1
                 self._origins[r.origin].live -= 1
-                self._n_hidden -= r.tag != V_TOMBSTONE and self._origins[r.origin].hidden
+                self._n_gone -= self._is_gone(r)
                 self._bytes_held -= r.key_len + _vheld(r.tag, r.blen) + OVERHEAD
                 if r.tag == V_TOMBSTONE:
                     self._n_tomb -= 1
@@ -1186,6 +1237,8 @@ cdef class GossipState:
                     memcpy(arena + alen, self._arena + r.key_off, r.key_len)
                 if j != i:
                     self._recs[j] = self._recs[i]
+                    if self._exp != NULL:
+                        self._exp[j] = self._exp[i]
                 self._recs[j].key_off = alen
                 alen += r.key_len
                 j += 1
@@ -1233,29 +1286,79 @@ cdef class GossipState:
             PyMem_Free(top)
             PyMem_Free(hit)
 
-    def collect(self, before_version) -> dict:
-        """Remove the tombstones whose version is below ``before_version``
-        (tombstone GC); returns, per origin of a removed tombstone, the highest
-        stamp removed. Removing costs O(entries held), not per tombstone."""
-        cdef uint64_t before
+    def collect(self, before_version, expired_before=0) -> dict:
+        """Remove the tombstones whose version is below ``before_version``, and
+        the expired entries whose expiry is at most ``expired_before`` (unix
+        ms); returns, per origin of a removed entry, the highest stamp removed.
+        Removing costs O(entries held), not per entry."""
+        cdef uint64_t before, exp_before
         cdef uint8_t* kill
         cdef Py_ssize_t i, n = 0
         cdef dict out = {}
+        cdef Rec* r
         _conv_u64("before_version", before_version, &before)
-        if self._n_tomb == 0:
+        _conv_u64("expired_before", expired_before, &exp_before)
+        if self._n_tomb == 0 and (self._exp == NULL or exp_before == 0):
             return out
         kill = <uint8_t*>PyMem_Malloc(self._n)
         if kill == NULL:
             raise MemoryError()
         try:
             for i in range(self._n):
-                kill[i] = self._recs[i].tag == V_TOMBSTONE and self._recs[i].version < before
+                r = &self._recs[i]
+                kill[i] = ((r.tag == V_TOMBSTONE and r.version < before)
+                           or (r.flags & F_EXPIRED and self._exp[i] <= exp_before))
                 n += kill[i]
             if n:
                 self._remove(kill, out)
         finally:
             PyMem_Free(kill)
         return out
+
+    def expire(self, now_ms) -> int:
+        """Judge expiries at ``now_ms`` (unix ms): the entries whose expiry has
+        passed are no longer shown (watchers see them go: tombstone-shaped
+        entries with their expiry). One pass over the table, only when the
+        earliest pending expiry has passed (``next_expiry``); returns how many
+        expired now. Merges judge arriving entries by the last ``now_ms``."""
+        cdef uint64_t now
+        cdef Py_ssize_t i, n = 0
+        cdef uint64_t nxt = 0, x
+        cdef Rec* r
+        _conv_u64("now_ms", now_ms, &now)
+        if now > self._now_ms:
+            self._now_ms = now
+        if self._next_exp == 0 or self._next_exp > self._now_ms:
+            return 0
+        now = self._now_ms
+        for i in range(self._n):
+            x = self._exp[i]
+            r = &self._recs[i]
+            if x == 0 or r.flags & F_EXPIRED:
+                continue
+            if x <= now:
+                self._n_gone -= self._is_gone(r)
+                r.flags |= F_EXPIRED
+                self._n_gone += self._is_gone(r)
+                n += 1
+                if self._capture:
+                    self._keep(i)
+            elif nxt == 0 or x < nxt:
+                nxt = x
+        self._next_exp = nxt
+        if n:
+            self._changes += 1
+        return n
+
+    @property
+    def next_expiry(self) -> int:
+        """The earliest expiry (unix ms) not yet judged passed; 0: none."""
+        return self._next_exp
+
+    @property
+    def now_ms(self) -> int:
+        """The time (unix ms) expiries were last judged at (see expire)."""
+        return self._now_ms
 
     def key_hashes(self) -> bytes:
         """The 64-bit FNV-1a hash of every key held (tombstones included), as
@@ -1375,13 +1478,17 @@ cdef class GossipState:
 
     cdef Entry _entry(self, Py_ssize_t slot):
         cdef Rec* r = &self._recs[slot]
+        cdef Entry e
         if r.tag == V_TOMBSTONE:
             return new_tombstone(self._key_str(slot), <str>self._origins[r.origin].pystr,
                                  r.version, r.stamp)
-        return new_entry(
+        e = new_entry(
             self._key_str(slot), <str>self._origins[r.origin].pystr,
             PyBytes_FromStringAndSize(<const char*>r.val.b, r.blen) if r.tag == V_BYTES else None,
             r.val.i, r.version, r.stamp)
+        if self._exp != NULL:
+            e._uexpires = self._exp[slot]
+        return e
 
     cdef Py_ssize_t _lookup(self, object key) except -2:
         cdef const unsigned char* p
@@ -1392,8 +1499,9 @@ cdef class GossipState:
 
     # -- writing -------------------------------------------------------------------
 
-    def set(self, key, value, version, origin="", stamp=None) -> bool:
+    def set(self, key, value, version, origin="", stamp=None, expires=0) -> bool:
         """Write one entry; True when the table changed (the entry won).
+        ``expires``: unix ms after which the entry is expired (0: never).
 
         Raises ValueError for an origin above MAX_ORIGIN_BYTES and TableFull
         when the entry does not fit ``max_keys`` / ``max_bytes``.
@@ -1413,6 +1521,9 @@ cdef class GossipState:
         if e.olen > MAX_ORIGIN:
             raise ValueError(f"origin is {e.olen} bytes in UTF-8, more than MAX_ORIGIN_BYTES "
                              f"({MAX_ORIGIN})")
+        _conv_u64("expires", expires, &e.expires)
+        if e.expires and e.tag == V_TOMBSTONE:
+            raise ValueError("a tombstone cannot expire")
         e.h = _hash(e.key, e.klen)
         done = self._apply(&e, &oid, 0)
         if done == 2:
@@ -1444,7 +1555,7 @@ cdef class GossipState:
         elif e.stamp > max_stamp or e.version > max_version:
             kind = R_FUTURE
         elif (RELAY_FIXED + e.olen + e.klen
-                + _vwire(e.tag, e.blen)) > max_size:
+                + _vwire(e.tag, e.blen) + (8 if e.expires else 0)) > max_size:
             kind = R_TOO_LARGE
         else:
             if self._max_keys < 0 and self._max_bytes < 0:
@@ -1501,6 +1612,9 @@ cdef class GossipState:
                     _conv_str("origin", origin, &op, &on)
                     _in_field_u64("stamp", ent._unboxed, U_STAMP, ent._ustamp, ent._stamp,
                                   &ins[i].stamp)
+                    ins[i].expires = ent._uexpires
+                    if ent._uexpires and ins[i].tag == V_TOMBSTONE:
+                        raise ValueError("a tombstone cannot expire")
                 elif type(item) is Gossip:
                     g = <Gossip>item
                     _conv_str("key", g.key, &ins[i].key, &ins[i].klen)
@@ -1510,6 +1624,7 @@ cdef class GossipState:
                     origin = g.origin
                     _conv_str("origin", origin, &op, &on)
                     ins[i].stamp = ins[i].version
+                    ins[i].expires = 0
                 else:
                     stamp = getattr(item, "stamp", None)
                     key, value, version, origin = item.key, item.value, item.version, item.origin
@@ -1522,6 +1637,7 @@ cdef class GossipState:
                         ins[i].stamp = ins[i].version
                     else:
                         _conv_u64("stamp", stamp, &ins[i].stamp)
+                    _conv_u64("expires", getattr(item, "expires", 0), &ins[i].expires)
                 origins[i] = origin
                 ins[i].oname = op
                 ins[i].olen = on
@@ -1554,11 +1670,13 @@ cdef class GossipState:
             return new_tombstone(PyUnicode_DecodeUTF8(<const char*>e.key, e.klen, NULL),
                                  origin if type(origin) is str else str.__str__(origin),
                                  e.version, e.stamp)
-        return new_entry(
+        ent = new_entry(
             PyUnicode_DecodeUTF8(<const char*>e.key, e.klen, NULL),
             origin if type(origin) is str else str.__str__(origin),
             PyBytes_FromStringAndSize(<const char*>e.bval, e.blen) if e.tag == V_BYTES else None,
             e.ival, e.version, e.stamp)
+        ent._uexpires = e.expires
+        return ent
 
     def merge_frame(self, frame, max_frame_size=DEFAULT_MAX_FRAME_SIZE, max_stamp=_U64_MAX_OBJ,
                     max_version=_U64_MAX_OBJ) -> int:
@@ -1719,7 +1837,7 @@ cdef class GossipState:
                 if e.stamp > max_stamp or e.version > max_version:
                     self._refused[R_FUTURE] += 1
                     continue
-                if e.klen + _vwire(e.tag, e.blen) > fo.room:
+                if e.klen + _vwire(e.tag, e.blen) + (8 if e.expires else 0) > fo.room:
                     self._refused[R_TOO_LARGE] += 1
                     continue
                 e.oname = buf + fo.off + 2
@@ -1756,20 +1874,20 @@ cdef class GossipState:
     def keys(self) -> list:
         """Every key that holds a value (tombstones left out), in first-insertion order."""
         cdef Py_ssize_t i
-        if self._n_tomb == 0 and self._n_hidden == 0:
+        if self._n_tomb == 0 and self._n_gone == 0:
             return [self._key_str(i) for i in range(self._n)]
         return [self._key_str(i) for i in range(self._n) if self._shown(i)]
 
     def __len__(self):
         """Keys shown: holding a value (not a tombstone), under an origin not hidden."""
-        return self._n - self._n_tomb - self._n_hidden
+        return self._n - self._n_tomb - self._n_gone
 
     def __bool__(self):
-        return self._n > self._n_tomb + self._n_hidden
+        return self._n > self._n_tomb + self._n_gone
 
     cdef inline bint _shown(self, Py_ssize_t slot) noexcept:
         cdef Rec* r = &self._recs[slot]
-        return r.tag != V_TOMBSTONE and not self._origins[r.origin].hidden
+        return r.tag != V_TOMBSTONE and not self._is_gone(r)
 
     def set_ephemeral_live(self, origins) -> None:
         """The live ephemeral origins (names ending with ``".e"``, see
@@ -1797,12 +1915,11 @@ cdef class GossipState:
                 o.hidden = hide
             if n_flip == 0:
                 return
-            self._n_hidden = 0
+            self._n_gone = 0
             for i in range(self._n):
                 if self._recs[i].tag == V_TOMBSTONE:
                     continue
-                if self._origins[self._recs[i].origin].hidden:
-                    self._n_hidden += 1
+                self._n_gone += self._is_gone(&self._recs[i])
                 if flip[self._recs[i].origin] and self._capture:
                     self._keep(i)
             self._changes += 1
@@ -2269,7 +2386,8 @@ cdef class GossipState:
 
     cdef inline Py_ssize_t _entry_size(self, uint32_t slot) noexcept:
         cdef Rec* r = &self._recs[slot]
-        return ENTRY_FIXED + r.key_len + _vwire(r.tag, r.blen)
+        return (ENTRY_FIXED + r.key_len + _vwire(r.tag, r.blen)
+                + (8 if self._exp != NULL and self._exp[slot] else 0))
 
     cdef bint _fits(self, Packer* p, uint32_t slot) noexcept:
         """Whether a frame holding only this entry is small enough."""
@@ -2392,6 +2510,7 @@ cdef class GossipState:
         cdef bytes frame
         cdef unsigned char* p
         cdef unsigned char* end
+        cdef uint64_t xp
         order = <uint32_t*>PyMem_Malloc((hi - lo) * sizeof(uint32_t))
         if order == NULL:
             raise MemoryError()
@@ -2424,8 +2543,12 @@ cdef class GossipState:
                 wr16(p, <uint16_t>fidx[r.origin])
                 wr64(p + 2, r.version)
                 wr64(p + 10, r.stamp)
-                p[18] = r.tag
+                xp = self._exp[slots[i]] if self._exp != NULL else 0
+                p[18] = r.tag | (V_EXPIRES if xp else 0)
                 p += 19
+                if xp:
+                    wr64(p, xp)
+                    p += 8
                 if r.tag == V_BYTES:
                     wr32(p, r.blen)
                     memcpy(p + 4, r.val.b, r.blen)
@@ -2455,6 +2578,11 @@ cdef inline Py_ssize_t _read_entry(const unsigned char* buf, Py_ssize_t pos, In*
     e.stamp = rd64(buf + pos + 10)
     e.tag = buf[pos + 18]
     pos += 19
+    e.expires = 0
+    if e.tag & V_EXPIRES:
+        e.tag &= ~V_EXPIRES
+        e.expires = rd64(buf + pos)
+        pos += 8
     if e.tag == V_INT:
         e.ival = rd64(buf + pos)
         return pos + 8

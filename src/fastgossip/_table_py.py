@@ -78,8 +78,8 @@ _TYPE_NAMES = {2: "Ping", 3: "Pong", 4: "Replicate", 5: "ReplicateAck", 7: "Dige
 # A log is compacted once its stale records outnumber its live ones by this much.
 _COMPACT_SLACK = 16
 
-# Stored entry: [value, version, origin, stamp]
-_VALUE, _VERSION, _ORIGIN, _STAMP = range(4)
+# Stored entry: [value, version, origin, stamp, expires (unix ms, 0: never), expired]
+_VALUE, _VERSION, _ORIGIN, _STAMP, _EXPIRES, _EXPIRED = range(6)
 
 
 # -- validation: the codec encoder's rules and words (_table_c.pyx alike) -------------
@@ -147,12 +147,13 @@ def _check_max_frame_size(v: object) -> int:
     return int(v)
 
 
-def _lww_key(version: int, origin: str, value: Value) -> tuple:
+def _lww_key(version: int, origin: str, value: Value, expires: int = 0) -> tuple:
     # ints sort below bytes below a tombstone (the value tags' order); origins
-    # compare as str (== UTF-8 bytewise)
+    # compare as str (== UTF-8 bytewise); then the expiry (the same write
+    # never differs in it)
     if value is None:
-        return (version, origin, (2, 0))
-    return (version, origin, (1, value) if type(value) is bytes else (0, value))
+        return (version, origin, (2, 0), expires)
+    return (version, origin, (1, value) if type(value) is bytes else (0, value), expires)
 
 
 def _check_limit(name: str, v: object) -> Optional[int]:
@@ -188,7 +189,7 @@ def fnv1a(data: bytes) -> int:
     return h
 
 
-def relay_size(key: str, value: Value, origin: str) -> int:
+def relay_size(key: str, value: Value, origin: str, expires: int = 0) -> int:
     """Bytes of the frame (length prefix included) of a one-entry GossipBatch
     carrying this entry, sent by a sender with a MAX_NODE_ID_BYTES-byte id.
 
@@ -198,11 +199,12 @@ def relay_size(key: str, value: Value, origin: str) -> int:
     key = _check_str("key", key)
     value = _check_value(value)
     origin = _check_str("origin", origin)
-    return _relay_size(len(key.encode("utf-8")), value, len(origin.encode("utf-8")))
+    expires = _check_u64("expires", expires)
+    return _relay_size(len(key.encode("utf-8")), value, len(origin.encode("utf-8")), expires)
 
 
-def _relay_size(key_len: int, value: Value, origin_len: int) -> int:
-    return _RELAY_FIXED + origin_len + key_len + _value_wire(value)
+def _relay_size(key_len: int, value: Value, origin_len: int, expires: int = 0) -> int:
+    return _RELAY_FIXED + origin_len + key_len + _value_wire(value) + (8 if expires else 0)
 
 
 def _full_error(table: GossipState, key: str, new: bool) -> TableFull:
@@ -213,9 +215,10 @@ def _full_error(table: GossipState, key: str, new: bool) -> TableFull:
     )
 
 
-def _entry_size(key: str, value: Value) -> int:
-    """Bytes a batch entry takes: str key, u16 origin, u64 version, u64 stamp, value."""
-    return 2 + len(key.encode("utf-8")) + 2 + 8 + 8 + 1 + _value_wire(value)
+def _entry_size(key: str, value: Value, expires: int = 0) -> int:
+    """Bytes a batch entry takes: str key, u16 origin, u64 version, u64 stamp, value
+    (with its expiry)."""
+    return 2 + len(key.encode("utf-8")) + 2 + 8 + 8 + 1 + _value_wire(value) + (8 if expires else 0)
 
 
 class GossipState:
@@ -246,7 +249,9 @@ class GossipState:
         "_max_version",
         "_bytes_held",
         "_n_tomb",
-        "_n_hidden",
+        "_n_gone",
+        "_now_ms",
+        "_next_exp",
         "_eph_live",
         "_hidden",
         "_delta_cut",
@@ -274,6 +279,7 @@ class GossipState:
         self._capture: Tuple[str, ...] = ()
         self._captured: List[Entry] = []
         self._eph_live: Optional[frozenset] = None
+        self._now_ms = 0  # the time expiries are judged by (see expire)
         self._reset()
 
     def _reset(self) -> None:
@@ -287,7 +293,8 @@ class GossipState:
         self._max_version = 0
         self._bytes_held = 0
         self._n_tomb = 0  # entries that are tombstones
-        self._n_hidden = 0  # entries with a value under a hidden origin
+        self._n_gone = 0  # entries with a value not shown: hidden origin, or expired
+        self._next_exp = 0  # the earliest expiry not yet judged passed (0: none)
         self._hidden: set = set()  # ephemeral origins not live (see set_ephemeral_live)
         self._delta_cut = False  # the last delta_frames stopped at its budget
 
@@ -378,9 +385,16 @@ class GossipState:
     # -- writing -------------------------------------------------------------------
 
     def set(
-        self, key: str, value: Value, version: int, origin: str = "", stamp: Optional[int] = None
+        self,
+        key: str,
+        value: Value,
+        version: int,
+        origin: str = "",
+        stamp: Optional[int] = None,
+        expires: int = 0,
     ) -> bool:
         """Write one entry; True when the table changed (the entry won).
+        ``expires``: unix ms after which the entry is expired (0: never).
 
         Raises ValueError for an origin above MAX_ORIGIN_BYTES and TableFull
         when the entry does not fit ``max_keys`` / ``max_bytes``.
@@ -395,7 +409,10 @@ class GossipState:
             raise ValueError(
                 f"origin is {n} bytes in UTF-8, more than MAX_ORIGIN_BYTES ({MAX_ORIGIN_BYTES})"
             )
-        done = self._apply(key, value, version, origin, stamp)
+        expires = _check_u64("expires", expires)
+        if expires and value is None:
+            raise ValueError("a tombstone cannot expire")
+        done = self._apply(key, value, version, origin, stamp, False, expires)
         if done == 2:
             raise _full_error(self, key, key not in self._entries)
         return done == 1
@@ -425,11 +442,14 @@ class GossipState:
             version = _check_u64("version", version)
             origin = _check_str("origin", origin)
             stamp = version if stamp is None else _check_u64("stamp", stamp)
-            checked.append((e, key, value, version, origin, stamp))
+            expires = _check_u64("expires", getattr(e, "expires", 0))
+            if expires and value is None:
+                raise ValueError("a tombstone cannot expire")
+            checked.append((e, key, value, version, origin, stamp, expires))
         changed = []
         limits = (max_frame_size, max_stamp, max_version)
-        for e, key, value, version, origin, stamp in checked:
-            if self._merge_one(key, value, version, origin, stamp, limits) == 1:
+        for e, key, value, version, origin, stamp, expires in checked:
+            if self._merge_one(key, value, version, origin, stamp, limits, expires) == 1:
                 if (
                     type(e) is Entry
                     and type(e.key) is str
@@ -440,7 +460,7 @@ class GossipState:
                 ):
                     changed.append(e)
                 else:
-                    changed.append(Entry(key, value, version, origin, stamp))
+                    changed.append(Entry(key, value, version, origin, stamp, expires=expires))
         return changed
 
     def merge_frame(
@@ -474,9 +494,9 @@ class GossipState:
                 ) from None
         msg = decode(frame, max_frame_size)
         if type(msg) is GossipBatch:
-            items = [(e.key, e.value, e.version, e.origin, e.stamp) for e in msg.entries]
+            items = [(e.key, e.value, e.version, e.origin, e.stamp, e.expires) for e in msg.entries]
         elif type(msg) is Gossip:
-            items = [(msg.key, msg.value, msg.version, msg.origin, msg.version)]
+            items = [(msg.key, msg.value, msg.version, msg.origin, msg.version, 0)]
         else:
             mtype = frame[5]
             raise FrameError(
@@ -484,8 +504,8 @@ class GossipState:
             )
         changed = 0
         limits = (max_frame_size, max_stamp, max_version)
-        for key, value, version, origin, stamp in items:
-            changed += self._merge_one(key, value, version, origin, stamp, limits) == 1
+        for key, value, version, origin, stamp, expires in items:
+            changed += self._merge_one(key, value, version, origin, stamp, limits, expires) == 1
         return changed
 
     def _merge_one(
@@ -496,6 +516,7 @@ class GossipState:
         origin: str,
         stamp: int,
         limits: Tuple[int, int, int],
+        expires: int = 0,
     ) -> int:
         """Merge an entry that arrived from a peer: _apply, after the refusals."""
         max_frame_size, max_stamp, max_version = limits
@@ -508,10 +529,10 @@ class GossipState:
                 self._own_refused_stamp = stamp
         elif stamp > max_stamp or version > max_version:
             kind = "future"
-        elif _relay_size(len(key.encode("utf-8")), value, olen) > max_frame_size:
+        elif _relay_size(len(key.encode("utf-8")), value, olen, expires) > max_frame_size:
             kind = "too_large"
         else:
-            done = self._apply(key, value, version, origin, stamp, self._refuse_stale)
+            done = self._apply(key, value, version, origin, stamp, self._refuse_stale, expires)
             if done < 2:
                 return done
             kind = "table_full" if done == 2 else "stale"
@@ -519,7 +540,14 @@ class GossipState:
         return 2
 
     def _apply(
-        self, key: str, value: Value, version: int, origin: str, stamp: int, peer: bool = False
+        self,
+        key: str,
+        value: Value,
+        version: int,
+        origin: str,
+        stamp: int,
+        peer: bool = False,
+        expires: int = 0,
     ) -> int:
         """1 when the entry changed the table, 0 when it lost (or tied), 2 when it
         does not fit max_keys / max_bytes, 3 when it came from a ``peer``, would
@@ -542,18 +570,25 @@ class GossipState:
             ):
                 return 2
             self._note(version, origin, stamp)
-            self._entries[key] = [value, version, origin, stamp]
+            cur = self._entries[key] = [
+                value,
+                version,
+                origin,
+                stamp,
+                expires,
+                self._expired(expires),
+            ]
             self._keys.append(key)
             self._n_tomb += value is None
-            self._n_hidden += value is not None and origin in self._hidden
+            self._n_gone += self._is_gone(cur)
             self._bytes_held += size
             self._live[origin] = self._live.get(origin, 0) + 1
             self._log(origin, stamp, key)
             self._keep(key)
             return 1
         new, old = (
-            _lww_key(version, origin, value),
-            _lww_key(cur[_VERSION], cur[_ORIGIN], cur[_VALUE]),
+            _lww_key(version, origin, value, expires),
+            _lww_key(cur[_VERSION], cur[_ORIGIN], cur[_VALUE], cur[_EXPIRES]),
         )
         wins = new > old
         if not wins and new == old and stamp > cur[_STAMP]:  # re-stamped by its origin
@@ -581,11 +616,9 @@ class GossipState:
         self._bytes_held += grow
         old_origin, old_stamp = cur[_ORIGIN], cur[_STAMP]
         self._n_tomb += (value is None) - (cur[_VALUE] is None)
-        hidden = self._hidden
-        self._n_hidden += (value is not None and origin in hidden) - (
-            cur[_VALUE] is not None and cur[_ORIGIN] in hidden
-        )
-        cur[:] = [value, version, origin, stamp]
+        self._n_gone -= self._is_gone(cur)
+        cur[:] = [value, version, origin, stamp, expires, self._expired(expires)]
+        self._n_gone += self._is_gone(cur)
         if old_origin != origin:
             self._live[old_origin] -= 1
             self._live[origin] = self._live.get(origin, 0) + 1
@@ -671,8 +704,8 @@ class GossipState:
             prev = rec
 
     def _entry(self, key: str) -> Entry:
-        value, version, origin, stamp = self._entries[key]
-        return Entry(key, value, version, origin, stamp)
+        value, version, origin, stamp, expires, _ = self._entries[key]
+        return Entry(key, value, version, origin, stamp, expires=expires)
 
     # -- reading -------------------------------------------------------------------
 
@@ -688,17 +721,17 @@ class GossipState:
 
     def keys(self) -> List[str]:
         """Every key that holds a value (tombstones left out), in first-insertion order."""
-        if not self._n_tomb and not self._n_hidden:
+        if not self._n_tomb and not self._n_gone:
             return list(self._keys)
         entries = self._entries
         return [k for k in self._keys if self._shown(entries[k])]
 
     def __len__(self) -> int:
         """Keys shown: holding a value (not a tombstone), under an origin not hidden."""
-        return len(self._keys) - self._n_tomb - self._n_hidden
+        return len(self._keys) - self._n_tomb - self._n_gone
 
     def __bool__(self) -> bool:
-        return len(self._keys) > self._n_tomb + self._n_hidden
+        return len(self._keys) > self._n_tomb + self._n_gone
 
     @property
     def tombstones(self) -> int:
@@ -767,7 +800,61 @@ class GossipState:
             self._hidden.add(origin)
 
     def _shown(self, cur: list) -> bool:
-        return cur[_VALUE] is not None and cur[_ORIGIN] not in self._hidden
+        return cur[_VALUE] is not None and not self._is_gone(cur)
+
+    def _is_gone(self, cur: list) -> bool:
+        """An entry with a value that is not shown (hidden origin, or expired)."""
+        return cur[_VALUE] is not None and (cur[_ORIGIN] in self._hidden or cur[_EXPIRED])
+
+    def _expired(self, expires: int) -> bool:
+        """Whether an expiry has passed (by ``now_ms``); else it may be the next."""
+        if expires and self._now_ms and expires <= self._now_ms:
+            return True
+        if expires and (not self._next_exp or expires < self._next_exp):
+            self._next_exp = expires
+        return False
+
+    def expire(self, now_ms: int) -> int:
+        """Judge expiries at ``now_ms`` (unix ms): the entries whose expiry has
+        passed are no longer shown (watchers see them go: tombstone-shaped
+        entries with their expiry). One pass over the table, only when the
+        earliest pending expiry has passed (``next_expiry``); returns how many
+        expired now. Merges judge arriving entries by the last ``now_ms``."""
+        now = _check_u64("now_ms", now_ms)
+        if now > self._now_ms:
+            self._now_ms = now
+        if not self._next_exp or self._next_exp > self._now_ms:
+            return 0
+        now = self._now_ms
+        n = 0
+        nxt = 0
+        for key in self._keys:
+            cur = self._entries[key]
+            x = cur[_EXPIRES]
+            if not x or cur[_EXPIRED]:
+                continue
+            if x <= now:
+                self._n_gone -= self._is_gone(cur)
+                cur[_EXPIRED] = True
+                self._n_gone += self._is_gone(cur)
+                n += 1
+                self._keep(key)
+            elif not nxt or x < nxt:
+                nxt = x
+        self._next_exp = nxt
+        if n:
+            self._changes += 1
+        return n
+
+    @property
+    def next_expiry(self) -> int:
+        """The earliest expiry (unix ms) not yet judged passed; 0: none."""
+        return self._next_exp
+
+    @property
+    def now_ms(self) -> int:
+        """The time (unix ms) expiries were last judged at (see expire)."""
+        return self._now_ms
 
     def set_ephemeral_live(self, origins: Optional[Iterable[str]]) -> None:
         """The live ephemeral origins (names ending with ``".e"``, see
@@ -786,13 +873,12 @@ class GossipState:
         self._hidden = hidden
         if not flipped:
             return
-        self._n_hidden = 0
+        self._n_gone = 0
         for key in self._keys:
             cur = self._entries[key]
             if cur[_VALUE] is None:
                 continue
-            if cur[_ORIGIN] in hidden:
-                self._n_hidden += 1
+            self._n_gone += self._is_gone(cur)
             if cur[_ORIGIN] in flipped:
                 self._keep(key)
         self._changes += 1
@@ -812,9 +898,10 @@ class GossipState:
         tombstone-shaped one when ``gone`` or its origin is hidden."""
         if not (self._capture and key.startswith(self._capture)):
             return
-        value, version, origin, stamp = self._entries[key]
-        if gone or origin in self._hidden:
-            self._captured.append(Entry(key, None, version, origin, stamp))
+        cur = self._entries[key]
+        value, version, origin, stamp, expires, _ = cur
+        if gone or self._is_gone(cur):
+            self._captured.append(Entry(key, None, version, origin, stamp, expires=expires))
         else:
             self._captured.append(self._entry(key))
 
@@ -827,9 +914,10 @@ class GossipState:
             return 0
         gone = set(doomed)
         for key in doomed:
-            value, _version, origin, stamp = self._entries.pop(key)
+            cur = self._entries.pop(key)
+            value, origin, stamp = cur[_VALUE], cur[_ORIGIN], cur[_STAMP]
             self._live[origin] -= 1
-            self._n_hidden -= value is not None and origin in self._hidden
+            self._n_gone -= self._is_gone(cur)
             self._bytes_held -= len(key.encode("utf-8")) + _value_size(value) + ENTRY_OVERHEAD
             self._n_tomb -= value is None
             if removed_stamps.get(origin, -1) < stamp:
@@ -838,22 +926,23 @@ class GossipState:
         self._changes += 1
         return len(doomed)
 
-    def collect(self, before_version: int) -> Dict[str, int]:
-        """Remove the tombstones whose version is below ``before_version``
-        (tombstone GC); returns, per origin of a removed tombstone, the highest
-        stamp removed. Removing costs O(entries held), not per tombstone."""
+    def collect(self, before_version: int, expired_before: int = 0) -> Dict[str, int]:
+        """Remove the tombstones whose version is below ``before_version``, and
+        the expired entries whose expiry is at most ``expired_before`` (unix
+        ms); returns, per origin of a removed entry, the highest stamp removed.
+        Removing costs O(entries held), not per entry."""
         before = _check_u64("before_version", before_version)
+        exp_before = _check_u64("expired_before", expired_before)
         out: Dict[str, int] = {}
-        if self._n_tomb:
-            entries = self._entries
-            self._remove(
-                [
-                    k
-                    for k in self._keys
-                    if entries[k][_VALUE] is None and entries[k][_VERSION] < before
-                ],
-                out,
-            )
+        if self._n_tomb or exp_before:
+            doomed = []
+            for k in self._keys:
+                cur = self._entries[k]
+                if (cur[_VALUE] is None and cur[_VERSION] < before) or (
+                    cur[_EXPIRED] and cur[_EXPIRES] <= exp_before
+                ):
+                    doomed.append(k)
+            self._remove(doomed, out)
         return out
 
     def key_hashes(self) -> bytes:
@@ -882,7 +971,7 @@ class GossipState:
                 cover[origin] = _check_u64("watermark", theirs)
         doomed = []
         for key in self._keys:
-            value, version, origin, stamp = self._entries[key]
+            value, version, origin, stamp, _, _ = self._entries[key]
             w = cover.get(origin)
             if w is None or stamp > w or fnv1a(key.encode("utf-8")) in held:
                 continue
@@ -1010,7 +1099,8 @@ class GossipState:
         self._delta_cut = False
         for rec in self._due(watermarks):
             _, origin, key = rec
-            size = _entry_size(key, self._entries[key][_VALUE])
+            cur = self._entries[key]
+            size = _entry_size(key, cur[_VALUE], cur[_EXPIRES])
             if not packer.fits(origin, size):
                 self._refused["unrelayable"] += 1
                 continue
@@ -1026,7 +1116,8 @@ class GossipState:
         packer = _Packer(base, max_frame_size)
         batch: List[str] = []
         for _, origin, key in picked:
-            packer.add(origin, _entry_size(key, self._entries[key][_VALUE]), key)
+            cur = self._entries[key]
+            packer.add(origin, _entry_size(key, cur[_VALUE], cur[_EXPIRES]), key)
             if packer.new_frame and batch:
                 frames.append(self._encode_batch(sender, batch))
                 batch = []
@@ -1039,7 +1130,7 @@ class GossipState:
         origins: Dict[str, int] = {}
         body = []
         for key in keys:
-            value, version, origin, stamp = self._entries[key]
+            value, version, origin, stamp, expires, _ = self._entries[key]
             index = origins.setdefault(origin, len(origins))
             k = key.encode("utf-8")
             body.append(
@@ -1049,12 +1140,15 @@ class GossipState:
                 + version.to_bytes(8, "big")
                 + stamp.to_bytes(8, "big")
             )
+            # the value tag (with V_EXPIRES and the expiry when it expires)
+            exp = b"" if not expires else expires.to_bytes(8, "big")
+            flag = 4 if expires else 0
             if type(value) is bytes:
-                body.append(b"\x01" + len(value).to_bytes(4, "big") + value)
+                body.append(bytes((1 | flag,)) + exp + len(value).to_bytes(4, "big") + value)
             elif value is None:
                 body.append(b"\x02")
             else:
-                body.append(b"\x00" + value.to_bytes(8, "big"))
+                body.append(bytes((flag,)) + exp + value.to_bytes(8, "big"))
         head = [
             b"\x01\x06",
             len(sender).to_bytes(2, "big"),

@@ -20,6 +20,7 @@ cdef enum:
     V_INT = 0
     V_BYTES = 1
     V_TOMBSTONE = 2          # a deleted key: the tag alone, no payload
+    V_EXPIRES = 4            # an entry's value tag bit: a u64 expiry (unix ms) follows the tag
     MIN_ENTRY_SIZE = 21      # str16 key + u16 origin + u64 version + u64 stamp + tag (a tombstone)
     MIN_WATERMARK_SIZE = 10  # str16 origin + u64 stamp
     MIN_ORIGIN_SIZE = 2      # str16 origin in a batch's origin table
@@ -263,7 +264,8 @@ cdef struct EntryView:
     uint16_t origin_index      # < n_origins (checked)
     uint64_t version
     uint64_t stamp
-    uint8_t tag                # V_INT, V_BYTES or V_TOMBSTONE
+    uint8_t tag                # V_INT, V_BYTES or V_TOMBSTONE (the expiry bit cleared)
+    uint64_t expires           # unix ms after which the entry is expired; 0: never
     uint64_t ival              # the value when tag == V_INT
     const unsigned char* bval  # the value when tag == V_BYTES
     Py_ssize_t blen
@@ -452,6 +454,18 @@ cdef inline int rd_entry(WireReader* r, uint16_t n_origins, EntryView* e) noexce
         return -1
     if rd_u64(r, "stamp", &e.stamp) < 0:
         return -1
+    e.expires = 0
+    if r.pos < r.end and (r.buf[r.pos] == (V_INT | V_EXPIRES)
+                          or r.buf[r.pos] == (V_BYTES | V_EXPIRES)):
+        # an expiring value: the tag, the u64 expiry, then the payload
+        e.tag = r.buf[r.pos] & ~V_EXPIRES
+        if r.end - r.pos < 9:
+            return wire_fail(r, WE_TRUNCATED, r.pos + 1, "value", 8, r.end - r.pos - 1, 0)
+        e.expires = rd64(r.buf + r.pos + 1)
+        r.pos += 9
+        if e.tag == V_INT:
+            return rd_u64(r, "value", &e.ival)
+        return rd_bytes32(r, "value", &e.bval, &e.blen)
     return rd_value(r, "value", &e.tag, &e.ival, &e.bval, &e.blen)
 
 

@@ -21,6 +21,7 @@ T_DIGEST = 7
 V_INT = 0
 V_BYTES = 1
 V_TOMBSTONE = 2  # a deleted key: the tag alone, no payload
+V_EXPIRES = 4  # an entry's value tag bit: a u64 expiry (unix ms) follows the tag
 MIN_ENTRY_SIZE = 21  # str16 key + u16 origin index + u64 version + u64 stamp + tag (a tombstone)
 MIN_WATERMARK_SIZE = 10  # str16 origin + u64 stamp
 MIN_ORIGIN_SIZE = 2  # str16 origin in a batch's origin table

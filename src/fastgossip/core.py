@@ -648,7 +648,9 @@ class GossipCore:
         self.closed(conn, now)  # forgotten now: nothing more is read from it
 
     # -- local writes ----------------------------------------------------------
-    def check_storable(self, key: str, value: Optional[Value], origin: str) -> None:
+    def check_storable(
+        self, key: str, value: Optional[Value], origin: str, expires: int = 0
+    ) -> None:
         """Refuse an entry that no frame could carry when relayed by any node."""
         if not isinstance(key, str):
             return  # the table raises the TypeError
@@ -658,27 +660,55 @@ class GossipCore:
             return  # the table raises the TypeError
         # a one-entry GossipBatch from the longest sender id, prefix included:
         # what relaying it takes from any node (PROTOCOL.md, "Limits")
-        size = self._table.relay_size(key, value, origin)
+        size = self._table.relay_size(key, value, origin, expires)
         if size > self.limits.max_frame_size:
             raise ValueError(
                 f"entry of {size} bytes (key and value) does not fit one frame "
                 f"(max_frame_size {self.limits.max_frame_size})"
             )
 
-    def set(self, key: str, value: Value, now: float, ephemeral: bool = False) -> int:
+    def set(
+        self,
+        key: str,
+        value: Value,
+        now: float,
+        ephemeral: bool = False,
+        ttl: Optional[float] = None,
+    ) -> int:
         """A local write, versioned by the hybrid clock; returns the version.
 
         An ``ephemeral`` key lives as long as this life of the node: it is
         written under the origin ``origin + EPHEMERAL_SUFFIX``, whose entries
         every node shows only while it holds this life's member alive or
-        suspect, and collects ``tombstone_grace`` after that (needs membership)."""
+        suspect, and collects ``tombstone_grace`` after that (needs membership).
+        A key with a ``ttl`` (seconds) carries its expiry, ``now + ttl`` as unix
+        milliseconds: every node stops showing it once its own clock passes
+        that (see ``expire``), and collects it ``tombstone_grace`` later."""
         if value is None:
             raise TypeError("value must be int or bytes (delete() deletes a key)")
-        if not ephemeral:
-            return self._write(key, value, now)
-        if self.membership is None:
-            raise ValueError("ephemeral keys need membership (NodeConfig(membership=True))")
-        return self._write(key, value, now, self.origin + EPHEMERAL_SUFFIX)
+        expires = 0
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < 1e12:
+                raise ValueError(f"ttl must be a number of seconds > 0, got {ttl!r}")
+            expires = int((now + ttl) * 1000) + 1  # (rounded up: never before the ttl)
+        origin = None
+        if ephemeral:
+            if self.membership is None:
+                raise ValueError("ephemeral keys need membership (NodeConfig(membership=True))")
+            origin = self.origin + EPHEMERAL_SUFFIX
+        return self._write(key, value, now, origin, expires)
+
+    def expire(self, now: float) -> int:
+        """Judge expiries at ``now``: keys whose ttl has passed stop being shown
+        (watchers see ``expire``); one table pass, and only when the earliest
+        pending expiry has passed. Runs every round; readers call it too."""
+        n: int = self.state.expire(int(now * 1000))
+        if n:
+            self.stats.entries_expired += n
+            self._news += 1
+            if self._capturing:
+                self._captured(now)
+        return n
 
     def delete(self, key: str, now: float) -> int:
         """Delete ``key``: a tombstone, written as any write is (versioned by
@@ -688,13 +718,18 @@ class GossipCore:
         return self._write(key, None, now)
 
     def _write(
-        self, key: str, value: Optional[Value], now: float, origin: Optional[str] = None
+        self,
+        key: str,
+        value: Optional[Value],
+        now: float,
+        origin: Optional[str] = None,
+        expires: int = 0,
     ) -> int:
         origin = origin or self.origin
         self._advance(now)
-        self.check_storable(key, value, origin)
+        self.check_storable(key, value, origin, expires)
         version = self.clock.now()
-        self.state.set(key, value, version, origin, self._next_stamp())
+        self.state.set(key, value, version, origin, self._next_stamp(), expires)
         self._news += 1
         if self._capturing:
             self._captured(now)
@@ -729,6 +764,7 @@ class GossipCore:
         self._advance(now)
         self.stats.rounds += 1
         self._repair_forgery(now)
+        self.expire(now)
         if now >= self.horizons.next_sweep:
             self._collect(now)
         m = self.membership
@@ -794,12 +830,13 @@ class GossipCore:
         if h.stamps:
             h.forget_older(now, self.limits.horizon_keep)
         held = self.state.tombstones
-        if held:
-            before = max(0, int((now - grace) * 1000)) << LOGICAL_BITS
-            found = self.state.collect(before)
-            if found:
-                self.stats.tombstones_collected += held - self.state.tombstones
-                h.raise_to(found, now)
+        cutoff = max(0, int((now - grace) * 1000))
+        # tombstones a grace after their version's time, expired keys a grace
+        # after their expiry (a peer's older value must lose to them meanwhile)
+        found = self.state.collect(cutoff << LOGICAL_BITS, cutoff)
+        if found:
+            self.stats.tombstones_collected += held - self.state.tombstones
+            h.raise_to(found, now)
         # the ephemeral keys of lives gone for a grace: removed as tombstones are
         gone = [o for o, t in self._eph_gone.items() if now - t >= grace]
         if gone:

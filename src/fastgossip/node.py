@@ -378,6 +378,7 @@ class NodeStats:
     forged_stamps: int = 0
     cluster_mismatch: int = 0
     tombstones_collected: int = 0
+    entries_expired: int = 0
     resets_sent: int = 0
     resets_received: int = 0
     reset_drops: int = 0
@@ -411,8 +412,9 @@ class Change:
 
 def _change(e: Any) -> Change:
     if e.value is None:
-        # gone: a delete, or (under an ephemeral origin) its writer's life ended
-        kind = "expire" if e.origin.endswith(EPHEMERAL_SUFFIX) else "delete"
+        # gone: a delete; or its ttl passed, or (under an ephemeral origin) its
+        # writer's life ended
+        kind = "expire" if e.expires or e.origin.endswith(EPHEMERAL_SUFFIX) else "delete"
         return Change(e.key, None, e.version, e.origin, kind)
     return Change(e.key, e.value, e.version, e.origin)
 
@@ -641,17 +643,22 @@ class GossipNode:
         self._transport.drive()
 
     # -- the table -----------------------------------------------------------
-    def set(self, key: str, value: Value, *, ephemeral: bool = False) -> int:
+    def set(
+        self, key: str, value: Value, *, ttl: Optional[float] = None, ephemeral: bool = False
+    ) -> int:
         """Write ``key`` locally, versioned by this node's hybrid clock.
 
         Returns the version. The write reaches the peers in the next rounds.
+        With ``ttl`` (seconds) the key expires everywhere at the same wall time
+        (each node by its own clock: within ``max_clock_skew`` of each other);
+        watchers see ``kind="expire"``.
         An ``ephemeral`` key lives as long as this node's life: when the
         cluster sees this node dead or left (or restarted), the key disappears
         on every node (watchers see ``kind="expire"``), and is collected
         ``tombstone_grace`` later. Its origin is ``origin + ".e"``.
         """
         self._check_open()
-        version = self._core.set(key, value, time.time(), ephemeral)
+        version = self._core.set(key, value, time.time(), ephemeral, ttl)
         if self._core.out:  # watchers' changes: told now, not at the next round
             self._transport.drive()
         return version
@@ -682,31 +689,44 @@ class GossipNode:
     def _state(self) -> Any:
         return self._core.state
 
+    def _read(self) -> Any:
+        """The table, with expiries judged now (one pass only when one passed)."""
+        state = self._core.state
+        due = state.next_expiry
+        if due:
+            now = time.time()
+            if now * 1000 >= due:
+                self._core.expire(now)
+                if self._core.out:
+                    self._transport.drive()
+        return state
+
     def get(self, key: str) -> Optional[Value]:
-        found = self._core.state.get(key)
+        found = self._read().get(key)
         return None if found is None else found[0]
 
     def get_with_version(self, key: str) -> Optional[Tuple[Value, int]]:
-        return self._core.state.get(key)  # type: ignore[no-any-return]
+        return self._read().get(key)  # type: ignore[no-any-return]
 
     def get_entry(self, key: str) -> Any:
-        """The full entry (key, value, version, origin, stamp) or None; ``origin``
-        is the writing node's origin, ``"<node_id>#<life>"`` (see ``node_of``)."""
-        return self._core.state.get_entry(key)
+        """The full entry (key, value, version, origin, stamp, and ``expires``)
+        or None; ``origin`` is the writing node's origin, ``"<node_id>#<life>"``
+        (see ``node_of``); a tombstone's value is None."""
+        return self._read().get_entry(key)
 
     def state_len(self) -> int:
         """How many keys the table holds (the cluster's own left out)."""
         if self._core.membership is None:  # (no capture: count them)
             return len(self.keys())
-        return len(self._core.state) - len(self._core.reserved_keys)
+        return len(self._read()) - len(self._core.reserved_keys)
 
     def keys(self) -> List[str]:
         """Every key (the cluster's own, starting with ``"\\x00"``, left out)."""
-        return [k for k in self._core.state.keys() if not k.startswith(RESERVED_PREFIX)]
+        return [k for k in self._read().keys() if not k.startswith(RESERVED_PREFIX)]
 
     def items(self) -> Dict[str, Value]:
         """Every key and its value (tombstones and the cluster's own keys left out)."""
-        return {e.key: e.value for e in self._core.state if not e.key.startswith(RESERVED_PREFIX)}
+        return {e.key: e.value for e in self._read() if not e.key.startswith(RESERVED_PREFIX)}
 
     def watermarks(self) -> Dict[str, int]:
         return self._core.state.watermarks()  # type: ignore[no-any-return]

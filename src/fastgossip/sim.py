@@ -224,6 +224,7 @@ class SimStats:
     forged_stamps: int
     cluster_mismatch: int
     tombstones_collected: int
+    entries_expired: int
     resets_sent: int
     resets_received: int
     reset_drops: int
@@ -466,16 +467,24 @@ class Simulation:
         self._push(t, _CALL, fn, args)
 
     def write(
-        self, i: int, key: str, value: Value, at: Optional[float] = None, ephemeral: bool = False
+        self,
+        i: int,
+        key: str,
+        value: Value,
+        at: Optional[float] = None,
+        ephemeral: bool = False,
+        ttl: Optional[float] = None,
     ) -> None:
         """Node ``i`` writes ``key`` at ``at`` (default: now) with ``core.set``
         (value None: deletes it, ``core.delete``); recorded in ``writes`` when
         it is up then (a down node writes nothing); ``ephemeral``: see
         ``GossipCore.set`` (such writes need not survive their writer's life:
-        ``expected_floor`` leaves them out)."""
-        self.at(self.now if at is None else at, self._write, i, key, value, ephemeral)
+        ``expected_floor`` leaves them out); ``ttl``: seconds (these neither)."""
+        self.at(self.now if at is None else at, self._write, i, key, value, ephemeral, ttl)
 
-    def _write(self, i: int, key: str, value: Value, ephemeral: bool = False) -> None:
+    def _write(
+        self, i: int, key: str, value: Value, ephemeral: bool = False, ttl: Optional[float] = None
+    ) -> None:
         node = self.nodes[i]
         if not node.up:
             return
@@ -484,10 +493,12 @@ class Simulation:
         if value is None:
             version = node.core.delete(key, now)
         else:
-            version = node.core.set(key, value, now, ephemeral)
+            version = node.core.set(key, value, now, ephemeral, ttl)
         origin = node.core.origin + (EPHEMERAL_SUFFIX if ephemeral else "")
         self.writes.append(
-            WriteRecord(self.now, i, node.life, key, value, version, origin, ephemeral)
+            WriteRecord(
+                self.now, i, node.life, key, value, version, origin, ephemeral or ttl is not None
+            )
         )
         if self._hash is not None:
             self._hash.update(_pack_event(self.now, 7, i, node.life))
