@@ -945,6 +945,7 @@ cdef class GossipState:
         cdef unsigned char* buf = NULL
         cdef uint32_t oid, old_origin
         cdef uint64_t old_stamp, old_exp
+        cdef bint was_shown
         vsize = _vheld(e.tag, e.blen)
         slot = self._find(e.key, e.klen, e.h, &pos)
         if slot < 0:
@@ -959,7 +960,7 @@ cdef class GossipState:
             oid = self._resolve(e, oidp)
             self._note(e, oid)
             self._insert(e, oid, e.h, pos)
-            if self._capture:
+            if self._capture and self._shown(self._n - 1):  # (watchers see what is shown)
                 self._keep(self._n - 1)
             return 1
         r = &self._recs[slot]
@@ -1012,6 +1013,7 @@ cdef class GossipState:
                 raise MemoryError()
             memcpy(buf, e.bval, e.blen)
         r = &self._recs[slot]
+        was_shown = self._shown(slot)
         if r.tag == V_BYTES:
             PyMem_Free(r.val.b)
         self._n_tomb += (e.tag == V_TOMBSTONE) - (r.tag == V_TOMBSTONE)
@@ -1036,7 +1038,7 @@ cdef class GossipState:
             self._maybe_compact(old_origin)
         elif old_stamp != e.stamp:
             self._log_push(oid, e.stamp, <uint32_t>slot)
-        if self._capture:
+        if self._capture and (was_shown or self._shown(slot)):
             self._keep(slot)
         return 1
 
@@ -1341,7 +1343,7 @@ cdef class GossipState:
                 r.flags |= F_EXPIRED
                 self._n_gone += self._is_gone(r)
                 n += 1
-                if self._capture:
+                if self._capture and not self._origins[r.origin].hidden:
                     self._keep(i)
             elif nxt == 0 or x < nxt:
                 nxt = x
@@ -1433,7 +1435,7 @@ cdef class GossipState:
                     continue
                 kill[i] = 1
                 n_kill += 1
-                if self._capture and self._recs[i].tag != V_TOMBSTONE:
+                if self._capture and self._shown(i):
                     self._keep(i, True)
             if n_kill:
                 self._remove(kill, {})
@@ -1920,7 +1922,8 @@ cdef class GossipState:
                 if self._recs[i].tag == V_TOMBSTONE:
                     continue
                 self._n_gone += self._is_gone(&self._recs[i])
-                if flip[self._recs[i].origin] and self._capture:
+                if (flip[self._recs[i].origin] and self._capture
+                        and not self._recs[i].flags & F_EXPIRED):
                     self._keep(i)
             self._changes += 1
         finally:

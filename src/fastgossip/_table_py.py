@@ -584,7 +584,8 @@ class GossipState:
             self._bytes_held += size
             self._live[origin] = self._live.get(origin, 0) + 1
             self._log(origin, stamp, key)
-            self._keep(key)
+            if self._shown(cur):  # (watchers see what is shown)
+                self._keep(key)
             return 1
         new, old = (
             _lww_key(version, origin, value, expires),
@@ -615,6 +616,7 @@ class GossipState:
             return 0
         self._bytes_held += grow
         old_origin, old_stamp = cur[_ORIGIN], cur[_STAMP]
+        was_shown = self._shown(cur)
         self._n_tomb += (value is None) - (cur[_VALUE] is None)
         self._n_gone -= self._is_gone(cur)
         cur[:] = [value, version, origin, stamp, expires, self._expired(expires)]
@@ -626,7 +628,8 @@ class GossipState:
             self._maybe_compact(old_origin)
         elif old_stamp != stamp:
             self._log(origin, stamp, key)
-        self._keep(key)
+        if was_shown or self._shown(cur):
+            self._keep(key)
         return 1
 
     def _note(self, version: int, origin: str, stamp: int) -> None:
@@ -838,7 +841,8 @@ class GossipState:
                 cur[_EXPIRED] = True
                 self._n_gone += self._is_gone(cur)
                 n += 1
-                self._keep(key)
+                if cur[_ORIGIN] not in self._hidden:
+                    self._keep(key)
             elif not nxt or x < nxt:
                 nxt = x
         self._next_exp = nxt
@@ -879,7 +883,7 @@ class GossipState:
             if cur[_VALUE] is None:
                 continue
             self._n_gone += self._is_gone(cur)
-            if cur[_ORIGIN] in flipped:
+            if cur[_ORIGIN] in flipped and not cur[_EXPIRED]:
                 self._keep(key)
         self._changes += 1
 
@@ -976,7 +980,7 @@ class GossipState:
             if w is None or stamp > w or fnv1a(key.encode("utf-8")) in held:
                 continue
             doomed.append(key)
-            if value is not None:
+            if self._shown(self._entries[key]):
                 self._keep(key, True)
         return self._remove(doomed, {})
 

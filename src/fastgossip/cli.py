@@ -1,4 +1,5 @@
-"""Command line: ``fastgossip demo`` and ``fastgossip sim`` (also ``python -m fastgossip ...``)."""
+"""Command line: ``fastgossip demo``, ``fastgossip registry`` and ``fastgossip sim``
+(also ``python -m fastgossip ...``)."""
 
 from __future__ import annotations
 
@@ -477,6 +478,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive(float), default=60.0, help="give up after this many seconds"
     )
     demo.add_argument("--seed", type=int, default=None, help="seed for the demo's choices")
+    registry = sub.add_parser(
+        "registry",
+        help="a service registry on ephemeral keys, with real processes",
+        description=(
+            "Start a watcher node, then service processes that publish svc/NAME as an "
+            "ephemeral key; stop one (it leaves), kill one (seen dead), start another: "
+            "the watcher prints each key as it appears and disappears."
+        ),
+    )
+    registry.add_argument("--timeout", type=_positive(float), default=60.0)
+    registry.add_argument("--service", default=None, help=argparse.SUPPRESS)
+    registry.add_argument("--seed", default=None, help=argparse.SUPPRESS)
     _add_sim_parser(sub)
     return parser
 
@@ -486,6 +499,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "sim":
         return 0 if run_sim(args) else 1
+    if args.command == "registry":
+        from .registry_demo import main as registry_main
+
+        return registry_main(args.service, args.seed, args.timeout)
     if args.command != "demo":
         parser.print_help()
         return 2
