@@ -1193,6 +1193,11 @@ cdef class GossipState:
         cdef unsigned char* arena
         cdef uint64_t h
         cdef object name, was
+        cdef Py_ssize_t ncap
+        cdef size_t icap
+        cdef Rec* shrunk
+        cdef uint64_t* sexp
+        cdef uint64_t* sidx
         if old_n == 0:
             return 0
         try:
@@ -1249,7 +1254,32 @@ cdef class GossipState:
             self._arena_len = alen
             self._arena_cap = acap
             self._n = j
-            # the index, rebuilt at its capacity
+            # memory back: the records (and expiries) and the index shrink when
+            # a quarter or less is used (a collected burst does not pin its peak)
+            if self._cap > 64 and j <= self._cap // 4:
+                ncap = self._cap // 2
+                while ncap > 64 and j <= ncap // 4:
+                    ncap //= 2
+                shrunk = <Rec*>PyMem_Realloc(self._recs, ncap * sizeof(Rec))
+                if shrunk != NULL:
+                    self._recs = shrunk
+                    if self._exp != NULL:
+                        sexp = <uint64_t*>PyMem_Realloc(self._exp, ncap * sizeof(uint64_t))
+                        if sexp != NULL:
+                            self._exp = sexp
+                            self._cap = ncap
+                    else:
+                        self._cap = ncap
+            icap = self._mask + 1
+            while icap > INDEX_MIN and j * 10 < icap * 7 // 4:
+                icap //= 2
+            if icap != self._mask + 1:
+                sidx = <uint64_t*>PyMem_Realloc(self._index, icap * sizeof(uint64_t))
+                if sidx != NULL:
+                    self._index = sidx
+                    self._mask = icap - 1
+                    self._grow_at = <Py_ssize_t>(icap * 7 // 10)
+            # the index, rebuilt
             memset(self._index, 0, (self._mask + 1) * sizeof(uint64_t))
             for i in range(j):
                 r = &self._recs[i]
