@@ -1260,16 +1260,18 @@ cdef class GossipState:
                 ncap = self._cap // 2
                 while ncap > 64 and j <= ncap // 4:
                     ncap //= 2
-                shrunk = <Rec*>PyMem_Realloc(self._recs, ncap * sizeof(Rec))
-                if shrunk != NULL:
-                    self._recs = shrunk
-                    if self._exp != NULL:
-                        sexp = <uint64_t*>PyMem_Realloc(self._exp, ncap * sizeof(uint64_t))
-                        if sexp != NULL:
-                            self._exp = sexp
-                            self._cap = ncap
-                    else:
-                        self._cap = ncap
+                # (the expiries first: if they cannot shrink, nothing does; a
+                # record array that cannot is merely larger than _cap)
+                sexp = NULL
+                if self._exp != NULL:
+                    sexp = <uint64_t*>PyMem_Realloc(self._exp, ncap * sizeof(uint64_t))
+                if self._exp == NULL or sexp != NULL:
+                    if sexp != NULL:
+                        self._exp = sexp
+                    self._cap = ncap
+                    shrunk = <Rec*>PyMem_Realloc(self._recs, ncap * sizeof(Rec))
+                    if shrunk != NULL:
+                        self._recs = shrunk
             icap = self._mask + 1
             while icap > INDEX_MIN and j * 10 < icap * 7 // 4:
                 icap //= 2
