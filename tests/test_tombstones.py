@@ -366,3 +366,15 @@ def test_the_reset_vector_in_the_protocol_doc() -> None:
     assert reset_frames("n1", [("o", 5, 1)], fnv1a(b"a").to_bytes(8, "big"), 1 << 20) == [frame]
     parts = ResetParts(1 << 20)
     assert parts.add(frame) and parts.origins == {"o": (5, 1)}
+
+
+def test_a_table_that_collected_most_of_itself_still_works(table: ModuleType) -> None:
+    # the compiled table shrinks its arrays and index here (memory given back)
+    s = table.GossipState()
+    for i in range(5000):
+        s.set(f"k{i}", None if i >= 10 else i, i + 1, "o", i + 1, 0 if i >= 10 else 10**9)
+    assert s.collect(10**6) == {"o": 5000} and s.entry_count == 10
+    for i in range(10, 6000):
+        s.set(f"k{i}", i, 10_000 + i, "p", 10_000 + i)
+    assert all(s.get(f"k{i}") is not None for i in range(6000))
+    assert len(s.delta({})) == 6000 and s.expire(10**9) == 10 and len(s) == 5990
