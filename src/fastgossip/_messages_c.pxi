@@ -150,7 +150,7 @@ cdef class Entry:
     # Hot type: no Message base so that it can keep a freelist.
     def __repr__(self):
         text = _fmt(type(self), self._fields, self.astuple())
-        return text[:-1] + f", expires={self._uexpires})" if self._uexpires else text
+        return text[:len(text) - 1] + f", expires={self._uexpires})" if self._uexpires else text
 
     def __eq__(self, other):
         if type(self) is not type(other):

@@ -556,6 +556,8 @@ cdef class GossipState:
     cdef uint64_t* _exp            # per slot, its expiry (unix ms, 0: never); NULL until one
     cdef uint64_t _now_ms          # the time expiries are judged by (see expire)
     cdef uint64_t _next_exp        # the earliest expiry not yet passed (0: none)
+    cdef uint32_t _n_hidden_origins  # origins whose entries are not shown
+    cdef bint _gone_possible       # some origin hidden, or some expiry: see _is_gone
     cdef object _eph_live          # frozenset of live ephemeral origins; None: none hidden
     cdef bint _delta_cut           # the last delta_frames stopped at its budget
     cdef Py_ssize_t _max_keys      # -1: no bound
@@ -632,6 +634,8 @@ cdef class GossipState:
         self._bytes_held = 0
         self._n_tomb = 0
         self._n_gone = 0
+        self._n_hidden_origins = 0
+        self._gone_possible = False
         PyMem_Free(self._exp)
         self._exp = NULL
         self._next_exp = 0
@@ -750,6 +754,8 @@ cdef class GossipState:
         o.pystr = <PyObject*>pystr
         o.eph = nlen >= 2 and name[nlen - 2] == 46 and name[nlen - 1] == 101  # ".e"
         o.hidden = o.eph and self._eph_live is not None and pystr not in self._eph_live
+        self._n_hidden_origins += o.hidden
+        self._gone_possible = self._n_hidden_origins > 0 or self._exp != NULL
         self._n_origins += 1
         self._oindex[i] = (<uint64_t>tag << 32) | (<uint64_t>oid + 1)
         return oid
@@ -945,7 +951,7 @@ cdef class GossipState:
         cdef unsigned char* buf = NULL
         cdef uint32_t oid, old_origin
         cdef uint64_t old_stamp, old_exp
-        cdef bint was_shown
+        cdef bint was_shown, maybe_gone
         vsize = _vheld(e.tag, e.blen)
         slot = self._find(e.key, e.klen, e.h, &pos)
         if slot < 0:
@@ -1013,11 +1019,14 @@ cdef class GossipState:
                 raise MemoryError()
             memcpy(buf, e.bval, e.blen)
         r = &self._recs[slot]
-        was_shown = self._shown(slot)
+        # (hidden origins and expiries: looked at only in tables that have them)
+        maybe_gone = self._gone_possible or e.expires != 0
+        was_shown = self._capture and self._shown(slot)
         if r.tag == V_BYTES:
             PyMem_Free(r.val.b)
         self._n_tomb += (e.tag == V_TOMBSTONE) - (r.tag == V_TOMBSTONE)
-        self._n_gone -= self._is_gone(r)
+        if maybe_gone:
+            self._n_gone -= self._is_gone(r)
         r.version = e.version
         r.stamp = e.stamp
         r.origin = oid
@@ -1028,8 +1037,9 @@ cdef class GossipState:
         else:
             r.val.i = e.ival
             r.blen = 0
-        self._set_expiry(<uint32_t>slot, e.expires)
-        self._n_gone += self._is_gone(r)
+        if maybe_gone:
+            self._set_expiry(<uint32_t>slot, e.expires)
+            self._n_gone += self._is_gone(r)
         self._bytes_held += grow
         if old_origin != oid:
             self._origins[old_origin].live -= 1
@@ -1094,6 +1104,7 @@ cdef class GossipState:
             if self._exp == NULL:
                 raise MemoryError()
             memset(self._exp, 0, self._cap * sizeof(uint64_t))
+            self._gone_possible = True
         self._exp[slot] = expires
         if expires and self._now_ms and expires <= self._now_ms:
             r.flags |= F_EXPIRED
@@ -1168,8 +1179,9 @@ cdef class GossipState:
         self._n += 1
         self._bytes_held += e.klen + _vheld(e.tag, e.blen) + OVERHEAD
         self._n_tomb += e.tag == V_TOMBSTONE
-        self._set_expiry(slot, e.expires)
-        self._n_gone += self._is_gone(r)
+        if self._gone_possible or e.expires:
+            self._set_expiry(slot, e.expires)
+            self._n_gone += self._is_gone(r)
         self._origins[oid].live += 1
         self._log_push(oid, e.stamp, slot)
         return 1
@@ -1871,7 +1883,8 @@ cdef class GossipState:
                 if e.stamp > max_stamp or e.version > max_version:
                     self._refused[R_FUTURE] += 1
                     continue
-                if e.klen + _vwire(e.tag, e.blen) + (8 if e.expires else 0) > fo.room:
+                if (e.klen + <Py_ssize_t>e.blen + 16 > fo.room  # (a bound: mostly enough)
+                        and e.klen + _vwire(e.tag, e.blen) + (8 if e.expires else 0) > fo.room):
                     self._refused[R_TOO_LARGE] += 1
                     continue
                 e.oname = buf + fo.off + 2
@@ -1946,7 +1959,9 @@ cdef class GossipState:
                 hide = o.eph and live is not None and <str>o.pystr not in live
                 flip[oid] = hide != o.hidden
                 n_flip += flip[oid]
+                self._n_hidden_origins += <int>hide - <int>o.hidden
                 o.hidden = hide
+            self._gone_possible = self._n_hidden_origins > 0 or self._exp != NULL
             if n_flip == 0:
                 return
             self._n_gone = 0

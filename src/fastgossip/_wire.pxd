@@ -455,8 +455,7 @@ cdef inline int rd_entry(WireReader* r, uint16_t n_origins, EntryView* e) noexce
     if rd_u64(r, "stamp", &e.stamp) < 0:
         return -1
     e.expires = 0
-    if r.pos < r.end and (r.buf[r.pos] == (V_INT | V_EXPIRES)
-                          or r.buf[r.pos] == (V_BYTES | V_EXPIRES)):
+    if r.pos < r.end and r.buf[r.pos] & V_EXPIRES and r.buf[r.pos] < (V_EXPIRES | 2):
         # an expiring value: the tag, the u64 expiry, then the payload
         e.tag = r.buf[r.pos] & ~V_EXPIRES
         if r.end - r.pos < 9:
