@@ -573,6 +573,7 @@ cdef class GossipState:
     cdef tuple _capture            # UTF-8 key prefixes whose applied entries are kept
     cdef list _captured
     cdef bint _cap_any             # an empty prefix: every key is kept
+    cdef bint _capturing           # _capture is not empty (a C test on the hot path)
     cdef unsigned char _cap_first[256]  # first bytes of the prefixes (a fast no)
 
     def __cinit__(self):
@@ -966,7 +967,7 @@ cdef class GossipState:
             oid = self._resolve(e, oidp)
             self._note(e, oid)
             self._insert(e, oid, e.h, pos)
-            if self._capture and self._shown(self._n - 1):  # (watchers see what is shown)
+            if self._capturing and self._shown(self._n - 1):  # (watchers see what is shown)
                 self._keep(self._n - 1)
             return 1
         r = &self._recs[slot]
@@ -1021,7 +1022,7 @@ cdef class GossipState:
         r = &self._recs[slot]
         # (hidden origins and expiries: looked at only in tables that have them)
         maybe_gone = self._gone_possible or e.expires != 0
-        was_shown = self._capture and self._shown(slot)
+        was_shown = self._capturing and self._shown(slot)
         if r.tag == V_BYTES:
             PyMem_Free(r.val.b)
         self._n_tomb += (e.tag == V_TOMBSTONE) - (r.tag == V_TOMBSTONE)
@@ -1048,7 +1049,7 @@ cdef class GossipState:
             self._maybe_compact(old_origin)
         elif old_stamp != e.stamp:
             self._log_push(oid, e.stamp, <uint32_t>slot)
-        if self._capture and (was_shown or self._shown(slot)):
+        if self._capturing and (was_shown or self._shown(slot)):
             self._keep(slot)
         return 1
 
@@ -2197,6 +2198,7 @@ cdef class GossipState:
                 raise TypeError(f"a capture prefix is a str, not {type(prefix).__name__}")
             out.append((<str>prefix).encode("utf-8"))
         self._capture = tuple(out)
+        self._capturing = len(out) > 0
         memset(self._cap_first, 0, sizeof(self._cap_first))
         self._cap_any = False
         for b in out:
