@@ -10,7 +10,7 @@ import asyncio
 import re
 from pathlib import Path
 from types import ModuleType
-from typing import List, Tuple
+from typing import Any, List, Optional, Tuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +22,7 @@ from fastgossip.core import CoreLimits
 from fastgossip.errors import FrameError
 from fastgossip.fanout import Fanout
 from fastgossip.horizon import T_RESET, Horizons, ResetParts, reset_frames
-from fastgossip.sim import Partition, Simulation
+from fastgossip.sim import Crash, Partition, Simulation
 from tests.conftest import wait_for
 from tests.test_table import batch_frame
 
@@ -191,13 +191,19 @@ def test_malformed_resets_are_frame_errors_and_long_ones_are_refused() -> None:
         ResetParts(10).add(frame)
 
 
-def test_horizons_grow_say_who_is_behind_and_are_forgotten() -> None:
+def test_horizons_grow_say_who_is_behind_and_are_forgotten_by_their_age() -> None:
     h = Horizons()
-    assert h.raise_to({"a": 5}, 0.0) and not h.raise_to({"a": 4}, 1.0)
+    ms = 1_700_000_000_000
+    assert h.raise_to({"a": ms << 16}, 1_700_000_000.5, 60.0)
+    assert not h.raise_to({"a": (ms - 1) << 16}, 1_700_000_001.0, 60.0)
     gen = h.generation
-    assert h.behind({"a": 4}) == "a" and h.behind({"a": 5}) is None and h.behind({}) == "a"
-    h.forget_older(10.0, 5.0)
+    assert h.behind({"a": (ms << 16) - 1}) == "a" and h.behind({"a": ms << 16}) is None
+    assert h.behind({}) == "a"
+    h.forget_older(1_700_000_059.0, 60.0)  # not yet 60 s after the tombstone was written
+    assert h.stamps and h.generation == gen
+    h.forget_older(1_700_000_060.0, 60.0)  # the same moment on every node, whoever holds it
     assert h.stamps == {} and h.generation == gen + 1
+    assert not h.raise_to({"a": ms << 16}, 1_700_000_060.0, 60.0)  # too old to adopt
 
 
 # -- the simulator -------------------------------------------------------------------------
@@ -378,3 +384,104 @@ def test_a_table_that_collected_most_of_itself_still_works(table: ModuleType) ->
         s.set(f"k{i}", i, 10_000 + i, "p", 10_000 + i)
     assert all(s.get(f"k{i}") is not None for i in range(6000))
     assert len(s.delta({})) == 6000 and s.expire(10**9) == 10 and len(s) == 5990
+
+
+# -- regressions from review: what a Reset may and may not do ------------------------------
+
+
+def _core(limits: Optional[CoreLimits] = None) -> Any:
+    from fastgossip._impl import load
+    from fastgossip.core import GossipCore
+    from fastgossip.node import NodeStats
+
+    mods = {m: load(m, "cython") for m in ("codec", "table", "sampler")}
+    return GossipCore(
+        "a",
+        "a#1",
+        limits or CoreLimits(),
+        NodeStats(),
+        codec=mods["codec"],
+        table=mods["table"],
+        sampler=mods["sampler"],
+        seed=1,
+    )
+
+
+def test_a_reset_that_answers_nothing_is_refused() -> None:
+    from fastgossip._codec_c import Digest, encode
+
+    a = _core()
+    now = 1_700_000_000.0
+    a.tick(now)
+    a.state.set("k", 1, 10, "w#1", 10)
+    a.connected(1, now)  # a stranger's connection, never answered
+    (frame,) = reset_frames("x", [("w#1", 10, 0)], b"", 1 << 20)
+    with pytest.raises(ValueError, match="answers nothing"):
+        a.receive(1, [frame], now, 1 << 20)
+    assert a.state.get("k") == (1, 10)
+    # answered: taken, but not one that covers our own origin past our clock
+    a.connected(2, now)
+    a.receive(2, [encode(Digest("x", {}, reply=True))], now, 1 << 20)
+    (frame,) = reset_frames("x", [("a#1", (int(now * 1000) + 5000) << 16, 0)], b"", 1 << 20)
+    with pytest.raises(ValueError, match="own origin"):
+        a.receive(2, [frame], now, 1 << 20)
+
+
+def test_a_dropped_reset_is_sent_again_and_one_over_the_budget_is_withheld() -> None:
+    from fastgossip._codec_c import Digest, encode
+    from fastgossip.core import SEND
+
+    a = _core(CoreLimits(max_round_bytes=64 << 10))
+    now = 1_700_000_000.0
+    a.tick(now)
+    a.state.set("x", 1, 10, "d#1", 10)
+    a.horizons.raise_to({"d#1": 10}, now, 1e12)
+    a.connected(1, now)
+    for _ in range(2):
+        now += 1.0
+        a.receive(1, [encode(Digest("b", {}, reply=True))], now, 1 << 20)
+        sent = [f[5] for kind, _, frames in a.take() if kind == SEND for f in frames]
+        assert sent == [6, T_RESET, 7]
+        a.send_dropped(1)
+    for i in range(20_000):  # 160 KB of key hashes: more than the round's budget
+        a.state.set(f"key{i}", i, 100 + i, "w#1", 100 + i)
+    a.connected(2, now)
+    a.receive(2, [encode(Digest("c", {"w#1": 20_099, "d#1": 5}, reply=True))], now, 1 << 30)
+    assert all(f[5] != T_RESET for kind, _, fr in a.take() if kind == SEND for f in fr)
+    assert a.stats.resets_withheld == 1
+
+
+@pytest.mark.parametrize("implementation", ["cython", "python"])
+def test_tables_that_refused_entries_neither_send_resets_nor_trust_them(
+    implementation: str,
+) -> None:
+    limits = CoreLimits(fanout=Fanout.bounded(2), tombstone_grace=2.0, horizon_keep=120.0)
+    sim = Simulation(2, seed=1, limits=limits, implementation=implementation, trace=False)
+    sim.write(1, "y", 1)
+    sim.run_for(1)
+    sim.core(0).state.max_keys = 1  # node 0 is full with "y"
+    t0 = sim.now
+    sim.partition(Partition(((0,), (1,)), t0, t0 + 10))
+    sim.write(1, "y", None, at=t0 + 0.5)  # deleted and collected while node 0 is away
+    sim.write(1, "x", 2, at=t0 + 5)  # a new key node 0 will refuse at first (full)
+    sim.run_for(30)
+    # the reset freed room (y dropped) and did not raise node 0's watermark
+    # past the x it had refused: x came next
+    assert sim.table(0) == sim.table(1) and "x" in sim.table(0)
+    assert sim.stats(0).reset_drops == 1 and sim.stats(0).resets_sent == 0
+
+
+@pytest.mark.parametrize("implementation", ["cython", "python"])
+def test_horizons_end_everywhere_together_so_resets_do_not_go_on(implementation: str) -> None:
+    limits = CoreLimits(
+        fanout=Fanout.bounded(2), tombstone_grace=2.0, horizon_keep=20.0, retire_after=3.0
+    )
+    sim = Simulation(3, seed=1, limits=limits, implementation=implementation, trace=False)
+    sim.write(0, "keep", 1)
+    sim.write(1, "k", 1)
+    sim.run_for(0.5)
+    sim.write(1, "k", None)
+    sim.crash(Crash(2, 1.0, restart_at=12.0))  # a new life, after the collection
+    sim.run_for(200)
+    assert [len(sim.core(i).horizons.stamps) for i in range(3)] == [0, 0, 0]
+    assert sim.total("resets_sent") <= 3 and sim.check_converged() == []

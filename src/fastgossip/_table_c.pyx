@@ -1220,15 +1220,24 @@ cdef class GossipState:
             if remap == NULL or top == NULL or hit == NULL:
                 raise MemoryError()
             memset(hit, 0, self._n_origins + 1)
-            for i in range(old_n):
-                r = &self._recs[i]
+            for i in range(old_n):  # (nothing changes until the arena is had)
                 if not kill[i]:
                     remap[i] = <uint32_t>j
                     j += 1
-                    alen += r.key_len
+                    alen += self._recs[i].key_len
+                else:
+                    remap[i] = 0xFFFFFFFF
+                    removed += 1
+            if removed == 0:
+                return 0
+            acap = alen if alen > 256 else 256
+            arena = <unsigned char*>PyMem_Malloc(acap)
+            if arena == NULL:
+                raise MemoryError()
+            for i in range(old_n):
+                if not kill[i]:
                     continue
-                remap[i] = 0xFFFFFFFF
-                removed += 1
+                r = &self._recs[i]
                 if not hit[r.origin] or r.stamp > top[r.origin]:
                     top[r.origin] = r.stamp
                     hit[r.origin] = 1
@@ -1240,13 +1249,7 @@ cdef class GossipState:
                 elif r.tag == V_BYTES:
                     PyMem_Free(r.val.b)
                     r.tag = V_INT
-            if removed == 0:
-                return 0
             # the kept records and their keys, packed in order
-            acap = alen if alen > 256 else 256
-            arena = <unsigned char*>PyMem_Malloc(acap)
-            if arena == NULL:
-                raise MemoryError()  # (values freed above: the records are fixed below)
             alen = 0
             j = 0
             for i in range(old_n):

@@ -995,13 +995,14 @@ class GossipState:
                 raise ValueError(
                     f"origin is {n} bytes in UTF-8, more than MAX_ORIGIN_BYTES ({MAX_ORIGIN_BYTES})"
                 )
-            if stamp > self._watermarks.get(origin, -1):
-                if origin not in self._watermarks:
-                    self._intern(origin)
-                    self._logs[origin] = []
-                    self._sorted[origin] = 0
-                    self._live.setdefault(origin, 0)
-                    self._seen.setdefault(origin, 0)
+            if origin not in self._watermarks:  # interned at 0, as the compiled table does
+                self._intern(origin)
+                self._watermarks[origin] = 0
+                self._logs[origin] = []
+                self._sorted[origin] = 0
+                self._live.setdefault(origin, 0)
+                self._seen.setdefault(origin, 0)
+            if stamp > self._watermarks[origin]:
                 self._watermarks[origin] = stamp
                 self._changes += 1
 

@@ -295,6 +295,7 @@ class GossipCore:
         self._watched: Dict[str, int] = {}
         self._capturing = False
         self.horizons = Horizons()  # see horizon.py
+        self._reset_bytes = 0  # of the Resets being received, on all connections
         # ephemeral keys: per member node id, the origin of its live life (alive
         # or suspect), and since when each ephemeral origin is no longer live
         self._eph_live: Dict[str, str] = {}
@@ -403,6 +404,8 @@ class GossipCore:
     def closed(self, conn: int, now: float, by_peer: bool = False) -> None:
         """A connection closed; ``by_peer`` when its far end closed or reset it."""
         c = self._conns.pop(conn, None)
+        if c is not None and c.reset is not None:
+            self._reset_bytes -= c.reset.size  # (a Reset it left unfinished)
         if c is not None and c.peer is not None:
             p = self._peers.get(c.peer)
             if p is not None and p.conn == conn:
@@ -828,7 +831,7 @@ class GossipCore:
         grace = self.limits.tombstone_grace
         h.next_sweep = now + max(self.limits.gossip_interval, grace / 8)
         if h.stamps:
-            h.forget_older(now, self.limits.horizon_keep)
+            h.forget_older(now, self._horizon_life())
         held = self.state.tombstones
         cutoff = max(0, int((now - grace) * 1000))
         # tombstones a grace after their version's time, expired keys a grace
@@ -836,7 +839,7 @@ class GossipCore:
         found = self.state.collect(cutoff << LOGICAL_BITS, cutoff)
         if found:
             self.stats.tombstones_collected += held - self.state.tombstones
-            h.raise_to(found, now)
+            self._raise_horizons(found, now)
         # the ephemeral keys of lives gone for a grace: removed as tombstones are
         gone = [o for o, t in self._eph_gone.items() if now - t >= grace]
         if gone:
@@ -844,7 +847,27 @@ class GossipCore:
                 del self._eph_gone[origin]
             found = self.state.drop_origins(gone)
             if found:
-                h.raise_to(found, now)
+                self._raise_horizons(found, now)
+
+    def _horizon_life(self) -> float:
+        """How long after its tombstone was written a horizon is kept."""
+        return self.limits.tombstone_grace + self.limits.horizon_keep
+
+    def _raise_horizons(self, found: Dict[str, int], now: float) -> None:
+        if self.horizons.raise_to(found, now, self._horizon_life()) and self._stale_exempt:
+            # no stale exemption while horizons are held (see _retire): at once
+            self._stale_exempt = frozenset()
+            self.state.set_stale_exempt(())
+
+    def _complete(self) -> bool:
+        """Whether this node's table holds, of every origin, every entry up to
+        its watermark (or one that beat it): not when it ever refused entries
+        for its bounds (table_full, too_large) or as future, because a later
+        entry of the same origin moved the watermark past them. Only such a
+        table may tell a peer to drop what it lacks (send a Reset), or trust a
+        Reset to raise its watermarks."""
+        r = self.state.refusals()
+        return not (r["table_full"] or r["too_large"] or r["future"])
 
     def _reset_frames(self) -> List[bytes]:
         """A Reset (horizon.py): our table's watermarks (every origin, the
@@ -859,29 +882,53 @@ class GossipCore:
     def _on_reset(self, frame: bytes, conn: int, now: float) -> None:
         """A part of a Reset: after the last, drop what the sender has seen but
         holds nothing for, raise our watermarks to its and adopt its horizons
-        (horizon.py). ValueError (the peer is dropped) for a Reset whose
-        watermarks are in the future or over its bounds."""
+        (horizon.py). A Reset is taken only as part of an answer to us (on our
+        link while our question is out, or on a connection we just answered);
+        ValueError (the peer is dropped) for any other, and for one over its
+        bounds, naming a future stamp, or our own origin past our clock."""
         c = self._conns.get(conn)
         if c is None:
             return
+        if c.peer is not None:
+            p = self._peers.get(c.peer)
+            solicited = p is not None and p.conn == conn and bool(p.awaiting_since or p.quiet_asked)
+        else:
+            solicited = now - c.answered_at <= max(1.0, 4 * self.limits.gossip_interval)
         if c.reset is None:
-            c.reset = ResetParts(self.limits.max_delta_bytes)
-        if not c.reset.add(frame):
+            if not solicited:
+                raise ValueError("a Reset that answers nothing of ours")
+            room = self.limits.max_delta_bytes - self._reset_bytes
+            if room <= 0:
+                raise ValueError("too many Resets at once")
+            c.reset = ResetParts(room, self._max_peer_origins())
+        before = c.reset.size
+        try:
+            done = c.reset.add(frame)
+        finally:
+            self._reset_bytes += c.reset.size - before
+        if not done:
             return
         parts, c.reset = c.reset, None
+        self._reset_bytes -= parts.size
         max_stamp, _ = self.horizon(now)
         watermarks: Dict[str, int] = {}
         found: Dict[str, int] = {}
         for origin, (watermark, stamp) in parts.origins.items():
-            if watermark > max_stamp or stamp > watermark:
+            if watermark > max_stamp:
                 raise ValueError(f"a Reset names origin {origin!r} at a future stamp")
+            if stamp > watermark:
+                raise ValueError(f"a Reset's horizon for {origin!r} is above its watermark")
+            if origin == self.origin and watermark > self._last_stamp:
+                raise ValueError("a Reset names our own origin past our clock")
             watermarks[origin] = watermark
             if stamp:
                 found[origin] = stamp
         dropped = self.state.drop_unheld(b"".join(parts.hashes), watermarks)
         watermarks.pop(self.origin, None)  # our own: our stamp clock says
-        self.state.raise_watermarks(watermarks)
-        self.horizons.raise_to(found, now)
+        if self._complete():
+            # (a table that refused entries keeps asking for them instead)
+            self.state.raise_watermarks(watermarks)
+        self._raise_horizons(found, now)
         self.stats.resets_received += 1
         self.stats.reset_drops += dropped
         if dropped:
@@ -1068,6 +1115,7 @@ class GossipCore:
         c = self._conns.get(conn)
         if c is not None:
             c.sent_gen = -1
+            c.reset_gen = -1  # (a Reset in it is owed again)
 
     def digest_watermarks(self, now: Optional[float] = None) -> Dict[str, int]:
         """Per origin, the highest stamp held; without the retired origins.
@@ -1340,13 +1388,19 @@ class GossipCore:
                     and c.reset_gen != h.generation
                     and not self.state.delta_cut
                     and h.behind(watermarks) is not None
+                    and self._complete()
                 ):
                     # the peer may have missed a tombstone we collected: after a
                     # complete delta, a Reset (horizon.py), once per connection
-                    # per change of our horizons
-                    c.reset_gen = h.generation
-                    frames.extend(self._reset_frames())
-                    self.stats.resets_sent += 1
+                    # per change of our horizons, within the answer's budget
+                    reset = self._reset_frames()
+                    size = sum(map(len, frames)) + sum(map(len, reset))
+                    if size <= budget:
+                        c.reset_gen = h.generation
+                        frames.extend(reset)
+                        self.stats.resets_sent += 1
+                    else:
+                        self.stats.resets_withheld += 1
             except ValueError as exc:  # our own entry that no frame holds
                 self.logs.log(
                     logging.ERROR, "delta", now, "%s: cannot build a delta: %s", self.node_id, exc

@@ -12,8 +12,9 @@ complete delta: the sender's watermarks and horizons, and the 64-bit FNV-1a
 hashes of every key the sender holds. The peer then drops each entry the
 sender has seen (its stamp within the sender's watermark for its origin) but
 holds nothing for, raises its watermarks to the sender's and adopts its
-horizons. Horizons are forgotten ``horizon_keep`` seconds after they last
-grew; a node cut off longer than that may bring deleted keys back.
+horizons. A horizon is forgotten ``tombstone_grace + horizon_keep`` seconds
+after its tombstone was written (by the stamp, so at the same time on every
+node); a node cut off longer than that may bring deleted keys back.
 
 The Reset's encoding is here, in Python: it is rare (at most once per
 connection per horizon change), and its one large part, the hash list, is
@@ -25,6 +26,7 @@ from __future__ import annotations
 import struct
 from typing import Dict, List, Optional, Tuple
 
+from ._limits import MAX_ORIGIN_BYTES
 from ._wire import HEADER_SIZE, PROTOCOL_VERSION
 from .errors import FrameError
 
@@ -86,13 +88,14 @@ class ResetParts:
     """A Reset being received on one connection, part by part; bounded by
     ``max_bytes`` in all."""
 
-    __slots__ = ("origins", "hashes", "size", "max_bytes")
+    __slots__ = ("origins", "hashes", "size", "max_bytes", "max_origins")
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, max_origins: int = 1 << 20) -> None:
         self.origins: Dict[str, Tuple[int, int]] = {}
         self.hashes: List[bytes] = []
         self.size = 0
         self.max_bytes = max_bytes
+        self.max_origins = max_origins
 
     def add(self, frame: bytes) -> bool:
         """Read one Reset frame (already checked for length, version and type:
@@ -101,6 +104,8 @@ class ResetParts:
         self.size += len(frame)
         if self.size > self.max_bytes:
             raise ValueError(f"a Reset longer than {self.max_bytes} bytes")
+        if len(frame) < HEADER_SIZE or frame[4] != PROTOCOL_VERSION:
+            raise FrameError("a Reset of another protocol version at offset 4", 4)
         end = len(frame)
         pos = HEADER_SIZE
         try:
@@ -125,10 +130,14 @@ class ResetParts:
                     raise FrameError(
                         f"Reset origin overruns the frame at offset {pos - 2}", pos - 2
                     )
+                if n > MAX_ORIGIN_BYTES:
+                    raise FrameError(f"a Reset origin of {n} bytes at offset {pos - 2}", pos - 2)
                 origin = frame[pos : pos + n].decode("utf-8")
                 pos += n
                 self.origins[origin] = _TRIPLE.unpack_from(frame, pos)
                 pos += 16
+                if len(self.origins) > self.max_origins:
+                    raise ValueError(f"a Reset names over {self.max_origins} origins")
             (count,) = _U32.unpack_from(frame, pos)
             pos += 4
             if count * 8 != end - pos:
@@ -147,35 +156,42 @@ class ResetParts:
 
 class Horizons:
     """Per origin, the highest stamp of a tombstone of it collected here (or
-    adopted from a Reset), and when it last grew; a generation that grows
-    with any change, so that a connection is sent one Reset per change."""
+    adopted from a Reset), and a generation that grows with any change, so
+    that a connection is sent one Reset per change.
 
-    __slots__ = ("stamps", "grown_at", "generation", "next_sweep")
+    A horizon is forgotten once its stamp's time (``stamp >> 16`` ms, the
+    origin's clock when it wrote the tombstone) is ``lifetime`` seconds old:
+    the same moment on every node, whoever collected or adopted it and when,
+    so that no node keeps a horizon the others forgot (and resets them for it,
+    over and over). A horizon already that old is not adopted."""
+
+    __slots__ = ("stamps", "generation", "next_sweep")
 
     def __init__(self) -> None:
         self.stamps: Dict[str, int] = {}
-        self.grown_at: Dict[str, float] = {}
         self.generation = 0
         self.next_sweep = 0.0
 
-    def raise_to(self, found: Dict[str, int], now: float) -> bool:
+    @staticmethod
+    def _alive(stamp: int, now: float, lifetime: float) -> bool:
+        return now * 1000 - (stamp >> 16) < lifetime * 1000
+
+    def raise_to(self, found: Dict[str, int], now: float, lifetime: float) -> bool:
         """Merge horizons (collected here, or a peer's); True when one grew."""
         grew = False
         for origin, stamp in found.items():
-            if stamp > self.stamps.get(origin, 0):
+            if stamp > self.stamps.get(origin, 0) and self._alive(stamp, now, lifetime):
                 self.stamps[origin] = stamp
-                self.grown_at[origin] = now
                 grew = True
         if grew:
             self.generation += 1
         return grew
 
-    def forget_older(self, now: float, keep: float) -> None:
-        """Forget the horizons that have not grown for ``keep`` seconds."""
-        old = [o for o, t in self.grown_at.items() if now - t >= keep]
+    def forget_older(self, now: float, lifetime: float) -> None:
+        """Forget the horizons ``lifetime`` seconds old (see the class)."""
+        old = [o for o, stamp in self.stamps.items() if not self._alive(stamp, now, lifetime)]
         for origin in old:
             del self.stamps[origin]
-            del self.grown_at[origin]
         if old:
             self.generation += 1
 

@@ -382,6 +382,7 @@ class NodeStats:
     entries_expired: int = 0
     resets_sent: int = 0
     resets_received: int = 0
+    resets_withheld: int = 0
     reset_drops: int = 0
 
     def as_dict(self) -> Dict[str, int]:

@@ -227,6 +227,7 @@ class SimStats:
     entries_expired: int
     resets_sent: int
     resets_received: int
+    resets_withheld: int
     reset_drops: int
 
     def __init__(self) -> None:
