@@ -1,14 +1,17 @@
-"""What a result was measured on: machine, versions, date."""
+"""What a result was measured on (machine, versions, date), and how a
+benchmark's result is written and shown."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import json
 import os
 import platform
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional
+import time
+from typing import Any, Callable, Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
@@ -77,9 +80,20 @@ def machine() -> Dict[str, Any]:
     }
 
 
-def write_json(path: str, data: Dict[str, Any]) -> None:
-    import json
+def machine_line(meta: Dict[str, Any]) -> str:
+    """The first words of a benchmark's log: which fastgossip, on what."""
+    return (
+        f"fastgossip {meta['fastgossip']} on {meta['cpu']} ({meta['cores']} cores), "
+        f"Python {meta['python']}"
+    )
 
+
+def log(text: str) -> None:
+    """A line of a benchmark's log, on stdout at once."""
+    print(text, flush=True)
+
+
+def write_json(path: str, data: Dict[str, Any]) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -100,3 +114,57 @@ def format_targets(targets: List[Dict[str, Any]]) -> str:
         what = f"{t['hot_path']:8} {t['what']}" if "hot_path" in t else t["what"]
         lines.append(f"  {mark} {what:75} {t['target']:>16}  {got}")
     return "\n".join(lines)
+
+
+def write_timed(
+    path: str,
+    meta: Dict[str, Any],
+    settings: Dict[str, Any],
+    data: Dict[str, Any],
+    targets: List[Dict[str, Any]],
+    started: float,
+    log: Callable[[str], None] = log,
+) -> None:
+    """Logs the targets, then writes ``{meta, settings, **data, targets}`` to
+    ``path``, the settings closed by ``elapsed_s`` (since ``started``, a
+    ``time.perf_counter()`` reading) and ``load_average_end``, and logs where."""
+    log("\n" + format_targets(targets))
+    result = {
+        "meta": meta,
+        "settings": {
+            **settings,
+            "elapsed_s": time.perf_counter() - started,
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        **data,
+        "targets": targets,
+    }
+    write_json(path, result)
+    log(f"\nwrote {os.path.relpath(path)} in {time.perf_counter() - started:.0f} s")
+
+
+def emit(
+    result: Dict[str, Any], out: Optional[str], as_json: bool, render: Callable[[Dict], str]
+) -> int:
+    """A benchmark's end: ``result`` written to ``out`` (none when empty), and
+    printed, as JSON or rendered; returns the exit status (0)."""
+    if out:
+        write_json(out, result)
+    print(json.dumps(result, indent=1) if as_json else render(result))
+    return 0
+
+
+def run_and_emit(
+    name: str,
+    run: Callable[[Any], Dict[str, Any]],
+    args: Any,
+    render: Callable[[Dict], str],
+) -> int:
+    """``emit(run(args), args.out, args.json, render)``; a Ctrl-C during the run
+    (whose processes were stopped on the way out) says so and returns 130."""
+    try:
+        result = run(args)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{name}: interrupted\n")
+        return 130
+    return emit(result, args.out, args.json, render)

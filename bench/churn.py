@@ -53,7 +53,6 @@ import asyncio
 import hashlib
 import json
 import os
-import selectors
 import shutil
 import subprocess
 import sys
@@ -64,8 +63,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 if __package__ in (None, ""):  # run as a script: bench/ is importable from the repo root
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import fastgossip  # noqa: E402 (where the children find it)
-from bench._meta import ROOT, machine, write_json  # noqa: E402
+from bench._meta import ROOT, machine, run_and_emit  # noqa: E402
+from bench._procs import (  # noqa: E402
+    ChildPipes,
+    child_env,
+    profile_off,
+    profile_on,
+    say,
+    show_tail,
+    tail,
+)
 from bench.idle import CLK_TCK, cpu_ticks, stop_all, top_functions  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "bench", "results", "churn.json")
@@ -300,12 +307,6 @@ def child_main(
 ) -> int:
     from fastgossip import GossipNode, NodeConfig
 
-    out = sys.stdout
-
-    def say(obj: Any) -> None:
-        out.write(json.dumps(obj) + "\n")
-        out.flush()
-
     async def main() -> None:
         loop = asyncio.get_running_loop()
         config = NodeConfig(
@@ -364,16 +365,10 @@ def child_main(
             elif cmd == "digest":
                 say({"id": rid, **_digest(node)})
             elif cmd == "prof-on":
-                import cProfile
-
-                prof = cProfile.Profile(time.process_time)  # CPU time, not wall
-                prof.enable()
+                prof = profile_on()
                 say({"id": rid, "ok": True})
             elif cmd == "prof-off":
-                if prof is not None:
-                    prof.disable()
-                    prof.dump_stats(req["path"])
-                say({"id": rid, "ok": prof is not None})
+                say({"id": rid, "ok": profile_off(prof, req["path"])})
                 prof = None
             elif cmd == "exit":
                 if writer is not None:
@@ -455,29 +450,11 @@ def cost_main(count: int) -> int:
 
 
 # -- the parent ------------------------------------------------------------------
-def _child_env() -> Dict[str, str]:
-    env = dict(os.environ)
-    # ROOT for the bench package; fastgossip is the one this process imported
-    here = os.path.dirname(os.path.dirname(os.path.abspath(fastgossip.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, here] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
-
-
-def _tail(path: str, lines: int = 15) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return ""
-
-
-class _Fleet:
+class _Fleet(ChildPipes):
     """The node processes, spoken to in JSON lines (a request id each)."""
 
     def __init__(self, errlog: str) -> None:
-        self.procs: List[subprocess.Popen] = []
-        self.sel = selectors.DefaultSelector()
-        self.buf: List[bytes] = []
+        super().__init__()
         self.lines: List[List[Dict[str, Any]]] = []
         self.errlog = errlog
         self.seq = 0
@@ -487,44 +464,17 @@ class _Fleet:
             p = subprocess.Popen(
                 argv,
                 cwd=ROOT,
-                env=_child_env(),
+                env=child_env(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
             )
-        i = len(self.procs)
-        self.procs.append(p)
-        assert p.stdout is not None
-        os.set_blocking(p.stdout.fileno(), False)
-        self.sel.register(p.stdout, selectors.EVENT_READ, i)
-        self.buf.append(b"")
         self.lines.append([])
-        return i
-
-    def close(self) -> None:
-        self.sel.close()
-
-    def send(self, which: Sequence[int], obj: Dict[str, Any]) -> None:
-        for i in which:
-            stdin = self.procs[i].stdin
-            assert stdin is not None
-            stdin.write(json.dumps(obj).encode() + b"\n")
-            stdin.flush()
+        return self.add(p)
 
     def _read(self, timeout: float) -> None:
-        for key, _ in self.sel.select(timeout):
-            i = key.data
-            try:
-                chunk = os.read(key.fileobj.fileno(), 1 << 16)  # type: ignore[union-attr]
-            except BlockingIOError:
-                continue
-            if not chunk:
-                self.sel.unregister(key.fileobj)
-                continue
-            self.buf[i] += chunk
-            while b"\n" in self.buf[i]:
-                line, _, self.buf[i] = self.buf[i].partition(b"\n")
-                self.lines[i].append(json.loads(line))
+        for i, line in self.read(timeout):
+            self.lines[i].append(json.loads(line))
 
     def collect(self, which: Sequence[int], rid: int, timeout: float) -> Dict[int, Any]:
         """The answer with id ``rid`` from each of ``which`` (older ones dropped)."""
@@ -542,7 +492,7 @@ class _Fleet:
             if dead:
                 raise RuntimeError(
                     f"node processes {dead} exited ({[self.procs[i].poll() for i in dead]})"
-                    f"; stderr:\n{_tail(self.errlog)}"
+                    f"; stderr:\n{tail(self.errlog)}"
                 )
             left = deadline - time.monotonic()
             if left <= 0:
@@ -556,7 +506,7 @@ class _Fleet:
         self, which: Sequence[int], cmd: str, timeout: float = ASK_TIMEOUT, **kw: Any
     ) -> Dict[int, Any]:
         self.seq += 1
-        self.send(which, {"id": self.seq, "cmd": cmd, **kw})
+        self.send(which, json.dumps({"id": self.seq, "cmd": cmd, **kw}))
         return self.collect(which, self.seq, timeout)
 
 
@@ -655,7 +605,7 @@ def _poll_collected(fleet: _Fleet, n: int, t_stop: float, timeout: float) -> Dic
 def run_cost(count: int) -> Dict[str, Any]:
     """The tombstone-cost process (its own, so nothing else is in its RSS)."""
     cmd = [sys.executable, "-m", "bench.churn", "--cost-child", str(count)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_child_env(), stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True)
     try:
         out, _ = proc.communicate(timeout=COST_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -782,9 +732,7 @@ def run_cluster(args: argparse.Namespace) -> Dict[str, Any]:
             pass
         return result
     except Exception:
-        tail = _tail(errlog)
-        if tail:
-            sys.stderr.write(f"node stderr (last lines):\n{tail}")
+        show_tail(errlog, "node stderr")
         raise
     finally:
         fleet.close()
@@ -1105,15 +1053,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("need --sample-every, --interval > 0 and --cost-tombstones >= 1000")
     if args.profile_node is not None and not 0 <= args.profile_node < args.nodes:
         parser.error("--profile-node must name a node (0 .. nodes-1)")
-    try:
-        result = run(args)
-    except KeyboardInterrupt:  # the node processes were stopped on the way out
-        sys.stderr.write("churn: interrupted\n")
-        return 130
-    if args.out:
-        write_json(args.out, result)
-    print(json.dumps(result, indent=1) if args.json else render(result))
-    return 0
+    return run_and_emit("churn", run, args, render)
 
 
 if __name__ == "__main__":

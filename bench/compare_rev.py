@@ -522,15 +522,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
-    from bench._meta import format_targets, machine, write_json
-
-    def log(text: str) -> None:
-        print(text, flush=True)
+    from bench._meta import format_targets, log, machine, machine_line, write_json
 
     meta = machine()
     log(
-        f"fastgossip {meta['fastgossip']} on {meta['cpu']} ({meta['cores']} cores), "
-        f"Python {meta['python']}; {args.rounds} rounds x {args.repeats} x {args.calls} calls, "
+        f"{machine_line(meta)}; {args.rounds} rounds x {args.repeats} x {args.calls} calls, "
         f"{args.entries:,} entries per frame"
     )
     result = run(

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import selectors
 import shutil
 import signal
 import socket
@@ -47,7 +46,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import fastgossip  # where the children find it
+from bench._procs import ChildPipes, child_env, profile_off, profile_on, say, show_tail
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -151,36 +150,13 @@ def _dead(procs: Sequence[subprocess.Popen]) -> List[int]:
     return [i for i, p in enumerate(procs) if p.poll() is not None]
 
 
-def _tail(path: str, lines: int = 15) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return ""
-
-
-class _Children:
+class _Children(ChildPipes):
     """Line-oriented request/answer with the fastgossip child processes."""
 
     def __init__(self, procs: List[subprocess.Popen]) -> None:
-        self.procs = procs
-        self.sel = selectors.DefaultSelector()
-        self.buf: Dict[int, bytes] = {}
-        for i, p in enumerate(procs):
-            assert p.stdout is not None
-            os.set_blocking(p.stdout.fileno(), False)
-            self.sel.register(p.stdout, selectors.EVENT_READ, i)
-            self.buf[i] = b""
-
-    def close(self) -> None:
-        self.sel.close()
-
-    def send(self, which: Sequence[int], line: str) -> None:
-        for i in which:
-            stdin = self.procs[i].stdin
-            assert stdin is not None
-            stdin.write(line.encode() + b"\n")
-            stdin.flush()
+        super().__init__()
+        for p in procs:
+            self.add(p)
 
     def collect(self, which: Sequence[int], timeout: float) -> Dict[int, Any]:
         """One JSON line from each of ``which``, within ``timeout`` seconds."""
@@ -191,20 +167,9 @@ class _Children:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            for key, _ in self.sel.select(min(left, 1.0)):
-                i = key.data
-                try:
-                    chunk = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    self.sel.unregister(key.fileobj)
-                    continue
-                self.buf[i] += chunk
-                while b"\n" in self.buf[i]:
-                    line, _, self.buf[i] = self.buf[i].partition(b"\n")
-                    if i in want and i not in got:
-                        got[i] = json.loads(line)
+            for i, line in self.read(min(left, 1.0)):
+                if i in want and i not in got:
+                    got[i] = json.loads(line)
             dead = [i for i in _dead(self.procs) if i in want and i not in got]
             if dead:
                 raise RuntimeError(f"node processes {dead[:10]} exited")
@@ -264,11 +229,7 @@ def run_fastgossip(
     ``settle`` seconds after every node holds every key and has links open to
     ``warm_links`` of its peers on average."""
     ports = free_ports(nodes)
-    env = dict(os.environ)
-    # ROOT for the bench package; fastgossip is the one this process imported
-    # (installed, or src/ through the caller's PYTHONPATH), never a second copy
-    here = os.path.dirname(os.path.dirname(os.path.abspath(fastgossip.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, here] + [p for p in [env.get("PYTHONPATH")] if p])
+    env = child_env()
     procs: List[subprocess.Popen] = []
     children: Optional[_Children] = None
     tmp = tempfile.mkdtemp(prefix="fastgossip-idle-")
@@ -333,9 +294,7 @@ def run_fastgossip(
         result.update(_traffic(stats0, stats1, result["window_s"], nodes))
         return result
     except Exception:
-        tail = _tail(errlog)
-        if tail:
-            sys.stderr.write(f"fastgossip node stderr (last lines):\n{tail}")
+        show_tail(errlog, "fastgossip node stderr")
         raise
     finally:
         if children is not None:
@@ -387,11 +346,6 @@ def child_main(index: int, ports_file: str, fanout: str, interval: float) -> int
 
     with open(ports_file) as f:
         ports = [int(p) for p in f.read().split(",")]
-    out = sys.stdout
-
-    def say(obj: Any) -> None:
-        out.write(json.dumps(obj) + "\n")
-        out.flush()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -436,16 +390,10 @@ def child_main(index: int, ports_file: str, fanout: str, interval: float) -> int
                         }
                     )
                 elif cmd == "prof-on":
-                    import cProfile
-
-                    prof = cProfile.Profile(time.process_time)  # CPU time, not wall
-                    prof.enable()
+                    prof = profile_on()
                     say({"ok": True})
                 elif cmd == "prof-off":
-                    if prof is not None:
-                        prof.disable()
-                        prof.dump_stats(arg)
-                    say({"ok": prof is not None})
+                    say({"ok": profile_off(prof, arg)})
 
         loop.add_reader(0, on_stdin)
         try:
@@ -529,9 +477,7 @@ def run_serf(nodes: int, seconds: float, settle: float = 5.0) -> Dict[str, Any]:
         result["pids"] = [p.pid for p in procs]
         return result
     except Exception:
-        tail = _tail(logpath)
-        if tail:
-            sys.stderr.write(f"serf log (last lines):\n{tail}")
+        show_tail(logpath, "serf log")
         raise
     finally:
         stop_all(procs)
@@ -670,13 +616,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("need --nodes >= 2, --runs >= 1, --seconds > 0")
     if args.profile_node is not None and not 0 <= args.profile_node < args.nodes:
         parser.error("--profile-node must be a node index")
-    result = run(args)
-    if args.out:
-        from bench._meta import write_json
+    from bench._meta import emit
 
-        write_json(args.out, result)
-    print(json.dumps(result, indent=1) if args.json else render(result))
-    return 0
+    return emit(run(args), args.out, args.json, render)
 
 
 if __name__ == "__main__":

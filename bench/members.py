@@ -64,6 +64,7 @@ if __package__ in (None, ""):  # run as ``python bench/members.py``
 import fastgossip  # noqa: E402  (the package the children run, copied)
 from bench import idle  # noqa: E402
 from bench._meta import RESULTS, format_targets, machine, write_json  # noqa: E402
+from bench._procs import say  # noqa: E402
 
 ROOT = idle.ROOT
 DEFAULT_OUT = os.path.join(RESULTS, "members.json")
@@ -985,12 +986,7 @@ def child_main(name: str, port: int, seed: Optional[str], interval: float, impl:
 
     from fastgossip import GossipNode, NodeConfig
 
-    out = sys.stdout
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C: the parent stops us in order
-
-    def say(obj: Any) -> None:
-        out.write(json.dumps(obj) + "\n")
-        out.flush()
 
     async def main() -> int:
         loop = asyncio.get_running_loop()

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import statistics
@@ -51,7 +50,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 if __package__ in (None, ""):  # run as a script: bench/ is importable from the repo root
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._meta import ROOT  # noqa: E402
+from bench._meta import ROOT, run_and_emit  # noqa: E402
 from bench.idle import stop_all  # noqa: E402 (SIGTERM, then SIGKILL after STOP_GRACE)
 from fastgossip import GossipNode, NodeConfig  # noqa: E402
 from fastgossip.membership import MemberEvent  # noqa: E402
@@ -533,17 +532,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("need --nodes >= 2, --seconds > 0, --hogs >= 0, --baseline-seconds >= 0")
     if args.lag_every <= 0 or args.sample_every <= 0 or args.interval <= 0:
         parser.error("--lag-every, --sample-every and --interval must be > 0")
-    try:
-        result = run(args)
-    except KeyboardInterrupt:  # hogs and nodes were stopped on the way out
-        sys.stderr.write("members_hog: interrupted\n")
-        return 130
-    if args.out:
-        from bench._meta import write_json
-
-        write_json(args.out, result)
-    print(json.dumps(result, indent=1) if args.json else render(result))
-    return 0
+    # on a Ctrl-C, the hogs and nodes were stopped on the way out
+    return run_and_emit("members_hog", run, args, render)
 
 
 if __name__ == "__main__":

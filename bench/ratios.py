@@ -27,7 +27,7 @@ import timeit
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bench import workloads as w
-from bench._meta import RESULTS, ROOT, format_targets, machine, write_json
+from bench._meta import RESULTS, ROOT, log, machine, machine_line, write_timed
 
 C_ROW = w.C_NAME
 PY_ROW = w.PY_NAME
@@ -343,15 +343,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.repeats, args.target_ms = 3, 5.0
         args.memory_entries = min(args.memory_entries, 100_000)
 
-    def log(text: str) -> None:
-        print(text, flush=True)
-
     started = time.perf_counter()
     meta = machine()
-    log(
-        f"fastgossip {meta['fastgossip']} on {meta['cpu']} ({meta['cores']} cores), "
-        f"Python {meta['python']}; best of {args.repeats} x ~{args.target_ms:.0f} ms"
-    )
+    log(f"{machine_line(meta)}; best of {args.repeats} x ~{args.target_ms:.0f} ms")
     groups: Dict[str, Dict[str, Any]] = {}
     for group in w.GROUPS:
         if args.only and args.only not in group:
@@ -361,23 +355,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.no_memory:
         log("")
         memory = measure_memory(args.memory_entries, ("cython", "python", "dict"), log)
-    targets = evaluate_targets(groups, memory)
-    log("\n" + format_targets(targets))
-    result = {
-        "meta": meta,
-        "settings": {
-            "repeats": args.repeats,
-            "target_ms": args.target_ms,
-            "timer": "timeit, gc off, best of repeats, rows interleaved",
-            "elapsed_s": time.perf_counter() - started,
-            "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        },
-        "groups": list(groups.values()),
-        "memory": memory,
-        "targets": targets,
+    settings = {
+        "repeats": args.repeats,
+        "target_ms": args.target_ms,
+        "timer": "timeit, gc off, best of repeats, rows interleaved",
     }
-    write_json(args.out, result)
-    log(f"\nwrote {os.path.relpath(args.out)} in {time.perf_counter() - started:.0f} s")
+    data = {"groups": list(groups.values()), "memory": memory}
+    write_timed(args.out, meta, settings, data, evaluate_targets(groups, memory), started, log)
     return 0
 
 

@@ -53,7 +53,7 @@ import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import fastgossip
-from bench._meta import RESULTS, format_targets, machine, write_json
+from bench._meta import RESULTS, log, machine, machine_line, write_timed
 from fastgossip._impl import load
 
 SENDER = "node-017"
@@ -335,16 +335,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", default=os.path.join(RESULTS, "watch.json"))
     args = parser.parse_args(argv)
 
-    def log(text: str) -> None:
-        print(text, flush=True)
-
     started = time.perf_counter()
     meta = machine()
     frames = make_frames(args.frame_size)
-    log(
-        f"fastgossip {meta['fastgossip']} on {meta['cpu']} ({meta['cores']} cores), "
-        f"Python {meta['python']}; frame {len(frames[1]):,} bytes, {frames[2]:,} entries"
-    )
+    log(f"{machine_line(meta)}; frame {len(frames[1]):,} bytes, {frames[2]:,} entries")
     results = []
     for impl in [x.strip() for x in args.impl.split(",") if x.strip()]:
         if impl == "cython" and not _compiled():
@@ -354,33 +348,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         repeats = args.py_repeats if python else args.repeats
         calls = args.py_calls if python else args.calls
         results.append(measure_impl(impl, frames, repeats, calls, log))
-    targets = evaluate_targets(results)
-    log("\n" + format_targets(targets))
-    result = {
-        "meta": meta,
-        "settings": {
-            "repeats": args.repeats,
-            "calls": args.calls,
-            "py_repeats": args.py_repeats,
-            "py_calls": args.py_calls,
-            "frame_bytes": len(frames[1]),
-            "entries_per_frame": frames[2],
-            "key_example": key(0),
-            # what was measured: meta's git fields describe the checkout, which
-            # is not it when PYTHONPATH points at another tree's src
-            "fastgossip_package": os.path.dirname(os.path.abspath(fastgossip.__file__)),
-            "timer": (
-                "perf_counter around each call, gc off; a measurement is the mean of "
-                "calls; rows interleaved, rotating; best of repeats"
-            ),
-            "elapsed_s": time.perf_counter() - started,
-            "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        },
-        "results": results,
-        "targets": targets,
+    settings = {
+        "repeats": args.repeats,
+        "calls": args.calls,
+        "py_repeats": args.py_repeats,
+        "py_calls": args.py_calls,
+        "frame_bytes": len(frames[1]),
+        "entries_per_frame": frames[2],
+        "key_example": key(0),
+        # what was measured: meta's git fields describe the checkout, which
+        # is not it when PYTHONPATH points at another tree's src
+        "fastgossip_package": os.path.dirname(os.path.abspath(fastgossip.__file__)),
+        "timer": (
+            "perf_counter around each call, gc off; a measurement is the mean of "
+            "calls; rows interleaved, rotating; best of repeats"
+        ),
     }
-    write_json(args.out, result)
-    log(f"\nwrote {os.path.relpath(args.out)} in {time.perf_counter() - started:.0f} s")
+    data = {"results": results}
+    write_timed(args.out, meta, settings, data, evaluate_targets(results), started, log)
     return 0
 
 
