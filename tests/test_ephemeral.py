@@ -137,3 +137,62 @@ async def test_a_registry_entry_disappears_when_its_service_dies(implementation:
         assert kinds[-2:] == [("svc/db", "expire"), ("svc/web", "expire")]
     finally:
         await asyncio.gather(watcher.shutdown(), web.shutdown(), db.shutdown())
+
+
+# -- regressions from review ---------------------------------------------------------------
+
+
+def test_forged_entries_under_our_ephemeral_origin_are_refused(table: ModuleType) -> None:
+    s = table.GossipState()
+    s.own_origin = "me#1"
+    s.merge([table.Entry("svc/x", b"forged", 5, "me#1.e", 99)])
+    assert s.get("svc/x") is None and s.refusals()["own_origin"] == 1
+    assert s.own_refused_stamp == 99  # (the node re-stamps past it)
+
+
+def test_reads_judge_expiry_by_now_between_passes(table: ModuleType) -> None:
+    s = table.GossipState()
+    s.set("k", b"v", 1, "o", 1, 5000)
+    s.now_ms = 5000  # no pass yet: reads already hide it, len() waits for the pass
+    assert s.get("k") is None and "k" not in s and s.keys() == [] and len(s) == 1
+    assert s.expire(5000) == 1 and len(s) == 0
+
+
+@pytest.mark.parametrize("implementation", ["cython", "python"])
+def test_a_member_seen_dead_past_the_grace_gets_its_keys_back_everywhere(
+    implementation: str,
+) -> None:
+    from fastgossip.sim import Partition
+
+    sim = cluster(implementation=implementation)
+    sim.write(1, "svc/a", b"10.0.0.1", ephemeral=True)
+    sim.run_for(1)
+    sim.partition(Partition(((1,), (0, 2, 3, 4)), sim.now, sim.now + 15))
+    sim.write(3, "other", b"x")
+    sim.run_for(1)
+    sim.write(3, "other", None)  # a delete collected meanwhile: horizons, resets
+    sim.run_for(14)
+    assert all("svc/a" not in sim.table(i) for i in (0, 2, 3, 4))
+    sim.run_for(40)
+    assert all("svc/a" in sim.table(i) for i in range(5)), [sim.table(i) for i in range(5)]
+    assert sim.check_converged() == []
+
+
+def test_a_restarted_life_s_keys_go_on_nodes_that_never_saw_it_live() -> None:
+    sim = Simulation(
+        5,
+        seed=2,
+        membership=True,
+        limits=CoreLimits(tombstone_grace=3.0, horizon_keep=5.0, retire_after=5.0),
+        trace=False,
+    )
+    sim.crash(Crash(4, 0.05))  # node 4 joins later
+    sim.run_for(3)
+    sim.write(1, "svc/old", b"1", ephemeral=True)
+    sim.run_for(1)
+    t = sim.now
+    sim.crash(Crash(1, t, restart_at=t + 0.3))  # a new life
+    sim.crash(Crash(4, t + 0.01, restart_at=t + 1.0))
+    sim.run_for(60)
+    for i in range(5):
+        assert not [e for e in sim.core(i).state.entries() if e.origin.endswith(".e")], i

@@ -196,6 +196,9 @@ ops = st.one_of(
     ),
     st.tuples(st.just("drop_origins"), st.lists(origins, max_size=2)),
     st.tuples(st.just("capture"), st.lists(keys, max_size=2)),
+    st.tuples(st.just("now_ms"), st.integers(0, 6)),
+    st.tuples(st.just("set_origin_live"), st.sampled_from(["n1.e", "n2.e"]), st.booleans()),
+    st.tuples(st.just("reset_watermark"), origins),
 )
 
 
@@ -236,6 +239,13 @@ def _run(mod: ModuleType, state: Any, op: tuple) -> Any:
             return state.set_ephemeral_live(op[1])
         if kind == "drop_origins":
             return state.drop_origins(op[1])
+        if kind == "now_ms":
+            state.now_ms = op[1]
+            return state.now_ms
+        if kind == "set_origin_live":
+            return state.set_origin_live(op[1], op[2])
+        if kind == "reset_watermark":
+            return state.reset_watermark(op[1])
         if kind == "capture":
             got = [e.astuple() for e in state.take_captured()]
             state.set_capture(op[1])

@@ -338,6 +338,17 @@ cdef Py_ssize_t _conv_limit(str name, object v) except -2:
         return PY_SSIZE_T_MAX
 
 
+cdef inline bint _is_own(const unsigned char* s, Py_ssize_t n, const unsigned char* own,
+                         Py_ssize_t own_n) noexcept nogil:
+    """Whether an origin is ``own`` or its ephemeral twin ``own + ".e"``."""
+    if own_n < 0:
+        return False
+    if n == own_n:
+        return memcmp(s, own, n) == 0
+    return (n == own_n + 2 and s[own_n] == 46 and s[own_n + 1] == 101
+            and memcmp(s, own, own_n) == 0)
+
+
 cdef inline Py_ssize_t _vwire(uint8_t tag, uint32_t blen) noexcept nogil:
     """The bytes of a value field after its tag: u64, bytes32, or none (a tombstone)."""
     if tag == V_BYTES:
@@ -369,6 +380,8 @@ cdef int _u64_cmp(const void* a, const void* b) noexcept nogil:
 
 
 def relay_size(key, value, origin, expires=0) -> int:
+    cdef uint64_t x
+    _conv_u64("expires", expires, &x)
     """Bytes of the frame (length prefix included) of a one-entry GossipBatch
     carrying this entry, sent by a sender with a MAX_NODE_ID_BYTES-byte id.
 
@@ -558,7 +571,7 @@ cdef class GossipState:
     cdef uint64_t _next_exp        # the earliest expiry not yet passed (0: none)
     cdef uint32_t _n_hidden_origins  # origins whose entries are not shown
     cdef bint _gone_possible       # some origin hidden, or some expiry: see _is_gone
-    cdef object _eph_live          # frozenset of live ephemeral origins; None: none hidden
+    cdef object _eph_live          # set of live ephemeral origins; None: none hidden
     cdef bint _delta_cut           # the last delta_frames stopped at its budget
     cdef Py_ssize_t _max_keys      # -1: no bound
     cdef Py_ssize_t _max_bytes     # -1: no bound
@@ -1407,8 +1420,71 @@ cdef class GossipState:
 
     @property
     def now_ms(self) -> int:
-        """The time (unix ms) expiries were last judged at (see expire)."""
+        """The time (unix ms) expiries are judged by: reads hide what expired
+        by it; the pass that tells watchers (expire) runs once a round. Only
+        grows."""
         return self._now_ms
+
+    @now_ms.setter
+    def now_ms(self, value) -> None:
+        cdef uint64_t t
+        _conv_u64("now_ms", value, &t)
+        if t > self._now_ms:
+            self._now_ms = t
+
+    def reset_watermark(self, origin) -> None:
+        """Forget an origin's watermark (to 0): its entries are asked for again
+        from the start (an ephemeral origin live again after its entries were
+        dropped here)."""
+        cdef const unsigned char* p
+        cdef Py_ssize_t n
+        cdef uint32_t oid
+        _conv_str("origin", origin, &p, &n)
+        oid = self._origin_find(p, n)
+        if oid != NO_ORIGIN and self._origins[oid].watermark:
+            self._origins[oid].watermark = 0
+            self._changes += 1
+
+    def set_origin_live(self, origin, live) -> None:
+        """One ephemeral origin (a name ending with ``".e"``) live or not (see
+        set_ephemeral_live, which must have set a live set first): the table is
+        visited only when the origin holds entries whose visibility flips."""
+        cdef const unsigned char* p
+        cdef Py_ssize_t n, i
+        cdef uint32_t oid
+        cdef Origin* o
+        cdef bint hide
+        if self._eph_live is None:
+            raise ValueError("set_ephemeral_live first")
+        _conv_str("origin", origin, &p, &n)
+        if live:
+            self._eph_live.add(origin)
+        else:
+            self._eph_live.discard(origin)
+        oid = self._origin_find(p, n)
+        if oid == NO_ORIGIN:
+            return
+        o = &self._origins[oid]
+        hide = o.eph and not live
+        if hide == o.hidden:
+            return
+        if o.live == 0:
+            self._n_hidden_origins += <int>hide - <int>o.hidden
+            o.hidden = hide
+            self._gone_possible = self._n_hidden_origins > 0 or self._exp != NULL
+            return
+        for i in range(self._n):  # (its records: their visibility flips)
+            if self._recs[i].origin == oid and self._recs[i].tag != V_TOMBSTONE:
+                self._n_gone -= self._is_gone(&self._recs[i])
+        self._n_hidden_origins += <int>hide - <int>o.hidden
+        o.hidden = hide
+        self._gone_possible = self._n_hidden_origins > 0 or self._exp != NULL
+        for i in range(self._n):
+            if self._recs[i].origin == oid and self._recs[i].tag != V_TOMBSTONE:
+                self._n_gone += self._is_gone(&self._recs[i])
+                if self._capturing and not self._recs[i].flags & F_EXPIRED:
+                    self._keep(i)
+        self._changes += 1
 
     def key_hashes(self) -> bytes:
         """The 64-bit FNV-1a hash of every key held (tombstones included), as
@@ -1597,8 +1673,9 @@ cdef class GossipState:
         cdef int kind
         if e.olen > MAX_ORIGIN:
             kind = R_ORIGIN_TOO_LONG
-        elif (e.olen == self._own_n
-                and memcmp(e.oname, PyBytes_AS_STRING(self._own_utf8), e.olen) == 0):
+        elif self._own_n >= 0 and _is_own(e.oname, e.olen,
+                                          <const unsigned char*>PyBytes_AS_STRING(self._own_utf8),
+                                          self._own_n):
             kind = R_OWN_ORIGIN
             if e.stamp <= max_stamp and e.stamp > self._own_refused_stamp:
                 self._own_refused_stamp = e.stamp
@@ -1846,7 +1923,9 @@ cdef class GossipState:
                 _check_utf8(r, s, n, "")
                 if n > MAX_ORIGIN:
                     fo.id = O_TOO_LONG
-                elif n == self._own_n and memcmp(s, PyBytes_AS_STRING(self._own_utf8), n) == 0:
+                elif self._own_n >= 0 and _is_own(
+                        s, n, <const unsigned char*>PyBytes_AS_STRING(self._own_utf8),
+                        self._own_n):
                     fo.id = O_OWN
                 else:
                     fo.id = UNINTERNED
@@ -1925,7 +2004,8 @@ cdef class GossipState:
     def keys(self) -> list:
         """Every key that holds a value (tombstones left out), in first-insertion order."""
         cdef Py_ssize_t i
-        if self._n_tomb == 0 and self._n_gone == 0:
+        if (self._n_tomb == 0 and self._n_gone == 0
+                and (self._next_exp == 0 or self._next_exp > self._now_ms)):
             return [self._key_str(i) for i in range(self._n)]
         return [self._key_str(i) for i in range(self._n) if self._shown(i)]
 
@@ -1937,8 +2017,12 @@ cdef class GossipState:
         return self._n > self._n_tomb + self._n_gone
 
     cdef inline bint _shown(self, Py_ssize_t slot) noexcept:
+        """Shown: a value, under an origin not hidden, not expired (by the last
+        expiry pass, or by ``now_ms`` already: reads are exact between passes)."""
         cdef Rec* r = &self._recs[slot]
-        return r.tag != V_TOMBSTONE and not self._is_gone(r)
+        if r.tag == V_TOMBSTONE or self._is_gone(r):
+            return False
+        return self._exp == NULL or self._exp[slot] == 0 or self._exp[slot] > self._now_ms
 
     def set_ephemeral_live(self, origins) -> None:
         """The live ephemeral origins (names ending with ``".e"``, see
@@ -1951,7 +2035,7 @@ cdef class GossipState:
         cdef bint hide
         cdef Py_ssize_t i
         cdef uint8_t* flip
-        live = None if origins is None else frozenset(origins)
+        live = None if origins is None else set(origins)  # (set_origin_live edits it)
         self._eph_live = live
         flip = <uint8_t*>PyMem_Malloc(self._n_origins + 1)
         if flip == NULL:
@@ -1990,6 +2074,9 @@ cdef class GossipState:
         cdef Py_ssize_t pn
         cdef uint32_t oid
         cdef dict out = {}
+        origins = list(origins)
+        for origin in origins:
+            _conv_str("origin", origin, &p, &pn)
         if self._n == 0:
             return out
         kill = <uint8_t*>PyMem_Malloc(self._n)
@@ -2170,7 +2257,8 @@ cdef class GossipState:
 
     @property
     def own_origin(self):
-        """The origin merges refuse (this process's own), or None."""
+        """The origin merges refuse (this process's own, and its ephemeral twin
+        ``own_origin + ".e"``), or None."""
         return self._own
 
     @own_origin.setter

@@ -278,7 +278,7 @@ class GossipState:
         self._stale_exempt: frozenset = frozenset()
         self._capture: Tuple[str, ...] = ()
         self._captured: List[Entry] = []
-        self._eph_live: Optional[frozenset] = None
+        self._eph_live: Optional[set] = None
         self._now_ms = 0  # the time expiries are judged by (see expire)
         self._reset()
 
@@ -523,7 +523,9 @@ class GossipState:
         olen = len(origin.encode("utf-8"))
         if olen > MAX_ORIGIN_BYTES:
             kind = "origin_too_long"
-        elif origin == self._own_origin:
+        elif self._own_origin is not None and (
+            origin == self._own_origin or origin == self._own_origin + ".e"
+        ):
             kind = "own_origin"
             if stamp <= max_stamp and stamp > self._own_refused_stamp:
                 self._own_refused_stamp = stamp
@@ -724,7 +726,11 @@ class GossipState:
 
     def keys(self) -> List[str]:
         """Every key that holds a value (tombstones left out), in first-insertion order."""
-        if not self._n_tomb and not self._n_gone:
+        if (
+            not self._n_tomb
+            and not self._n_gone
+            and (not self._next_exp or self._next_exp > self._now_ms)
+        ):
             return list(self._keys)
         entries = self._entries
         return [k for k in self._keys if self._shown(entries[k])]
@@ -803,7 +809,11 @@ class GossipState:
             self._hidden.add(origin)
 
     def _shown(self, cur: list) -> bool:
-        return cur[_VALUE] is not None and not self._is_gone(cur)
+        """Shown: a value, under an origin not hidden, not expired (by the last
+        expiry pass, or by ``now_ms`` already: reads are exact between passes)."""
+        if cur[_VALUE] is None or self._is_gone(cur):
+            return False
+        return not cur[_EXPIRES] or cur[_EXPIRES] > self._now_ms
 
     def _is_gone(self, cur: list) -> bool:
         """An entry with a value that is not shown (hidden origin, or expired)."""
@@ -857,8 +867,57 @@ class GossipState:
 
     @property
     def now_ms(self) -> int:
-        """The time (unix ms) expiries were last judged at (see expire)."""
+        """The time (unix ms) expiries are judged by: reads hide what expired
+        by it; the pass that tells watchers (expire) runs once a round. Only
+        grows."""
         return self._now_ms
+
+    @now_ms.setter
+    def now_ms(self, value: int) -> None:
+        t = _check_u64("now_ms", value)
+        if t > self._now_ms:
+            self._now_ms = t
+
+    def reset_watermark(self, origin: str) -> None:
+        """Forget an origin's watermark (to 0): its entries are asked for again
+        from the start (an ephemeral origin live again after its entries were
+        dropped here)."""
+        origin = _check_str("origin", origin)
+        if self._watermarks.get(origin):
+            self._watermarks[origin] = 0
+            self._changes += 1
+
+    def set_origin_live(self, origin: str, live: bool) -> None:
+        """One ephemeral origin (a name ending with ``".e"``) live or not (see
+        set_ephemeral_live, which must have set a live set first): the table is
+        visited only when the origin holds entries whose visibility flips."""
+        if self._eph_live is None:
+            raise ValueError("set_ephemeral_live first")
+        origin = _check_str("origin", origin)
+        if live:
+            self._eph_live.add(origin)
+        else:
+            self._eph_live.discard(origin)
+        if origin not in self._watermarks:
+            return
+        hide = origin.endswith(".e") and not live
+        if hide == (origin in self._hidden):
+            return
+        keys = [k for k in self._keys if self._entries[k][_ORIGIN] == origin]
+        for k in keys:
+            self._n_gone -= self._is_gone(self._entries[k])
+        if hide:
+            self._hidden.add(origin)
+        else:
+            self._hidden.discard(origin)
+        if not keys:
+            return
+        for k in keys:
+            cur = self._entries[k]
+            self._n_gone += self._is_gone(cur)
+            if cur[_VALUE] is not None and not cur[_EXPIRED]:
+                self._keep(k)
+        self._changes += 1
 
     def set_ephemeral_live(self, origins: Optional[Iterable[str]]) -> None:
         """The live ephemeral origins (names ending with ``".e"``, see
@@ -866,7 +925,7 @@ class GossipState:
         replicated but not shown (get, keys, len, iteration). None (the
         default): every origin is shown. Watchers see the keys that appear
         (``set``) and disappear (tombstone-shaped entries) by the change."""
-        live = None if origins is None else frozenset(origins)
+        live = None if origins is None else set(origins)  # (set_origin_live edits it)
         self._eph_live = live
         hidden = (
             set()
@@ -890,7 +949,7 @@ class GossipState:
     def drop_origins(self, origins: Iterable[str]) -> Dict[str, int]:
         """Remove every entry held under these origins (the ephemeral keys of
         a member gone for good); returns, per origin, the highest stamp removed."""
-        doomed = {o for o in map(lambda o: _check_str("origin", o), origins) if self._live.get(o)}
+        doomed = {o for o in [_check_str("origin", o) for o in origins] if self._live.get(o)}
         out: Dict[str, int] = {}
         if doomed:
             entries = self._entries

@@ -300,6 +300,9 @@ class GossipCore:
         # or suspect), and since when each ephemeral origin is no longer live
         self._eph_live: Dict[str, str] = {}
         self._eph_gone: Dict[str, float] = {}
+        self._eph_dropped: set = set()  # ephemeral origins whose keys we dropped
+        # connections receiving a Reset, and since when (see _on_reset)
+        self._resetting: Dict[int, float] = {}
 
     # -- time ------------------------------------------------------------------
     def _wall_ms(self) -> int:
@@ -406,6 +409,7 @@ class GossipCore:
         c = self._conns.pop(conn, None)
         if c is not None and c.reset is not None:
             self._reset_bytes -= c.reset.size  # (a Reset it left unfinished)
+            self._resetting.pop(conn, None)
         if c is not None and c.peer is not None:
             p = self._peers.get(c.peer)
             if p is not None and p.conn == conn:
@@ -507,19 +511,25 @@ class GossipCore:
             self._eph_live.pop(m.node_id, None)
         now_live = self._eph_live.get(m.node_id)
         if was != now_live:
+            state = self.state
             if was is not None:
                 self._eph_gone.setdefault(was + EPHEMERAL_SUFFIX, ev.at)
+                state.set_origin_live(was + EPHEMERAL_SUFFIX, False)
             if now_live is not None:
-                self._eph_gone.pop(now_live + EPHEMERAL_SUFFIX, None)
-            self._show_ephemeral(ev.at)
+                eph = now_live + EPHEMERAL_SUFFIX
+                self._eph_gone.pop(eph, None)
+                if eph in self._eph_dropped:
+                    # live again after we dropped its keys: ask for them anew
+                    self._eph_dropped.discard(eph)
+                    state.reset_watermark(eph)
+                state.set_origin_live(eph, True)
+            if self._capturing:
+                self._captured(ev.at)
 
     def _show_ephemeral(self, now: float) -> None:
-        """Tell the table which ephemeral origins are live: ours, and those of
-        the lives of members alive or suspect here."""
-        live = {o + EPHEMERAL_SUFFIX for o in self._eph_live.values()}
-        if self.membership is None or not self.membership.left:
-            live.add(self.origin + EPHEMERAL_SUFFIX)  # (a node that left shows them gone)
-        self.state.set_ephemeral_live(live)
+        """Tell the table which ephemeral origins are live (all at once: when
+        membership starts, and when this node leaves: its own go with it)."""
+        self.state.set_ephemeral_live(self.state_live_ephemeral())
         if self._capturing:
             self._captured(now)
 
@@ -768,6 +778,14 @@ class GossipCore:
         self.stats.rounds += 1
         self._repair_forgery(now)
         self.expire(now)
+        if self._resetting:
+            # a Reset is sent in one go: one still unfinished after a few
+            # rounds holds room others need (its connection is closed)
+            late = max(2.0, 8 * self.limits.gossip_interval)
+            for conn, since in list(self._resetting.items()):
+                if now - since > late:
+                    self.out.append((CLOSE, conn, None))
+                    self.closed(conn, now)
         if now >= self.horizons.next_sweep:
             self._collect(now)
         m = self.membership
@@ -840,14 +858,30 @@ class GossipCore:
         if found:
             self.stats.tombstones_collected += held - self.state.tombstones
             self._raise_horizons(found, now)
-        # the ephemeral keys of lives gone for a grace: removed as tombstones are
+        # the ephemeral keys of lives not live here for a grace are removed:
+        # lives seen to end, and those never seen live (a node that joined
+        # after a restart holds the previous life's keys, hidden). A local
+        # decision (each node's membership view): no horizon, no Reset covers
+        # them, and they are asked for anew if the life shows up live.
+        if self.membership is not None:
+            live = self.state_live_ephemeral()
+            for origin, (_wm, held, _seen) in self.state.origin_stats().items():
+                if held and origin.endswith(EPHEMERAL_SUFFIX) and origin not in live:
+                    self._eph_gone.setdefault(origin, now)
         gone = [o for o, t in self._eph_gone.items() if now - t >= grace]
         if gone:
             for origin in gone:
                 del self._eph_gone[origin]
-            found = self.state.drop_origins(gone)
-            if found:
-                self._raise_horizons(found, now)
+            self.state.drop_origins(gone)
+            self._eph_dropped.update(gone)
+
+    def state_live_ephemeral(self) -> FrozenSet[str]:
+        """The ephemeral origins shown now: ours, and those of the lives of
+        members alive or suspect here."""
+        live = {o + EPHEMERAL_SUFFIX for o in self._eph_live.values()}
+        if self.membership is None or not self.membership.left:
+            live.add(self.origin + EPHEMERAL_SUFFIX)
+        return frozenset(live)
 
     def _horizon_life(self) -> float:
         """How long after its tombstone was written a horizon is kept."""
@@ -874,7 +908,12 @@ class GossipCore:
         retired included) and horizons, and the hashes of the keys we hold."""
         wm = self.state.watermarks()
         hz = self.horizons.stamps
-        triples = [(o, wm.get(o, 0), hz.get(o, 0)) for o in sorted(wm.keys() | hz.keys())]
+        # (ephemeral origins are left out: each node drops them by its own view)
+        triples = [
+            (o, wm.get(o, 0), hz.get(o, 0))
+            for o in sorted(wm.keys() | hz.keys())
+            if not o.endswith(EPHEMERAL_SUFFIX)
+        ]
         return reset_frames(
             self.node_id, triples, self.state.key_hashes(), self.limits.max_frame_size
         )
@@ -901,6 +940,7 @@ class GossipCore:
             if room <= 0:
                 raise ValueError("too many Resets at once")
             c.reset = ResetParts(room, self._max_peer_origins())
+            self._resetting[conn] = now
         before = c.reset.size
         try:
             done = c.reset.add(frame)
@@ -909,11 +949,14 @@ class GossipCore:
         if not done:
             return
         parts, c.reset = c.reset, None
+        self._resetting.pop(conn, None)
         self._reset_bytes -= parts.size
         max_stamp, _ = self.horizon(now)
         watermarks: Dict[str, int] = {}
         found: Dict[str, int] = {}
         for origin, (watermark, stamp) in parts.origins.items():
+            if origin.endswith(EPHEMERAL_SUFFIX):
+                continue  # (not a Reset's business: see _reset_frames)
             if watermark > max_stamp:
                 raise ValueError(f"a Reset names origin {origin!r} at a future stamp")
             if stamp > watermark:
@@ -1222,9 +1265,11 @@ class GossipCore:
         if self._restamp_owed and now - self._restamped_at >= self.limits.max_clock_skew:
             self._restamp_owed = False
             self._restamped_at = now
-            if self.origin in self.state.watermarks():
-                count = self.state.restamp(self.origin, self._last_stamp + 1)
-                self._last_stamp += count
+            watermarks = self.state.watermarks()
+            for origin in (self.origin, self.origin + EPHEMERAL_SUFFIX):
+                if origin in watermarks:
+                    count = self.state.restamp(origin, self._last_stamp + 1)
+                    self._last_stamp += count
 
     # -- input -----------------------------------------------------------------
     def receive(self, conn: int, frames: Iterable[bytes], now: float, room: int) -> int:
@@ -1393,11 +1438,12 @@ class GossipCore:
                     # the peer may have missed a tombstone we collected: after a
                     # complete delta, a Reset (horizon.py), once per connection
                     # per change of our horizons, within the answer's budget
-                    reset = self._reset_frames()
-                    size = sum(map(len, frames)) + sum(map(len, reset))
+                    # (its size first: 8 bytes a key, and the origins)
+                    size = sum(map(len, frames)) + 8 * self.state.entry_count
+                    size += 300 * len(self.state.watermarks())
                     if size <= budget:
                         c.reset_gen = h.generation
-                        frames.extend(reset)
+                        frames.extend(self._reset_frames())
                         self.stats.resets_sent += 1
                     else:
                         self.stats.resets_withheld += 1

@@ -693,15 +693,11 @@ class GossipNode:
         return self._core.state
 
     def _read(self) -> Any:
-        """The table, with expiries judged now (one pass only when one passed)."""
+        """The table, judging expiries by now (exact reads; the pass that tells
+        watchers runs each round)."""
         state = self._core.state
-        due = state.next_expiry
-        if due:
-            now = time.time()
-            if now * 1000 >= due:
-                self._core.expire(now)
-                if self._core.out:
-                    self._transport.drive()
+        if state.next_expiry:
+            state.now_ms = int(time.time() * 1000)
         return state
 
     def get(self, key: str) -> Optional[Value]:
