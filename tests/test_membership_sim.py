@@ -408,3 +408,19 @@ def test_a_malformed_record_does_not_cut_off_the_rest_of_its_batch() -> None:
     ]
     _stranger_batch(sim, 1, bad)
     assert "y" in sim.members(1) and "x" not in sim.members(1) and "z" not in sim.members(1)
+
+
+def test_a_partition_into_two_groups_heals() -> None:
+    """Each side sees the other dead and stops gossiping with it; one dead
+    member dialled now and then (every 25 intervals) finds the other side."""
+    sim = cluster(5, seed=2)
+    sim.run(3.0)
+    t = sim.now
+    sim.partition(Partition(((0, 1), (2, 3, 4)), t, t + 15))
+    sim.run(t + 15)
+    assert sim.members(2)["n0"] == "dead" and sim.members(0)["n2"] == "dead"
+    sim.write(1, "k", b"after")
+    sim.run(t + 45)
+    for i in range(5):
+        assert set(sim.members(i).values()) == {"alive"}, (i, sim.members(i))
+    assert sim.table(2).get("k") is not None and sim.check_converged() == []

@@ -301,6 +301,8 @@ class GossipCore:
         self._eph_live: Dict[str, str] = {}
         self._eph_gone: Dict[str, float] = {}
         self._eph_dropped: set = set()  # ephemeral origins whose keys we dropped
+        self._reconnect_at = 0.0  # see _reconnect
+        self._reconnecting: List[Address] = []
         # connections receiving a Reset, and since when (see _on_reset)
         self._resetting: Dict[int, float] = {}
 
@@ -989,6 +991,8 @@ class GossipCore:
 
     def _membership_round(self, m: Membership, now: float) -> None:
         m.tick(now)
+        if now >= self._reconnect_at:
+            self._reconnect(m, now)
         joined = self._joined()
         for addr in self._seeds:
             if joined:
@@ -1010,6 +1014,28 @@ class GossipCore:
                 elif not p.awaiting_since:
                     self._ask(p, self.digest_for(p.conn, True, now), now)  # an answer?
             probe.clear()
+
+    def _reconnect(self, m: Membership, now: float) -> None:
+        """Partitions heal: dead members are not gossiped with, so two sides
+        of a partition that each saw the other dead would never meet again.
+        Every ``25`` gossip intervals (at least a second), one dead member
+        picked at random is dialled and asked (serf and memberlist reconnect
+        alike); if it answers, its newer heartbeats show it alive, and ours
+        reach its side. A try that got nothing is unpeered at the next."""
+        self._reconnect_at = now + max(1.0, 25 * self.limits.gossip_interval)
+        for addr in self._reconnecting:
+            node_id = m.by_addr.get(addr)
+            mem = m.members.get(node_id) if node_id is not None else None
+            if mem is None or mem.status not in ("alive", "suspect"):
+                self._member_peer(addr, False)
+        self._reconnecting.clear()
+        dead = [mem for mem in m.members.values() if mem.status == "dead" and mem.addr[1]]
+        if dead and not m.left:
+            pick = dead[self.rng.below(len(dead))]
+            if pick.addr not in self._peers:
+                self._reconnecting.append(pick.addr)
+                self._add_peer(pick.addr)
+                self.out.append((ASK, pick.addr, None))
 
     def _quiet_pick(self, peers: List[_Peer], k: int) -> List[_Peer]:
         """A quiet round's peers, with membership: taken in turn from a few
