@@ -410,10 +410,12 @@ def test_a_malformed_record_does_not_cut_off_the_rest_of_its_batch() -> None:
     assert "y" in sim.members(1) and "x" not in sim.members(1) and "z" not in sim.members(1)
 
 
-def test_a_partition_into_two_groups_heals() -> None:
+@pytest.mark.parametrize("seeds", [1, 5])
+def test_a_partition_into_two_groups_heals(seeds: int) -> None:
     """Each side sees the other dead and stops gossiping with it; one dead
-    member dialled now and then (every 25 intervals) finds the other side."""
-    sim = cluster(5, seed=2)
+    member dialled now and then (every 25 intervals) finds the other side,
+    also when the dead members are seeds."""
+    sim = Simulation(5, seed=2, membership=True, limits=CoreLimits(), seeds=seeds, trace=False)
     sim.run(3.0)
     t = sim.now
     sim.partition(Partition(((0, 1), (2, 3, 4)), t, t + 15))

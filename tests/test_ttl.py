@@ -126,3 +126,19 @@ async def test_ttl_on_real_nodes_and_watchers_see_it_expire(implementation: str)
             a.set("k", b"v", ttl=0)
     finally:
         await asyncio.gather(a.shutdown(), b.shutdown())
+
+
+def test_watchers_are_told_of_a_key_removed_after_it_expired_unmarked(
+    table: ModuleType,
+) -> None:
+    # a read judged it expired (now_ms) before the pass told watchers; then a
+    # delete arrives: the watcher must still hear that the key went
+    s = table.GossipState()
+    s.set_capture(["k"])
+    s.set("k", b"v", 1, "o", 1, 5000)
+    s.take_captured()
+    s.now_ms = 6000
+    assert s.get("k") is None
+    s.set("k", None, 2, "o", 2)
+    assert [(e.key, e.value) for e in s.take_captured()] == [("k", None)]
+    assert s.expire(6000) == 0 and s.take_captured() == []

@@ -980,7 +980,7 @@ cdef class GossipState:
             oid = self._resolve(e, oidp)
             self._note(e, oid)
             self._insert(e, oid, e.h, pos)
-            if self._capturing and self._shown(self._n - 1):  # (watchers see what is shown)
+            if self._capturing and self._told(self._n - 1):  # (watchers see what is shown)
                 self._keep(self._n - 1)
             return 1
         r = &self._recs[slot]
@@ -1035,7 +1035,7 @@ cdef class GossipState:
         r = &self._recs[slot]
         # (hidden origins and expiries: looked at only in tables that have them)
         maybe_gone = self._gone_possible or e.expires != 0
-        was_shown = self._capturing and self._shown(slot)
+        was_shown = self._capturing and self._told(slot)
         if r.tag == V_BYTES:
             PyMem_Free(r.val.b)
         self._n_tomb += (e.tag == V_TOMBSTONE) - (r.tag == V_TOMBSTONE)
@@ -1062,7 +1062,7 @@ cdef class GossipState:
             self._maybe_compact(old_origin)
         elif old_stamp != e.stamp:
             self._log_push(oid, e.stamp, <uint32_t>slot)
-        if self._capturing and (was_shown or self._shown(slot)):
+        if self._capturing and (was_shown or self._told(slot)):
             self._keep(slot)
         return 1
 
@@ -1559,7 +1559,7 @@ cdef class GossipState:
                     continue
                 kill[i] = 1
                 n_kill += 1
-                if self._capture and self._shown(i):
+                if self._capture and self._told(i):
                     self._keep(i, True)
             if n_kill:
                 self._remove(kill, {})
@@ -2015,6 +2015,13 @@ cdef class GossipState:
 
     def __bool__(self):
         return self._n > self._n_tomb + self._n_gone
+
+    cdef inline bint _told(self, Py_ssize_t slot) noexcept:
+        """Shown as far as watchers were told: a value, under an origin not
+        hidden, not marked expired by a pass (what captures decide by; the
+        pass tells them of expiries)."""
+        cdef Rec* r = &self._recs[slot]
+        return r.tag != V_TOMBSTONE and not self._is_gone(r)
 
     cdef inline bint _shown(self, Py_ssize_t slot) noexcept:
         """Shown: a value, under an origin not hidden, not expired (by the last

@@ -586,7 +586,7 @@ class GossipState:
             self._bytes_held += size
             self._live[origin] = self._live.get(origin, 0) + 1
             self._log(origin, stamp, key)
-            if self._shown(cur):  # (watchers see what is shown)
+            if self._told(cur):  # (watchers see what is shown)
                 self._keep(key)
             return 1
         new, old = (
@@ -618,7 +618,7 @@ class GossipState:
             return 0
         self._bytes_held += grow
         old_origin, old_stamp = cur[_ORIGIN], cur[_STAMP]
-        was_shown = self._shown(cur)
+        was_shown = self._told(cur)
         self._n_tomb += (value is None) - (cur[_VALUE] is None)
         self._n_gone -= self._is_gone(cur)
         cur[:] = [value, version, origin, stamp, expires, self._expired(expires)]
@@ -630,7 +630,7 @@ class GossipState:
             self._maybe_compact(old_origin)
         elif old_stamp != stamp:
             self._log(origin, stamp, key)
-        if was_shown or self._shown(cur):
+        if was_shown or self._told(cur):
             self._keep(key)
         return 1
 
@@ -807,6 +807,12 @@ class GossipState:
         """A new origin: hidden when ephemeral and not live."""
         if self._eph_live is not None and origin.endswith(".e") and origin not in self._eph_live:
             self._hidden.add(origin)
+
+    def _told(self, cur: list) -> bool:
+        """Shown as far as watchers were told: a value, under an origin not
+        hidden, not marked expired by a pass (what captures decide by; the
+        pass tells them of expiries)."""
+        return cur[_VALUE] is not None and not self._is_gone(cur)
 
     def _shown(self, cur: list) -> bool:
         """Shown: a value, under an origin not hidden, not expired (by the last
@@ -1039,7 +1045,7 @@ class GossipState:
             if w is None or stamp > w or fnv1a(key.encode("utf-8")) in held:
                 continue
             doomed.append(key)
-            if self._shown(self._entries[key]):
+            if self._told(self._entries[key]):
                 self._keep(key, True)
         return self._remove(doomed, {})
 

@@ -348,7 +348,8 @@ class GossipCore:
     # -- peers -----------------------------------------------------------------
     @property
     def peers(self) -> List[Address]:
-        return list(self._peers)
+        """The peers gossiped with (a dead member being tried left out)."""
+        return [a for a in self._peers if a not in self._reconnecting]
 
     def has_peer(self, addr: Address) -> bool:
         return addr in self._peers
@@ -781,7 +782,7 @@ class GossipCore:
         self._repair_forgery(now)
         self.expire(now)
         if self._resetting:
-            # a Reset is sent in one go: one still unfinished after a few
+            # a Reset is sent in one go: one that made no progress for a few
             # rounds holds room others need (its connection is closed)
             late = max(2.0, 8 * self.limits.gossip_interval)
             for conn, since in list(self._resetting.items()):
@@ -795,7 +796,9 @@ class GossipCore:
             self._membership_round(m, now)
         peers = self._peer_list
         if peers is None:
-            peers = self._peer_list = list(self._peers.values())
+            # (a dead member being tried is asked once, not picked by rounds)
+            tries = self._reconnecting
+            peers = self._peer_list = [p for p in self._peers.values() if p.addr not in tries]
         if not peers:
             return 0
         fanout = self.limits.fanout or Fanout.default_for(len(peers) + 1)
@@ -874,8 +877,7 @@ class GossipCore:
         if gone:
             for origin in gone:
                 del self._eph_gone[origin]
-            self.state.drop_origins(gone)
-            self._eph_dropped.update(gone)
+            self._eph_dropped.update(self.state.drop_origins(gone))
 
     def state_live_ephemeral(self) -> FrozenSet[str]:
         """The ephemeral origins shown now: ours, and those of the lives of
@@ -944,6 +946,7 @@ class GossipCore:
             c.reset = ResetParts(room, self._max_peer_origins())
             self._resetting[conn] = now
         before = c.reset.size
+        self._resetting[conn] = now  # (a part arrived: it progresses)
         try:
             done = c.reset.add(frame)
         finally:
@@ -996,7 +999,11 @@ class GossipCore:
         joined = self._joined()
         for addr in self._seeds:
             if joined:
-                if addr not in m.by_addr and addr not in self._static:
+                if (
+                    addr not in m.by_addr
+                    and addr not in self._static
+                    and addr not in self._reconnecting  # (a dead member being tried)
+                ):
                     self._member_peer(addr, False)  # a seed that never answered
             elif not m.left:
                 self._add_peer(addr)
@@ -1018,17 +1025,18 @@ class GossipCore:
     def _reconnect(self, m: Membership, now: float) -> None:
         """Partitions heal: dead members are not gossiped with, so two sides
         of a partition that each saw the other dead would never meet again.
-        Every ``25`` gossip intervals (at least a second), one dead member
+        Every ``25`` gossip intervals (at least 2 s), one dead member
         picked at random is dialled and asked (serf and memberlist reconnect
         alike); if it answers, its newer heartbeats show it alive, and ours
         reach its side. A try that got nothing is unpeered at the next."""
-        self._reconnect_at = now + max(1.0, 25 * self.limits.gossip_interval)
+        self._reconnect_at = now + max(2.0, 25 * self.limits.gossip_interval)
         for addr in self._reconnecting:
             node_id = m.by_addr.get(addr)
             mem = m.members.get(node_id) if node_id is not None else None
             if mem is None or mem.status not in ("alive", "suspect"):
                 self._member_peer(addr, False)
         self._reconnecting.clear()
+        self._peer_list = None
         dead = [mem for mem in m.members.values() if mem.status == "dead" and mem.addr[1]]
         if dead and not m.left:
             pick = dead[self.rng.below(len(dead))]
@@ -1129,8 +1137,7 @@ class GossipCore:
             new = self.state.watermarks()
             for origin in self._stale_exempt:
                 new.pop(origin, None)
-            if new.get(self.origin, -1) < self._last_stamp:
-                new[self.origin] = self._last_stamp
+            self._name_own(new)
         diff = dict(sorted(new.items() - old.items()))  # (sorted: the same in every process)
         if len(old) + len(diff) > len(new):  # some origins left
             diff.update((o, 0) for o in old if o not in new)
@@ -1216,9 +1223,17 @@ class GossipCore:
         # entry of it we wrote, and nothing above that exists but forgeries.
         # (Left out, or named lower, peers would send us those, or our own
         # entries, in every exchange: the table refuses entries of our origin.)
+        self._name_own(out)
+        return out
+
+    def _name_own(self, out: Dict[str, int]) -> None:
+        """Our origin at our stamp clock in a digest, and our ephemeral origin
+        too once we wrote under it: we hold every entry of them we wrote."""
         if out.get(self.origin, -1) < self._last_stamp:
             out[self.origin] = self._last_stamp
-        return out
+        eph = self.origin + EPHEMERAL_SUFFIX
+        if eph in out and out[eph] < self._last_stamp:
+            out[eph] = self._last_stamp
 
     def _retire(self, now: float, retire_after: float) -> Dict[str, int]:
         """The watermarks without the retired origins (see digest_watermarks;
@@ -1465,8 +1480,10 @@ class GossipCore:
                     # complete delta, a Reset (horizon.py), once per connection
                     # per change of our horizons, within the answer's budget
                     # (its size first: 8 bytes a key, and the origins)
-                    size = sum(map(len, frames)) + 8 * self.state.entry_count
-                    size += 300 * len(self.state.watermarks())
+                    n_hash = 8 * self.state.entry_count
+                    size = sum(map(len, frames)) + n_hash + 300 * len(self.state.watermarks())
+                    fixed = 64 + len(self.node_id.encode("utf-8"))  # (a frame's own bytes)
+                    size += (n_hash // max(1, self.limits.max_frame_size - fixed) + 2) * fixed
                     if size <= budget:
                         c.reset_gen = h.generation
                         frames.extend(self._reset_frames())
