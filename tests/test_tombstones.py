@@ -485,3 +485,10 @@ def test_horizons_end_everywhere_together_so_resets_do_not_go_on(implementation:
     sim.run_for(200)
     assert [len(sim.core(i).horizons.stamps) for i in range(3)] == [0, 0, 0]
     assert sim.total("resets_sent") <= 3 and sim.check_converged() == []
+
+
+def test_a_tombstone_no_frame_could_carry_is_refused_like_a_write() -> None:
+    a = _core(CoreLimits(max_frame_size=400))
+    with pytest.raises(ValueError, match="does not fit one frame"):
+        a.delete("k" * 200, 1_700_000_000.0)
+    assert a.state.entry_count == 0

@@ -142,7 +142,8 @@ class CoreLimits:
     quiet_neighbours: int = 3
     neighbour_turnover: int = 500
     #: a tombstone is collected this long after its version's time (PROTOCOL.md,
-    #: "Tombstone collection"); GC horizons are kept horizon_keep after they grew
+    #: "Tombstone collection"); a GC horizon is kept until its tombstone is
+    #: tombstone_grace + horizon_keep old
     tombstone_grace: float = 300.0
     horizon_keep: float = 3600.0
 
@@ -532,7 +533,7 @@ class GossipCore:
     def _show_ephemeral(self, now: float) -> None:
         """Tell the table which ephemeral origins are live (all at once: when
         membership starts, and when this node leaves: its own go with it)."""
-        self.state.set_ephemeral_live(self.state_live_ephemeral())
+        self.state.set_ephemeral_live(self._live_ephemeral())
         if self._capturing:
             self._captured(now)
 
@@ -672,8 +673,8 @@ class GossipCore:
             return  # the table raises the TypeError
         if key.startswith(RESERVED_PREFIX):
             raise ValueError(f"keys starting with {RESERVED_PREFIX!r} are reserved for the cluster")
-        if not isinstance(value, (int, bytes, bytearray)):
-            return  # the table raises the TypeError
+        if value is not None and not isinstance(value, (int, bytes, bytearray)):
+            return  # the table raises the TypeError (None: a tombstone, sized too)
         # a one-entry GossipBatch from the longest sender id, prefix included:
         # what relaying it takes from any node (PROTOCOL.md, "Limits")
         size = self._table.relay_size(key, value, origin, expires)
@@ -717,7 +718,8 @@ class GossipCore:
     def expire(self, now: float) -> int:
         """Judge expiries at ``now``: keys whose ttl has passed stop being shown
         (watchers see ``expire``); one table pass, and only when the earliest
-        pending expiry has passed. Runs every round; readers call it too."""
+        pending expiry has passed. Runs every round (reads judge by the clock
+        between passes: GossipState.now_ms)."""
         n: int = self.state.expire(int(now * 1000))
         if n:
             self.stats.entries_expired += n
@@ -869,7 +871,7 @@ class GossipCore:
         # decision (each node's membership view): no horizon, no Reset covers
         # them, and they are asked for anew if the life shows up live.
         if self.membership is not None:
-            live = self.state_live_ephemeral()
+            live = self._live_ephemeral()
             for origin, (_wm, held, _seen) in self.state.origin_stats().items():
                 if held and origin.endswith(EPHEMERAL_SUFFIX) and origin not in live:
                     self._eph_gone.setdefault(origin, now)
@@ -879,7 +881,7 @@ class GossipCore:
                 del self._eph_gone[origin]
             self._eph_dropped.update(self.state.drop_origins(gone))
 
-    def state_live_ephemeral(self) -> FrozenSet[str]:
+    def _live_ephemeral(self) -> FrozenSet[str]:
         """The ephemeral origins shown now: ours, and those of the lives of
         members alive or suspect here."""
         live = {o + EPHEMERAL_SUFFIX for o in self._eph_live.values()}
@@ -944,7 +946,6 @@ class GossipCore:
             if room <= 0:
                 raise ValueError("too many Resets at once")
             c.reset = ResetParts(room, self._max_peer_origins())
-            self._resetting[conn] = now
         before = c.reset.size
         self._resetting[conn] = now  # (a part arrived: it progresses)
         try:

@@ -178,7 +178,7 @@ class WriteRecord:
     value: Value
     version: int
     origin: str
-    ephemeral: bool = False
+    transient: bool = False  # ephemeral or with a ttl: need not survive
 
     @property
     def lww(self) -> Tuple[int, str, Any]:
@@ -921,7 +921,7 @@ class Simulation:
         out: Dict[str, WriteRecord] = {}
         for w in self.writes:
             lost = self.lost_table_at.get(w.node, ())
-            if w.ephemeral or not self.nodes[w.node].up or any(t >= w.time for t in lost):
+            if w.transient or not self.nodes[w.node].up or any(t >= w.time for t in lost):
                 continue
             cur = out.get(w.key)
             if cur is None or w.lww > cur.lww:
