@@ -40,11 +40,21 @@ from .errors import FrameError, GossipError, NodeError, TableFull
 from .fanout import Fanout
 from .membership import Member, MemberEvent
 from .node import Change, GossipNode, NodeConfig, NodeStats, node_of
+from .secure import (
+    AuthError,
+    Keyring,
+    TLSConfig,
+    decode_key,
+    encode_key,
+    generate_key,
+    keyring_from_env,
+)
 from .streams import read_message, write_message
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthError",
     "Change",
     "DEFAULT_MAX_FRAME_SIZE",
     "IMPLEMENTATION",
@@ -60,6 +70,7 @@ __all__ = [
     "GossipNode",
     "GossipState",
     "HybridClock",
+    "Keyring",
     "Member",
     "MemberEvent",
     "Message",
@@ -70,12 +81,17 @@ __all__ = [
     "Pong",
     "Replicate",
     "ReplicateAck",
+    "TLSConfig",
     "TableFull",
     "Value",
     "XorShift64",
     "decode",
+    "decode_key",
     "encode",
+    "encode_key",
     "encode_many",
+    "generate_key",
+    "keyring_from_env",
     "node_of",
     "read_message",
     "write_message",

@@ -172,6 +172,10 @@ class _Peer:
         self.last_used = 0.0
 
 
+class _Refused(Exception):
+    """The connection was refused mid-input (counted and logged already)."""
+
+
 class _Conn:
     """What the core knows of one open connection."""
 
@@ -189,11 +193,19 @@ class _Conn:
         "node",
         "reset_gen",
         "reset",
+        "identities",
     )
 
-    def __init__(self, peer: Optional[Address], outbound: bool = False) -> None:
+    def __init__(
+        self,
+        peer: Optional[Address],
+        outbound: bool = False,
+        identities: Optional[FrozenSet[str]] = None,
+    ) -> None:
         self.peer = peer  # the peer for a connection this node opened, else None
         self.outbound = outbound or peer is not None
+        # the node ids the peer may speak as (its TLS certificate's); None: any
+        self.identities = identities
         # membership: whether the greeting (a Ping or Pong carrying the cluster
         # tag) was exchanged, and the node id it named
         self.greeted = False
@@ -388,12 +400,18 @@ class GossipCore:
         return True
 
     def connected(
-        self, conn: int, now: float, peer: Optional[Address] = None, outbound: bool = False
+        self,
+        conn: int,
+        now: float,
+        peer: Optional[Address] = None,
+        outbound: bool = False,
+        identities: Optional[FrozenSet[str]] = None,
     ) -> None:
         """A connection opened: by this node to ``peer``, or accepted (None);
-        ``outbound`` for one this node opened that is no peer's link (a ping's)."""
+        ``outbound`` for one this node opened that is no peer's link (a ping's);
+        ``identities``: the only node ids the peer may name itself (mutual TLS)."""
         self._advance(now)
-        c = self._conns[conn] = _Conn(peer, outbound)
+        c = self._conns[conn] = _Conn(peer, outbound, identities)
         if self.membership is not None and c.outbound:
             self.out.append((SEND, conn, self._hello))
         if peer is None:
@@ -641,11 +659,31 @@ class GossipCore:
             )
             self._refuse_cluster(c, conn, now, why)
             return True
+        if c.identities is not None and msg.sender_id not in c.identities:
+            self._refuse_identity(c, conn, msg.sender_id, now)
+            return True
         c.greeted = True
         c.node = msg.sender_id
         if not c.outbound:
             self.out.append((SEND, conn, self._answer))
         return True
+
+    def _refuse_identity(self, c: _Conn, conn: int, sender: str, now: float) -> None:
+        """A TLS peer named itself as a node its certificate does not name."""
+        self.stats.auth_failures += 1
+        self.logs.log(
+            logging.WARNING,
+            "auth",
+            now,
+            "%s: refusing a connection: the peer speaks as %r but its certificate "
+            "names %s (stats.auth_failures)",
+            self.node_id,
+            sender,
+            sorted(c.identities or ()),
+        )
+        self.out.append((CLOSE, conn, None))
+        c.greeted = False
+        self.closed(conn, now)
 
     def _refuse_cluster(self, c: _Conn, conn: int, now: float, why: str) -> None:
         self.stats.cluster_mismatch += 1
@@ -1344,6 +1382,8 @@ class GossipCore:
                     self._on_reset(frame, conn, now)
                 else:
                     room -= self._handle(self._codec.decode(frame, max_frame_size), conn, now, room)
+        except _Refused:
+            pass  # the connection is closed: nothing more of it is read
         finally:
             if merged:
                 self.stats.entries_merged += merged
@@ -1356,6 +1396,14 @@ class GossipCore:
         """Act on one decoded message; returns the bytes queued in answer."""
         codec = self._codec
         kind = type(msg)
+        c = self._conns.get(conn)
+        if c is not None and c.identities is not None:
+            sender = getattr(msg, "sender_id", None) or getattr(msg, "leader_id", None)
+            if sender is None:
+                sender = getattr(msg, "follower_id", None)
+            if sender is not None and sender not in c.identities:
+                self._refuse_identity(c, conn, sender, now)
+                raise _Refused()
         if kind is self._digest_type:
             return self._on_digest(msg, conn, now, room)
         if kind is codec.Gossip:

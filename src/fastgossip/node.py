@@ -15,6 +15,7 @@ import functools
 import ipaddress
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, fields
 from types import ModuleType
@@ -43,6 +44,7 @@ from .errors import NodeError
 from .fanout import Fanout
 from .membership import RESERVED_PREFIX, Member, MemberEvent, MembershipConfig
 from .replication import ReplicationLog
+from .secure import Keyring, TLSConfig, as_keyring
 from .transport import Transport, TransportLimits
 
 Address = Tuple[str, int]
@@ -179,6 +181,16 @@ class NodeConfig:
     detector's level for dead (suspect at half); ``dead_node_grace``, how long
     a dead or left member is shown before it is forgotten everywhere.
     ``membership=False`` runs a node with static peers only, as before.
+
+    Security (docs/PROTOCOL.md, "Security"): ``cluster_key``, a 32-byte key
+    (raw or base64, see ``fastgossip keygen``), a list of keys (the primary
+    first) or a ``Keyring``: every connection then starts with a handshake that
+    proves both ends hold a key of the keyring and every frame is sealed with
+    AES-256-GCM; nodes without a key of the keyring are refused. Or
+    ``cluster_key_file``, a keyring file re-read when it changes (``fastgossip
+    keyring``). ``fastgossip.keyring_from_env()`` reads FASTGOSSIP_CLUSTER_KEY.
+    Or ``ssl=TLSConfig(certfile, keyfile, cafile)``: mutual TLS, each node's id
+    checked against its certificate. A node has one of the three or none.
     """
 
     node_id: str
@@ -217,6 +229,11 @@ class NodeConfig:
     heartbeat_interval: Optional[float] = None
     phi_threshold: float = 8.0
     dead_node_grace: float = 3600.0
+    cluster_key: Optional[Union[bytes, str, Keyring, Sequence[Union[bytes, str]]]] = (
+        dataclasses.field(default=None, repr=False)
+    )
+    cluster_key_file: Optional[str] = None
+    ssl: Optional[TLSConfig] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.node_id, str) or not self.node_id:
@@ -294,6 +311,15 @@ class NodeConfig:
         ):
             raise ValueError("heartbeat_interval must be None or a finite number > 0")
         object.__setattr__(self, "meta", dict(self.meta))
+        chosen = [n for n in ("cluster_key", "cluster_key_file", "ssl") if getattr(self, n)]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one of cluster_key, cluster_key_file and ssl, not {chosen}")
+        if self.cluster_key is not None:
+            as_keyring(self.cluster_key)  # a bad key is an error here, not at start
+        if self.cluster_key_file is not None:
+            object.__setattr__(self, "cluster_key_file", os.fspath(self.cluster_key_file))
+        if self.ssl is not None and not isinstance(self.ssl, TLSConfig):
+            raise TypeError("ssl is a fastgossip.TLSConfig(certfile, keyfile, cafile)")
         if self.replication_leaders is not None:
             if isinstance(self.replication_leaders, str):
                 raise TypeError("replication_leaders is a set of leader ids, not one str")
@@ -384,6 +410,7 @@ class NodeStats:
     resets_received: int = 0
     resets_withheld: int = 0
     reset_drops: int = 0
+    auth_failures: int = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -536,8 +563,21 @@ class GossipNode:
             replication=self.replication_log,
             state=state,
         )
+        keyring: Optional[Keyring] = None
+        if config.cluster_key is not None:
+            keyring = as_keyring(config.cluster_key)
+        elif config.cluster_key_file is not None:
+            keyring = Keyring.load(config.cluster_key_file)
+        self._keyring = keyring
         self._transport = Transport(
-            self._core, config.transport_limits(), self.stats, self._codec, self._on_event
+            self._core,
+            config.transport_limits(),
+            self.stats,
+            self._codec,
+            self._on_event,
+            keyring=keyring,
+            tls=config.ssl,
+            keyring_file=config.cluster_key_file,
         )
         self._closed = False
         self._shut_down = False
@@ -626,6 +666,12 @@ class GossipNode:
     def addr(self) -> Address:
         """The (host, port) actually bound."""
         return self._transport.addr
+
+    @property
+    def keyring(self) -> Optional[Keyring]:
+        """The cluster keys this node accepts (None: no cluster key). Rotate
+        with ``install`` / ``use`` / ``remove`` on every node (see Keyring)."""
+        return self._keyring
 
     @property
     def peers(self) -> List[Address]:

@@ -229,6 +229,7 @@ class SimStats:
     resets_received: int
     resets_withheld: int
     reset_drops: int
+    auth_failures: int
 
     def __init__(self) -> None:
         for name in _STAT_FIELDS:

@@ -1,19 +1,102 @@
 """Helpers for tests of code that uses fastgossip (and for fastgossip's own).
 
 ``ClusterNetwork``: N gossip nodes on loopback, in this process, in a full
-mesh; ``NetworkStats``: what waiting for convergence observed.
+mesh; ``NetworkStats``: what waiting for convergence observed;
+``make_test_pki``: a throwaway CA and node certificates for mutual TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from .fanout import Fanout
 from .node import GossipNode, NodeConfig, Value
+from .secure import NODE_URI_PREFIX, TLSConfig
 
-__all__ = ["ClusterNetwork", "NetworkStats"]
+__all__ = ["ClusterNetwork", "NetworkStats", "make_test_pki"]
+
+
+def make_test_pki(
+    directory: str, node_ids: Iterable[str], ca_name: str = "fastgossip test CA"
+) -> Dict[str, TLSConfig]:
+    """A new CA and, per node id, a certificate naming that id (as a DNS
+    subjectAltName when it is a host name, else as a URI
+    ``fastgossip:node:<id>``), written under ``directory``; returns each node's
+    ``TLSConfig``. For tests and trials: the keys are not protected."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    os.makedirs(directory, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)
+
+    def write_key(path: str, key: Any) -> None:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_subject)
+        .issuer_name(ca_subject)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cafile = os.path.join(directory, "ca.pem")
+    with open(cafile, "wb") as f:
+        f.write(ca_cert.public_bytes(serialization.Encoding.PEM))
+    configs: Dict[str, TLSConfig] = {}
+    for node_id in node_ids:
+        key = ec.generate_private_key(ec.SECP256R1())
+        try:
+            san: Any = x509.DNSName(node_id)
+            if not node_id.replace("-", "").replace(".", "").isalnum() or not node_id.isascii():
+                raise ValueError
+        except ValueError:
+            san = x509.UniformResourceIdentifier(NODE_URI_PREFIX + node_id)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)]))
+            .issuer_name(ca_subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        base = os.path.join(directory, f"node-{len(configs)}")
+        with open(base + ".pem", "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        write_key(base + ".key", key)
+        configs[node_id] = TLSConfig(certfile=base + ".pem", keyfile=base + ".key", cafile=cafile)
+    return configs
 
 
 @dataclass(frozen=True)

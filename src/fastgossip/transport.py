@@ -34,12 +34,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import ssl
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .core import ASK, CLOSE, EVENT, SEND, GossipCore, RateLimitedLog
+from .secure import AuthError, Keyring, Session, TLSConfig, looks_encrypted, tls_identities
 
 log = logging.getLogger("fastgossip")
 
@@ -200,6 +203,13 @@ class GossipProtocol(asyncio.Protocol):
         "last_frame_at",
         "closed_here",
         "_closed_fut",
+        "sec",
+        "held",
+        "held_bytes",
+        "fresh",
+        "opened_at",
+        "authed",
+        "identities",
     )
 
     def __init__(self, owner: Transport, outbound: bool) -> None:
@@ -216,6 +226,18 @@ class GossipProtocol(asyncio.Protocol):
         self.last_frame_at = 0.0
         self.closed_here = False  # closed or aborted by this node (not its peer)
         self._closed_fut: asyncio.Future[None] = owner.loop.create_future()
+        # security (see secure.py): the cluster-key session, the frames written
+        # before it is established, whether the first bytes are still to come
+        # (a node without a key recognises an encrypted peer by them), and the
+        # names a TLS peer's certificate gives it
+        keyring = owner.keyring
+        self.sec: Optional[Session] = Session(keyring, outbound) if keyring is not None else None
+        self.held: List[bytes] = []
+        self.held_bytes = 0
+        self.fresh = True
+        self.opened_at = owner.loop.time()
+        self.authed = keyring is None and owner.tls is None
+        self.identities: Optional[frozenset] = None
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -223,17 +245,48 @@ class GossipProtocol(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         high = self.owner.limits.write_buffer_high
         transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
+        if self.owner.tls is not None:
+            transport.pause_reading()  # type: ignore[attr-defined]  # (start_tls resumes it)
+        elif self.sec is not None and self.outbound:
+            hello = self.sec.start()
+            self.owner.stats.bytes_sent += len(hello)
+            transport.write(hello)  # type: ignore[attr-defined]
         self.owner.connection_made(self)
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
         owner.stats.bytes_received += len(data)
-        try:
-            frames = self.decoder.feed_frames(data)
-        except ValueError as exc:  # FrameError: a malformed stream
-            owner.bad_input(self, exc)
-            return
-        partial = self.decoder.buffered
+        sec = self.sec
+        if sec is not None:
+            if self.closed_here:
+                return
+            was_open = sec.established
+            try:
+                data = sec.receive(data)
+            except AuthError as exc:
+                owner.auth_failed(self, exc)
+                return
+            if sec.out:
+                self._write_raw(sec.out)
+                sec.out = b""
+            if not was_open and sec.established:
+                owner.session_established(self)
+        elif self.fresh:
+            self.fresh = False
+            if looks_encrypted(data) and self.authed:
+                owner.auth_failed(
+                    self, AuthError("the peer is encrypted and this node has no cluster_key")
+                )
+                return
+        if data:
+            try:
+                frames = self.decoder.feed_frames(data)
+            except ValueError as exc:  # FrameError: a malformed stream
+                owner.bad_input(self, exc)
+                return
+        else:
+            frames = []
+        partial = self.decoder.buffered + (sec.buffered if sec is not None else 0)
         if partial != self.partial:
             owner.input_changed(self, partial)
         if frames:
@@ -253,6 +306,18 @@ class GossipProtocol(asyncio.Protocol):
         self.owner.connection_lost(self)
 
     # -- sending -----------------------------------------------------------
+    def _write_raw(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self.owner.stats.bytes_sent += len(data)
+            transport.write(data)
+
+    def flush_held(self) -> None:
+        """Seal and write what was sent before the session was established."""
+        held, self.held, self.held_bytes = self.held, [], 0
+        if held and self.sec is not None:
+            self._write_raw(self.sec.seal(b"".join(held)))
+
     def room(self) -> int:
         """Bytes an answer may still queue on this connection: max_delta_bytes
         less what is queued; 0 while the peer is not reading (paused)."""
@@ -277,6 +342,16 @@ class GossipProtocol(asyncio.Protocol):
             return True
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         stats.frames_sent += len(frames)
+        sec = self.sec
+        if sec is not None:
+            if not sec.established:  # held until the handshake is done (one round trip)
+                if self.held_bytes + len(data) > self.owner.limits.write_buffer_high:
+                    stats.sends_dropped += 1
+                    return False
+                self.held.append(data)
+                self.held_bytes += len(data)
+                return True
+            data = sec.seal(data)
         stats.bytes_sent += len(data)
         self.owner.queued_estimate += len(data)
         transport.write(data)
@@ -296,6 +371,14 @@ class GossipProtocol(asyncio.Protocol):
         await self._closed_fut
 
 
+def _file_stamp(path: str) -> Optional[Tuple[int, int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 class Transport:
     """Connections of one node, driving its core (see the module docstring)."""
 
@@ -307,8 +390,22 @@ class Transport:
         codec: Any,
         on_event: Callable[[str, Any], None],
         now: Callable[[], float] = time.time,
+        keyring: Optional[Keyring] = None,
+        tls: Optional[TLSConfig] = None,
+        keyring_file: Optional[str] = None,
     ) -> None:
         self.core = core
+        self.keyring = keyring
+        self.tls = tls
+        self._tls_server: Optional[ssl.SSLContext] = None
+        self._tls_client: Optional[ssl.SSLContext] = None
+        if tls is not None:
+            self._tls_server, self._tls_client = tls.contexts()
+        self._keyring_file = keyring_file
+        self._keyring_stat = _file_stamp(keyring_file) if keyring_file else None
+        self._unsubscribe_keys = keyring.on_remove(self._key_removed) if keyring else None
+        # a TLS dial includes its handshake: it gets the connect timeout twice
+        self._handshake_allowance = limits.connect_timeout if tls is not None else 0.0
         self.limits = limits
         self.stats = stats
         self.codec = codec
@@ -375,6 +472,9 @@ class Transport:
             self._listen_fds = 0
             self._server = None
         FDS.transports.discard(self)
+        if self._unsubscribe_keys is not None:
+            self._unsubscribe_keys()
+            self._unsubscribe_keys = None
 
     # -- rounds ------------------------------------------------------------
     async def _round_loop(self) -> None:
@@ -398,11 +498,18 @@ class Transport:
         return picked
 
     def _sweep(self) -> None:
-        """Close connections past their idle or partial-frame deadline."""
+        """Close connections past their idle, partial-frame or handshake
+        deadline (a handshake, like a frame, must complete in frame_timeout)."""
         now = self.loop.time()
         idle, frame = self.limits.idle_timeout, self.limits.frame_timeout
+        if self._keyring_file is not None:
+            self._reload_keyring()
         for proto in list(self.conns.values()):
-            if proto.partial and now - proto.partial_since > frame:
+            if not proto.authed and not (proto.sec is not None and proto.sec.established):
+                if now - proto.opened_at > frame:
+                    self.stats.timeouts += 1
+                    proto.abort()
+            elif proto.partial and now - proto.partial_since > frame:
                 self.stats.timeouts += 1
                 proto.abort()
             elif not proto.outbound and now - proto.last_frame_at > idle:
@@ -473,21 +580,29 @@ class Transport:
         from .errors import NodeError
 
         try:
-            _, proto = await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: GossipProtocol(self, outbound=True), addr[0], addr[1]
-                ),
-                timeout,
-            )
+            proto = await asyncio.wait_for(self._dial(addr[0], addr[1]), timeout)
         except asyncio.TimeoutError:
             raise NodeError(f"cannot connect to {addr[0]}:{addr[1]}: timed out") from None
         except OSError as exc:
             raise NodeError(
                 f"cannot connect to {addr[0]}:{addr[1]}: {exc.strerror or exc}"
             ) from exc
-        assert isinstance(proto, GossipProtocol)
-        self.core.connected(proto.conn, self.now(), peer=None, outbound=True)
+        self.core.connected(
+            proto.conn, self.now(), peer=None, outbound=True, identities=proto.identities
+        )
         self.drive()  # the greeting goes first
+        return proto
+
+    async def _dial(self, host: str, port: int) -> GossipProtocol:
+        """A new outbound connection, its TLS handshake done when TLS is on
+        (AuthError when that fails; a cluster-key handshake runs in the
+        protocol, the frames written meanwhile held)."""
+        _, proto = await self.loop.create_connection(
+            lambda: GossipProtocol(self, outbound=True), host, port
+        )
+        assert isinstance(proto, GossipProtocol)
+        if self.tls is not None and not await self._start_tls(proto):
+            raise AuthError(f"TLS handshake with {host}:{port} failed")
         return proto
 
     def forget(self, addr: Address) -> None:
@@ -532,11 +647,8 @@ class Transport:
         held = 2 if link.addr in FDS.listeners else 1
         FDS.pending += held
         try:
-            _, proto = await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: GossipProtocol(self, outbound=True), host, port
-                ),
-                self.limits.connect_timeout,
+            proto = await asyncio.wait_for(
+                self._dial(host, port), self.limits.connect_timeout + self._handshake_allowance
             )
         except asyncio.CancelledError:
             FDS.pending -= held
@@ -572,7 +684,6 @@ class Transport:
                 FDS.pending -= 1  # the accepting end is counted already
             else:
                 FDS.expected[local] = self.loop.time()
-        assert isinstance(proto, GossipProtocol)
         if self.closing or self.links.get(link.addr) is not link or proto.closed:
             proto.close()
             return
@@ -582,7 +693,7 @@ class Transport:
         proto.peer = link.addr
         self._evict_idle(keep=link)
         self.stats.connections_opened += 1
-        self.core.connected(proto.conn, self.now(), peer=link.addr)
+        self.core.connected(proto.conn, self.now(), peer=link.addr, identities=proto.identities)
         self.drive()  # the greeting first
         if link.pending:
             pending, link.pending = link.pending, []
@@ -651,6 +762,9 @@ class Transport:
                 self.stats.connections_refused += 1
                 proto.abort()
                 return
+        if self.tls is not None:  # the core hears of it once the peer is authenticated
+            self.loop.create_task(self._accept_tls(proto))
+            return
         self.core.connected(proto.conn, self.now(), peer=None)
 
     def connection_lost(self, proto: GossipProtocol) -> None:
@@ -670,6 +784,116 @@ class Transport:
                 FDS.lru.pop(link, None)
                 self._schedule_retry(link)
         self.drive()
+
+    # -- security ------------------------------------------------------------
+    def auth_failed(self, proto: GossipProtocol, exc: Exception) -> None:
+        """A peer failed the handshake (or a sealed record did not open): count
+        it, log it at a bounded rate, write the Refusal if any and close.
+        Nothing it sent reached the decoder."""
+        self.stats.auth_failures += 1
+        self.logs.log(
+            logging.WARNING,
+            "auth",
+            self.now(),
+            "%s: refusing %s connection %s: %s (stats.auth_failures)",
+            self.core.node_id,
+            "outbound" if proto.outbound else "inbound",
+            proto.peer,
+            exc,
+        )
+        sec = proto.sec
+        if sec is not None and sec.out:
+            proto._write_raw(sec.out)
+            sec.out = b""
+            proto.close()  # (flushes the Refusal)
+        else:
+            proto.abort()
+
+    def session_established(self, proto: GossipProtocol) -> None:
+        proto.authed = True
+        proto.last_frame_at = self.loop.time()
+        proto.flush_held()
+
+    def _key_removed(self, key: bytes) -> None:
+        """A key left the keyring: close the connections opened with it (they
+        are redialled with the primary key)."""
+        for proto in list(self.conns.values()):
+            if proto.sec is not None and proto.sec.key == key:
+                proto.close()
+
+    def _reload_keyring(self) -> None:
+        path = self._keyring_file
+        assert path is not None and self.keyring is not None
+        stamp = _file_stamp(path)
+        if stamp == self._keyring_stat:
+            return
+        self._keyring_stat = stamp
+        try:
+            fresh = Keyring.load(path)
+        except (OSError, ValueError) as exc:
+            self.logs.log(
+                logging.WARNING,
+                "keyring",
+                self.now(),
+                "%s: keeping the keyring in use: cannot read %s: %s",
+                self.core.node_id,
+                path,
+                exc,
+            )
+            return
+        self.keyring.replace(fresh)
+        log.info("%s: keyring reloaded from %s (%d keys)", self.core.node_id, path, len(fresh))
+
+    async def _start_tls(self, proto: GossipProtocol) -> bool:
+        """Upgrade ``proto``'s connection to mutual TLS; False (the connection
+        closed and counted) when the handshake fails."""
+        raw = proto.transport
+        assert raw is not None
+        ctx = self._tls_client if proto.outbound else self._tls_server
+        timeout = self.limits.frame_timeout
+        try:
+            new = await asyncio.wait_for(
+                self.loop.start_tls(
+                    raw,
+                    proto,
+                    ctx,  # type: ignore[arg-type]
+                    server_side=not proto.outbound,
+                    ssl_handshake_timeout=timeout,
+                ),
+                timeout + 1.0,
+            )
+        except asyncio.CancelledError:
+            raw.abort()
+            self._lost_in_handshake(proto)
+            raise
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            raw.abort()
+            why = str(exc) or type(exc).__name__
+            self.auth_failed(proto, AuthError(f"TLS handshake failed: {why}"))
+            self._lost_in_handshake(proto)
+            return False
+        if new is None or proto.closed:
+            self._lost_in_handshake(proto)
+            return False
+        proto.transport = new  # type: ignore[assignment]
+        high = self.limits.write_buffer_high
+        new.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
+        proto.identities = tls_identities(new.get_extra_info("peercert"))
+        proto.authed = True
+        proto.fresh = False
+        proto.last_frame_at = self.loop.time()
+        return True
+
+    def _lost_in_handshake(self, proto: GossipProtocol) -> None:
+        """asyncio does not tell a protocol that its connection died during a
+        TLS handshake: do it here, once."""
+        if not proto.closed:
+            proto.connection_lost(None)
+
+    async def _accept_tls(self, proto: GossipProtocol) -> None:
+        if await self._start_tls(proto):
+            self.core.connected(proto.conn, self.now(), peer=None, identities=proto.identities)
+            self.drive()
 
     # -- input -------------------------------------------------------------
     def bad_input(self, proto: GossipProtocol, exc: Exception) -> None:
