@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
 import random
 import sys
 import time
@@ -490,8 +491,60 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--timeout", type=_positive(float), default=60.0)
     registry.add_argument("--service", default=None, help=argparse.SUPPRESS)
     registry.add_argument("--seed", default=None, help=argparse.SUPPRESS)
+    sub.add_parser(
+        "keygen",
+        help="print a new cluster key (base64)",
+        description="Print a new 32-byte cluster key, base64: give it to every node "
+        "(NodeConfig(cluster_key=...), a keyring file or FASTGOSSIP_CLUSTER_KEY).",
+    )
+    keyring = sub.add_parser(
+        "keyring",
+        help="list, install, use or remove keys of a keyring file",
+        description=KEYRING_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    keyring.add_argument("--file", required=True, help="the keyring file (created by install)")
+    keyring.add_argument("action", choices=["list", "install", "use", "remove"])
+    keyring.add_argument("key", nargs="?", help="a base64 key (install, use, remove)")
     _add_sim_parser(sub)
     return parser
+
+
+KEYRING_HELP = """\
+Edit a keyring file: one base64 key per line, the primary first. A node started
+with NodeConfig(cluster_key_file=PATH) re-reads it within a second of a change.
+
+Rotate a cluster's key without downtime, on every node's file in turn:
+  fastgossip keyring --file F install NEW   # accepted everywhere, not yet used
+  fastgossip keyring --file F use NEW       # new connections dial with it
+  fastgossip keyring --file F remove OLD    # connections opened with OLD close
+"""
+
+
+def run_keyring(path: str, action: str, key: Optional[str]) -> int:
+    """``fastgossip keyring``: 0 done, 1 refused (with the reason on stderr)."""
+    from .secure import Keyring, encode_key
+
+    try:
+        if action == "list":
+            ring = Keyring.load(path)
+            for i, k in enumerate(ring.list()):
+                print(f"{k}  (primary)" if i == 0 else k)
+            return 0
+        if key is None:
+            print(f"fastgossip keyring {action}: give the key", file=sys.stderr)
+            return 2
+        if action == "install" and not os.path.exists(path):
+            ring = Keyring([key])
+        else:
+            ring = Keyring.load(path)
+            getattr(ring, action)(key)
+        ring.save(path)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"fastgossip keyring {action}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{action}: done; primary {encode_key(ring.primary)[:8]}..., {len(ring)} keys")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -503,6 +556,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .registry_demo import main as registry_main
 
         return registry_main(args.service, args.seed, args.timeout)
+    if args.command == "keygen":
+        from .secure import encode_key, generate_key
+
+        print(encode_key(generate_key()))
+        return 0
+    if args.command == "keyring":
+        return run_keyring(args.file, args.action, args.key)
     if args.command != "demo":
         parser.print_help()
         return 2
