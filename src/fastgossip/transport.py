@@ -210,6 +210,7 @@ class GossipProtocol(asyncio.Protocol):
         "opened_at",
         "authed",
         "identities",
+        "_ready",
     )
 
     def __init__(self, owner: Transport, outbound: bool) -> None:
@@ -238,6 +239,9 @@ class GossipProtocol(asyncio.Protocol):
         self.opened_at = owner.loop.time()
         self.authed = keyring is None and owner.tls is None
         self.identities: Optional[frozenset] = None
+        # a dial waits on this: done when the session is established, or with
+        # the AuthError / closed connection that ended it first
+        self._ready: Optional[asyncio.Future[None]] = None
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -303,6 +307,7 @@ class GossipProtocol(asyncio.Protocol):
         self.closed = True
         if not self._closed_fut.done():
             self._closed_fut.set_result(None)
+        self.settle(AuthError("the connection closed during the handshake"))
         self.owner.connection_lost(self)
 
     # -- sending -----------------------------------------------------------
@@ -370,6 +375,28 @@ class GossipProtocol(asyncio.Protocol):
     async def wait_closed(self) -> None:
         await self._closed_fut
 
+    def settle(self, exc: Optional[Exception] = None) -> None:
+        """The handshake is over: established (None) or failed (``exc``)."""
+        fut = self._ready
+        if fut is not None and not fut.done():
+            if exc is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(exc)
+                fut.exception()  # (retrieved: a dial that gave up does not wait)
+
+    async def established(self) -> None:
+        """Wait until the cluster-key session is established (AuthError when it
+        fails or the connection closes first)."""
+        sec = self.sec
+        if sec is None or sec.established:
+            return
+        if self.closed:
+            raise AuthError("the connection closed during the handshake")
+        if self._ready is None:
+            self._ready = self.owner.loop.create_future()
+        await self._ready
+
 
 def _file_stamp(path: str) -> Optional[Tuple[int, int, int]]:
     try:
@@ -404,8 +431,9 @@ class Transport:
         self._keyring_file = keyring_file
         self._keyring_stat = _file_stamp(keyring_file) if keyring_file else None
         self._unsubscribe_keys = keyring.on_remove(self._key_removed) if keyring else None
-        # a TLS dial includes its handshake: it gets the connect timeout twice
-        self._handshake_allowance = limits.connect_timeout if tls is not None else 0.0
+        # a dial includes its handshake: it gets the connect timeout twice
+        secure = tls is not None or keyring is not None
+        self._handshake_allowance = limits.connect_timeout if secure else 0.0
         self.limits = limits
         self.stats = stats
         self.codec = codec
@@ -594,15 +622,19 @@ class Transport:
         return proto
 
     async def _dial(self, host: str, port: int) -> GossipProtocol:
-        """A new outbound connection, its TLS handshake done when TLS is on
-        (AuthError when that fails; a cluster-key handshake runs in the
-        protocol, the frames written meanwhile held)."""
+        """A new outbound connection, authenticated: its TLS or cluster-key
+        handshake done (AuthError when it fails, counted already)."""
         _, proto = await self.loop.create_connection(
             lambda: GossipProtocol(self, outbound=True), host, port
         )
         assert isinstance(proto, GossipProtocol)
         if self.tls is not None and not await self._start_tls(proto):
             raise AuthError(f"TLS handshake with {host}:{port} failed")
+        try:
+            await proto.established()
+        except BaseException:
+            proto.abort()  # (cancelled by the dial's timeout: nothing more of it)
+            raise
         return proto
 
     def forget(self, addr: Address) -> None:
@@ -808,11 +840,13 @@ class Transport:
             proto.close()  # (flushes the Refusal)
         else:
             proto.abort()
+        proto.settle(AuthError(str(exc)))
 
     def session_established(self, proto: GossipProtocol) -> None:
         proto.authed = True
         proto.last_frame_at = self.loop.time()
         proto.flush_held()
+        proto.settle()
 
     def _key_removed(self, key: bytes) -> None:
         """A key left the keyring: close the connections opened with it (they
