@@ -26,6 +26,14 @@ async def test_demo_converges_and_summarises() -> None:
     assert "round " in text
 
 
+async def test_the_demo_runs_encrypted() -> None:
+    out = io.StringIO()
+    ok = await run_demo(nodes=4, interval=0.02, keys=5, seed=4, out=out, encrypt=True)
+    text = out.getvalue()
+    assert ok and "encrypted with a new cluster key" in text
+    assert "converged: 20/20 node-keys current" in text
+
+
 def test_parser_options_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     args = build_parser().parse_args(
         ["demo", "--nodes", "7", "--fanout", "sqrt", "--interval", "0.5", "--keys", "3"]

@@ -67,15 +67,22 @@ async def run_demo(
     timeout: float = 60.0,
     seed: Optional[int] = None,
     out: TextIO = sys.stdout,
+    encrypt: bool = False,
 ) -> bool:
     """Run the demo; True when every node converged before ``timeout``."""
     rng = random.Random(seed)
     fanout_label = str(fanout) if fanout is not None else "auto (all up to 32 nodes, then sqrt)"
     print(
         f"fastgossip {__version__} ({IMPLEMENTATION}): {nodes} nodes on 127.0.0.1, "
-        f"fanout {fanout_label}, a round every {interval * 1000:.0f} ms, {keys} keys",
+        f"fanout {fanout_label}, a round every {interval * 1000:.0f} ms, {keys} keys"
+        + (", encrypted with a new cluster key" if encrypt else ""),
         file=out,
     )
+    security: dict = {}
+    if encrypt:
+        from .secure import Keyring, generate_key
+
+        security["cluster_key"] = Keyring([generate_key()])  # one keyring, shared
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     _quiet_fd_errors(loop, out)
@@ -105,6 +112,7 @@ async def run_demo(
                 gossip_interval=interval,
                 max_connections=per_node,
                 mesh=False,  # they join through node 0 and learn each other
+                **security,
             ),
             timeout,
         )
@@ -479,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive(float), default=60.0, help="give up after this many seconds"
     )
     demo.add_argument("--seed", type=int, default=None, help="seed for the demo's choices")
+    demo.add_argument(
+        "--encrypt", action="store_true", help="give the nodes a new cluster key (AES-256-GCM)"
+    )
     registry = sub.add_parser(
         "registry",
         help="a service registry on ephemeral keys, with real processes",
@@ -568,7 +579,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         ok = asyncio.run(
-            run_demo(args.nodes, args.fanout, args.interval, args.keys, args.timeout, args.seed)
+            run_demo(
+                args.nodes,
+                args.fanout,
+                args.interval,
+                args.keys,
+                args.timeout,
+                args.seed,
+                encrypt=args.encrypt,
+            )
         )
     except KeyboardInterrupt:
         print("\ninterrupted; cluster shut down", file=sys.stderr)
