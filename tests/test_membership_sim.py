@@ -247,6 +247,7 @@ def _stranger_batch(sim: Simulation, i: int, entries: list) -> None:
     codec = core._codec
     frame = codec.encode(codec.GossipBatch("evil", [codec.Entry(*e) for e in entries]))
     node = sim.nodes[i]
+    core.connected(-1, node.base + sim.now * node.mul)
     core.receive(-1, [frame], node.base + sim.now * node.mul, 1 << 20)
     sim._drain(node)
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
+import ssl
+import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
@@ -16,6 +19,10 @@ from fastgossip import (
     GossipBatch,
     GossipNode,
     Keyring,
+    NodeError,
+    Ping,
+    Pong,
+    TLSConfig,
     encode,
     encode_key,
     generate_key,
@@ -270,6 +277,113 @@ async def test_mutual_tls_checks_the_node_id_against_the_certificate(
         assert await b.ping(a.addr) > 0
     finally:
         for n in nodes:
+            await n.shutdown()
+
+
+class RawTLS:
+    """A TLS client driven by hand (memory BIOs), so that a test controls
+    which bytes go out in which segment."""
+
+    def __init__(self, tls: TLSConfig, addr: Tuple[str, int]) -> None:
+        _, ctx = tls.contexts()
+        self.sock = socket.create_connection(addr)
+        self.sock.setblocking(False)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_side=False)
+
+    async def handshake(self) -> None:
+        """Up to the client's Finished, which stays unsent (in ``out``)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                self.obj.do_handshake()
+                return
+            except ssl.SSLWantReadError:
+                if self.out.pending:
+                    await loop.sock_sendall(self.sock, self.out.read())
+                self.inc.write(await loop.sock_recv(self.sock, 65536))
+
+    async def send(self, data: bytes) -> None:
+        self.obj.write(data)
+        await asyncio.get_running_loop().sock_sendall(self.sock, self.out.read())
+
+    async def received(self, timeout: float = 1.0) -> bytes:
+        """Every raw byte the node wrote until it closed (or went quiet)."""
+        loop = asyncio.get_running_loop()
+        raw = b""
+        try:
+            while True:
+                chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), timeout)
+                if not chunk:
+                    break
+                raw += chunk
+        except (asyncio.TimeoutError, ConnectionResetError):
+            pass
+        self.sock.close()
+        return raw
+
+
+@pytest.mark.parametrize("cluster_id", [None, "prod"])
+async def test_tls_data_behind_the_finished_is_checked_and_never_answered_in_clear(
+    implementation: str, tmp_path, cluster_id: Optional[str]
+) -> None:
+    """Found in review: frames in the same segment as the client's Finished
+    reached the core before it knew the connection (no identity check), and
+    the answer went out on the raw socket, in plaintext."""
+    pki = make_test_pki(str(tmp_path), ["a", "b", "mallory"])
+    a = await start("a", implementation, ssl=pki["a"], cluster_id=cluster_id)
+    async with a:
+        a.set("leader", b"a")
+        client = RawTLS(pki["mallory"], a.addr)
+        await client.handshake()
+        version = a._core.horizon(time.time())[1] - 1
+        await client.send(
+            encode(Ping("b", 1)) + encode(Gossip("b", "leader", b"mallory-as-b", version))
+        )
+        raw = await client.received()
+        assert encode(Pong("a", 1)) not in raw  # nothing in plaintext
+        assert a.get("leader") == b"a"
+        # refused for its id, or (with a cluster id) for sending no greeting first
+        assert a.stats.auth_failures + a.stats.cluster_mismatch == 1
+
+
+async def test_tls_batches_are_checked_for_their_sender_too(implementation: str, tmp_path) -> None:
+    """Found in review: batch frames (merged without decoding) were not
+    checked against the certificate."""
+    pki = make_test_pki(str(tmp_path), ["a", "mallory"])
+    a = await start("a", implementation, ssl=pki["a"], membership=False)
+    async with a:
+        client = RawTLS(pki["mallory"], a.addr)
+        await client.handshake()
+        await client.send(b"")
+        await asyncio.sleep(0.05)  # (the Finished first, on its own)
+        await client.send(encode(GossipBatch("b", [Entry("k", b"forged", 1, "b~1", 1 << 40)])))
+        await client.received()
+        assert a.get("k") is None and a.stats.auth_failures == 1
+        ok = RawTLS(pki["mallory"], a.addr)
+        await ok.handshake()
+        await ok.send(encode(GossipBatch("mallory", [Entry("m", b"own", 1, "m~1", 1 << 40)])))
+        await wait_for(lambda: a.get("m") == b"own")
+        ok.sock.close()
+
+
+async def test_ping_raises_node_error_at_once_when_refused(implementation: str, tmp_path) -> None:
+    """Found in review: a refused handshake made ping wait for its timeout."""
+    pki = make_test_pki(str(tmp_path / "1"), ["a"])
+    other = make_test_pki(str(tmp_path / "2"), ["z"])
+    a = await start("a", implementation, cluster_key=K1)
+    w = await start("w", implementation, cluster_key=K2)
+    p = await start("p", implementation)
+    t = await start("t", implementation, ssl=pki["a"])
+    z = await start("z", implementation, ssl=other["z"])
+    try:
+        for src, dst in ((a, w), (a, p), (t, z)):
+            began = time.monotonic()
+            with pytest.raises(NodeError, match="cannot connect"):
+                await src.ping(dst.addr, timeout=5.0)
+            assert time.monotonic() - began < 2.0
+    finally:
+        for n in (a, w, p, t, z):
             await n.shutdown()
 
 

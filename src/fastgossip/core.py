@@ -668,6 +668,20 @@ class GossipCore:
             self.out.append((SEND, conn, self._answer))
         return True
 
+    def _senders_named(self, c: _Conn, conn: int, frames: List[bytes], now: float) -> bool:
+        """Mutual TLS: batch and Reset frames, which are not decoded here, name
+        their sender first (a str at offset 6): it must be one the peer's
+        certificate names, else the connection is refused (False). Decoded
+        messages are checked in _handle, the greeting in _greet."""
+        for frame in frames:
+            if frame[5] == self._batch_type or frame[5] == T_RESET:
+                n = int.from_bytes(frame[6:8], "big")
+                sender = bytes(frame[8 : 8 + n]).decode("utf-8", "replace")
+                if sender not in (c.identities or ()):
+                    self._refuse_identity(c, conn, sender, now)
+                    return False
+        return True
+
     def _refuse_identity(self, c: _Conn, conn: int, sender: str, now: float) -> None:
         """A TLS peer named itself as a node its certificate does not name."""
         self.stats.auth_failures += 1
@@ -1374,6 +1388,12 @@ class GossipCore:
                     frames = frames[1:] if c.greeted else []
             if c.node:
                 m.heard_from(c.node, now)
+        if c is None:
+            return 0  # a connection this core was not told of (or has closed): nothing is read
+        if c.identities is not None:
+            frames = list(frames)
+            if not self._senders_named(c, conn, frames, now):
+                return 0
         try:
             for frame in frames:
                 if frame[5] == batch_type:

@@ -73,7 +73,9 @@ TAG_SIZE = 16
 RECORD_HEADER = 4
 MAX_RECORD_PLAINTEXT = 1 << 16  # a record's plaintext; larger writes are split
 MAX_RECORD = MAX_RECORD_PLAINTEXT + TAG_SIZE
-MAX_RECORDS = 1 << 62  # per direction and connection (the nonce never repeats)
+# per direction and connection: then the connection is closed and redialled
+# with fresh keys (TLS 1.3's AES-GCM limit is 2**24.5 records, RFC 8446 5.5)
+MAX_RECORDS = 1 << 24
 
 # Refusal reasons (the low 15 bits of a Refusal's flags)
 R_NOT_ENCRYPTED = 1  # the peer sent something that is not a ClientHello
@@ -150,7 +152,9 @@ class Keyring:
 
     A keyring may be kept in a file (``load``/``save``: one base64 key per line,
     the primary first) that a node given ``cluster_key_file`` re-reads when it
-    changes; ``fastgossip keyring`` edits such files.
+    changes (the file is then the whole truth: keys installed through the API
+    only are dropped at the next change); ``fastgossip keyring`` edits such
+    files atomically. The methods may be called from any thread.
     """
 
     def __init__(
@@ -248,9 +252,16 @@ class Keyring:
                 fn(raw)
 
     def on_remove(self, fn: Callable[[bytes], None]) -> Callable[[], None]:
-        """Call ``fn(key)`` when a key is removed; returns the undo."""
-        self._removed.append(fn)
-        return lambda: self._removed.remove(fn) if fn in self._removed else None
+        """Call ``fn(key)`` when a key is removed (in the thread that removed
+        it); returns the undo."""
+        with self._lock:
+            self._removed = self._removed + [fn]
+
+        def undo() -> None:
+            with self._lock:
+                self._removed = [f for f in self._removed if f is not fn]
+
+        return undo
 
     # -- files -----------------------------------------------------------------
     @classmethod

@@ -204,8 +204,8 @@ class GossipProtocol(asyncio.Protocol):
         "closed_here",
         "_closed_fut",
         "sec",
-        "held",
-        "held_bytes",
+        "ready",
+        "early",
         "fresh",
         "opened_at",
         "authed",
@@ -227,15 +227,17 @@ class GossipProtocol(asyncio.Protocol):
         self.last_frame_at = 0.0
         self.closed_here = False  # closed or aborted by this node (not its peer)
         self._closed_fut: asyncio.Future[None] = owner.loop.create_future()
-        # security (see secure.py): the cluster-key session, the frames written
-        # before it is established, whether the first bytes are still to come
-        # (a node without a key recognises an encrypted peer by them), and the
-        # names a TLS peer's certificate gives it
+        # security (see secure.py): the cluster-key session, whether the first
+        # bytes are still to come (a node without a key recognises an encrypted
+        # peer by them), and the names a TLS peer's certificate gives it
         keyring = owner.keyring
         self.sec: Optional[Session] = Session(keyring, outbound) if keyring is not None else None
-        self.held: List[bytes] = []
-        self.held_bytes = 0
         self.fresh = True
+        # whether the core was told of this connection (make_ready): frames
+        # that come before (a TLS peer's data right behind its Finished) wait
+        # in ``early`` (at most max_frame_size), never read unchecked
+        self.ready = False
+        self.early = b""
         self.opened_at = owner.loop.time()
         self.authed = keyring is None and owner.tls is None
         self.identities: Optional[frozenset] = None
@@ -282,6 +284,24 @@ class GossipProtocol(asyncio.Protocol):
                     self, AuthError("the peer is encrypted and this node has no cluster_key")
                 )
                 return
+        if not self.ready:
+            if data:
+                self.early += data
+                if len(self.early) > owner.limits.max_frame_size:
+                    owner.bad_input(self, ValueError("data before the connection was accepted"))
+            return
+        self._feed(data)
+
+    def make_ready(self) -> None:
+        """The core was told of this connection: read what waited, and what comes."""
+        self.ready = True
+        early, self.early = self.early, b""
+        if early and not self.closed:
+            self._feed(early)
+
+    def _feed(self, data: bytes) -> None:
+        owner = self.owner
+        sec = self.sec
         if data:
             try:
                 frames = self.decoder.feed_frames(data)
@@ -317,12 +337,6 @@ class GossipProtocol(asyncio.Protocol):
             self.owner.stats.bytes_sent += len(data)
             transport.write(data)
 
-    def flush_held(self) -> None:
-        """Seal and write what was sent before the session was established."""
-        held, self.held, self.held_bytes = self.held, [], 0
-        if held and self.sec is not None:
-            self._write_raw(self.sec.seal(b"".join(held)))
-
     def room(self) -> int:
         """Bytes an answer may still queue on this connection: max_delta_bytes
         less what is queued; 0 while the peer is not reading (paused)."""
@@ -349,14 +363,12 @@ class GossipProtocol(asyncio.Protocol):
         stats.frames_sent += len(frames)
         sec = self.sec
         if sec is not None:
-            if not sec.established:  # held until the handshake is done (one round trip)
-                if self.held_bytes + len(data) > self.owner.limits.write_buffer_high:
-                    stats.sends_dropped += 1
-                    return False
-                self.held.append(data)
-                self.held_bytes += len(data)
-                return True
-            data = sec.seal(data)
+            try:  # (the core sends only on connections whose session is established)
+                data = sec.seal(data)
+            except AuthError:  # its keys used up (MAX_RECORDS): redialled afresh
+                stats.sends_dropped += 1
+                self.close()
+                return False
         stats.bytes_sent += len(data)
         self.owner.queued_estimate += len(data)
         transport.write(data)
@@ -430,7 +442,8 @@ class Transport:
             self._tls_server, self._tls_client = tls.contexts()
         self._keyring_file = keyring_file
         self._keyring_stat = _file_stamp(keyring_file) if keyring_file else None
-        self._unsubscribe_keys = keyring.on_remove(self._key_removed) if keyring else None
+        # (a key removed from another thread closes connections in the loop's)
+        self._unsubscribe_keys = keyring.on_remove(self._key_removed_soon) if keyring else None
         # a dial includes its handshake: it gets the connect timeout twice
         secure = tls is not None or keyring is not None
         self._handshake_allowance = limits.connect_timeout if secure else 0.0
@@ -611,6 +624,8 @@ class Transport:
             proto = await asyncio.wait_for(self._dial(addr[0], addr[1]), timeout)
         except asyncio.TimeoutError:
             raise NodeError(f"cannot connect to {addr[0]}:{addr[1]}: timed out") from None
+        except AuthError as exc:
+            raise NodeError(f"cannot connect to {addr[0]}:{addr[1]}: {exc}") from exc
         except OSError as exc:
             raise NodeError(
                 f"cannot connect to {addr[0]}:{addr[1]}: {exc.strerror or exc}"
@@ -618,6 +633,7 @@ class Transport:
         self.core.connected(
             proto.conn, self.now(), peer=None, outbound=True, identities=proto.identities
         )
+        proto.make_ready()
         self.drive()  # the greeting goes first
         return proto
 
@@ -726,6 +742,7 @@ class Transport:
         self._evict_idle(keep=link)
         self.stats.connections_opened += 1
         self.core.connected(proto.conn, self.now(), peer=link.addr, identities=proto.identities)
+        proto.make_ready()
         self.drive()  # the greeting first
         if link.pending:
             pending, link.pending = link.pending, []
@@ -798,6 +815,7 @@ class Transport:
             self.loop.create_task(self._accept_tls(proto))
             return
         self.core.connected(proto.conn, self.now(), peer=None)
+        proto.make_ready()
 
     def connection_lost(self, proto: GossipProtocol) -> None:
         if self.conns.pop(proto.conn, None) is None:
@@ -845,8 +863,10 @@ class Transport:
     def session_established(self, proto: GossipProtocol) -> None:
         proto.authed = True
         proto.last_frame_at = self.loop.time()
-        proto.flush_held()
         proto.settle()
+
+    def _key_removed_soon(self, key: bytes) -> None:
+        self.loop.call_soon_threadsafe(self._key_removed, key)
 
     def _key_removed(self, key: bytes) -> None:
         """A key left the keyring: close the connections opened with it (they
@@ -892,9 +912,9 @@ class Transport:
                     proto,
                     ctx,  # type: ignore[arg-type]
                     server_side=not proto.outbound,
-                    ssl_handshake_timeout=timeout,
+                    ssl_handshake_timeout=timeout + 1.0,  # (ours below ends it first)
                 ),
-                timeout + 1.0,
+                timeout,
             )
         except asyncio.CancelledError:
             raw.abort()
@@ -902,8 +922,13 @@ class Transport:
             raise
         except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
             raw.abort()
-            why = str(exc) or type(exc).__name__
-            self.auth_failed(proto, AuthError(f"TLS handshake failed: {why}"))
+            if proto.closed_here:
+                pass  # closed by this node meanwhile (shed, shutdown): not the peer's failing
+            elif isinstance(exc, asyncio.TimeoutError):
+                self.stats.timeouts += 1  # (as an unfinished cluster-key handshake)
+            else:
+                why = str(exc) or type(exc).__name__
+                self.auth_failed(proto, AuthError(f"TLS handshake failed: {why}"))
             self._lost_in_handshake(proto)
             return False
         if new is None or proto.closed:
@@ -927,6 +952,7 @@ class Transport:
     async def _accept_tls(self, proto: GossipProtocol) -> None:
         if await self._start_tls(proto):
             self.core.connected(proto.conn, self.now(), peer=None, identities=proto.identities)
+            proto.make_ready()
             self.drive()
 
     # -- input -------------------------------------------------------------
