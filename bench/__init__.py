@@ -6,5 +6,6 @@
 ``python -m bench.members``  failure detection on 20 processes, against serf
 ``python -m bench.members_hog``  50 nodes in one process beside CPU hogs: no false verdict
 ``python -m bench.sim_members``  membership in the simulator by cluster size
+``python -m bench.secure``   the cluster key and mutual TLS against plaintext
 ``python -m bench.report``   renders bench/results/*.json to docs/benchmarks.md
 """

@@ -1,6 +1,6 @@
-"""Render bench/results/{ratios,e2e}.json to docs/benchmarks.md and PNG plots.
+"""Render bench/results/{ratios,e2e,secure}.json to docs/benchmarks.md and PNG plots.
 
-    python -m bench.report [--ratios FILE] [--e2e FILE] [--out docs/benchmarks.md]
+    python -m bench.report [--ratios FILE] [--e2e FILE] [--secure FILE] [--out docs/benchmarks.md]
 
 Plots need matplotlib (``pip install '.[bench]'``); without it the report is
 written with a note instead of the figures. ``bench/results/NOTES.md``, when
@@ -77,7 +77,9 @@ def machine_section(meta: Dict[str, Any], label: str) -> List[str]:
     return [f"**{label}**", ""] + _table(["", ""], rows, "ll")
 
 
-def targets_section(ratios: Optional[dict], e2e: Optional[dict]) -> List[str]:
+def targets_section(
+    ratios: Optional[dict], e2e: Optional[dict], secure: Optional[dict] = None
+) -> List[str]:
     rows = []
     for t in (ratios or {}).get("targets", []):
         rows.append(
@@ -88,15 +90,16 @@ def targets_section(ratios: Optional[dict], e2e: Optional[dict]) -> List[str]:
                 MARK[t["pass"]],
             ]
         )
-    for t in (e2e or {}).get("targets", []):
-        rows.append(
-            [
-                "end to end: " + t["what"],
-                t["target"],
-                "n/a" if t["measured"] is None else f"{_num(t['measured'], 2)} {t['unit']}",
-                MARK[t["pass"]],
-            ]
-        )
+    for label, result in (("end to end", e2e), ("security", secure)):
+        for t in (result or {}).get("targets", []):
+            rows.append(
+                [
+                    f"{label}: " + t["what"],
+                    t["target"],
+                    "n/a" if t["measured"] is None else f"{_num(t['measured'], 2)} {t['unit']}",
+                    MARK[t["pass"]],
+                ]
+            )
     if not rows:
         return ["No results yet.", ""]
     passed = sum(1 for r in rows if r[3] == MARK[True])
@@ -307,6 +310,253 @@ def traffic_section(e2e: dict) -> List[str]:
     return out
 
 
+SECURE_LABEL = {"plaintext": "plaintext", "cluster_key": "cluster key", "tls": "mutual TLS"}
+
+
+def _pct(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f} %"
+
+
+def secure_section(sec: dict) -> List[str]:
+    """The "Security" section: bench.secure's ingest, handshake, idle traffic
+    and sealing path."""
+    out: List[str] = []
+    mode = sec["settings"].get("mode", "full")
+    if mode != "full":
+        out += [f"*(a `--{mode}` run: smaller sizes than the full benchmark)*", ""]
+    ing = sec.get("ingest") or {}
+    if ing:
+        out += [f"### Ingest: a fresh peer catching up on {ing['keys']:,} keys", ""]
+        ratios = ing.get("ratio_of_medians") or {}
+        rows = []
+        for m, r in ing["modes"].items():
+            rows.append(
+                [
+                    SECURE_LABEL.get(m, m),
+                    f"{(r['entries_per_s_median'] or 0) / 1e6:,.2f} M/s",
+                    ", ".join(
+                        f"{x['entries_per_s'] / 1e6:.2f}" + ("" if x["complete"] else " ✗")
+                        for x in r["runs"]
+                    ),
+                    "1" if m == "plaintext" else _pct(ratios.get(m)),
+                    _num(r.get("setup_ms_median"), 1) + " ms",
+                    f"{(r.get('transfer_entries_per_s_median') or 0) / 1e6:,.2f} M/s",
+                    _num(r.get("wire_bytes_per_entry"), 2),
+                    ", ".join(str(x.get("page_faults", "?")) for x in r["runs"]),
+                ]
+            )
+        out += _table(
+            [
+                "security",
+                "median entries/s",
+                "every round (M/s)",
+                "over plaintext",
+                "setup (to the first frame)",
+                "after setup",
+                "wire B/entry",
+                "page faults, every round",
+            ],
+            rows,
+        )
+        out += [
+            f"{ing['rounds']} rounds, each one ingest per mode, the order rotating; "
+            '"over plaintext" is the ratio of the medians (the median of the '
+            "per-round ratios: "
+            + ", ".join(
+                f"{SECURE_LABEL.get(m, m)} {_pct(x)}"
+                for m, x in (ing.get("median_of_round_ratios") or {}).items()
+            )
+            + "). Both ends run in one process, as in the end-to-end ingest: one core "
+            "seals and opens every record. The page faults are the process's minor "
+            "faults during the ingest (fresh memory mapped in; see the sealing path "
+            "below).",
+            "",
+        ]
+    hs = sec.get("handshake") or {}
+    if hs:
+        out += ["### A new connection: the handshake", ""]
+        added = hs.get("added") or {}
+        rows = []
+        for m, r in hs["modes"].items():
+            a = added.get(m) or {}
+            rts = r.get("round_trips")
+            if rts is None:
+                relay = "no answer" if r.get("relay_unanswered") else "n/a"
+            else:
+                relay = f"{rts:.2f}"
+            rows.append(
+                [
+                    SECURE_LABEL.get(m, m),
+                    _num(r["latency_us_median"], 0) + " µs",
+                    f"{_num(r['latency_us_p10'], 0)} / {_num(r['latency_us_p90'], 0)} µs",
+                    "" if not a else f"+{_num(a.get('latency_us'), 0)} µs",
+                    "" if not a else _num(a.get("in_loopback_rtts"), 1),
+                    relay,
+                    " \\| ".join(f"{side} {n:,}" for side, n in r["flights"]),
+                    str(r["flight_round_trips"]),
+                ]
+            )
+        out += _table(
+            [
+                "security",
+                "median to the first answer",
+                "p10 / p90",
+                "added",
+                "added, in loopback RTTs",
+                "round trips (relay)",
+                "flights (bytes)",
+                "round trips (flights)",
+            ],
+            rows,
+        )
+        out += [
+            f"`await node.ping(addr)` to an address that is no peer opens a new "
+            f"connection each call ({hs['samples']} samples per mode, interleaved): TCP "
+            "connect, the handshake, one Ping and its Pong. The loopback round trip is "
+            f"what the plaintext ping itself returns once connected: "
+            f"{_num(hs.get('loopback_rtt_us'), 0)} µs (both ends in one event loop). "
+            "Microseconds on loopback are mostly CPU (key derivation, certificates), so "
+            "round trips are counted apart: each mode pings again through a relay that "
+            f"holds every chunk {hs['relay_delay_ms']:g} ms each way; (relayed - direct) "
+            f"/ {2 * hs['relay_delay_ms']:g} ms is the round trips the exchange waits for "
+            "(TCP's connect is not relayed: one more, the same in every mode). The "
+            "flights are what each side sent before the other answered (C: the "
+            "dialling end).",
+            "",
+        ]
+        for m, r in hs["modes"].items():
+            err = r.get("server_stream_error")
+            if r.get("relay_unanswered"):
+                out += [
+                    f"* {SECURE_LABEL.get(m, m)} through the relay: "
+                    f"{r['relay_unanswered']} of {hs['relay_samples']} pings unanswered"
+                    + (
+                        f"; the accepting end's bytes at offset {err['offset']} are no TLS "
+                        f"record but a plaintext frame (`{err['bytes_hex']}`...)"
+                        if err
+                        else ""
+                    )
+                    + ".",
+                ]
+            if r.get("unanswered"):
+                out += [f"* {SECURE_LABEL.get(m, m)}: {r['unanswered']} direct pings unanswered."]
+        if any(r.get("relay_unanswered") or r.get("unanswered") for r in hs["modes"].values()):
+            out.append("")
+    idle = sec.get("idle") or {}
+    if idle:
+        out += ["### Idle traffic", ""]
+        rows = []
+        for m, r in idle["modes"].items():
+            rows.append(
+                [
+                    SECURE_LABEL.get(m, m),
+                    f"{r['frames_sent']:,}",
+                    f"{r['bytes_sent']:,}",
+                    _num(r["bytes_per_frame"], 1),
+                    _num(r.get("frames_per_node_round"), 2),
+                    f"{r['records']:,}" if "records" in r else "",
+                    _num(r.get("frames_per_record"), 2) if "records" in r else "",
+                    _num(r.get("overhead_bytes_per_frame"), 2) if "records" in r else "",
+                ]
+            )
+        out += _table(
+            [
+                "security",
+                "frames sent",
+                "bytes sent",
+                "bytes per frame",
+                "frames per node per round",
+                "sealed records",
+                "frames per record",
+                "sealing adds per frame",
+            ],
+            rows,
+        )
+        out += [
+            f"Two {idle['nodes']}-node clusters (the same node ids, {idle['keys']} keys, "
+            f"gossip every {idle['interval']:g} s, membership on) idle side by side, counted "
+            f"over {idle['window_s']:.1f} s. Across the clusters the bytes per frame differ by "
+            f"{_num(idle.get('bytes_per_frame_difference'), 1)} B (their traffic mixes differ "
+            "a little); within the keyed cluster, the bytes `Session.seal` returned less "
+            f"those it was given: **{_num(idle.get('overhead_bytes_per_frame'), 2)} B per "
+            "frame** (4 + 16 per record; a record carries every frame of one write). TLS is "
+            "not in this table: `stats.bytes_sent` counts what a node hands the TLS "
+            "transport, not TLS's records.",
+            "",
+        ]
+    sealing = sec.get("sealing") or {}
+    fresh, warm = sealing.get("fresh_process"), sealing.get("warm")
+    if fresh and warm:
+        out += [f"### The sealing path ({warm['bytes'] / 1e6:.1f} MB)", ""]
+        labels = [
+            ("seal", "`Session.seal`, one call (as a node answers a fresh peer)"),
+            ("receive", f"`Session.receive`, {warm['read_size'] // 1024} KiB reads"),
+            ("encrypt", "the cipher: `AESGCM.encrypt` per 64 KiB record, output dropped"),
+            ("encrypt_into", "the cipher: `AESGCM.encrypt_into` one fresh buffer"),
+            ("encrypt_into_reused", "the cipher: `AESGCM.encrypt_into` one reused buffer"),
+        ]
+        rows = [
+            [
+                text,
+                _num(fresh[k]["ms_median"], 2) + " ms",
+                _num(fresh[k].get("page_faults_median"), 0),
+                _num(warm[k]["ms_median"], 2) + " ms",
+                _num(warm[k].get("page_faults_median"), 0),
+                _num(warm[k]["gb_per_s"], 2) + " GB/s",
+            ]
+            for k, text in labels
+            if k in fresh and k in warm
+        ]
+        out += _table(
+            [
+                "",
+                "fresh process: median",
+                "page faults",
+                "after the run: median",
+                "page faults",
+                "rate",
+            ],
+            rows,
+        )
+        out += [
+            f"Medians of {warm['repeats']} repeats, fresh data and sessions each; first "
+            "thing in the process (the allocator maps new memory in for every large "
+            "buffer), then after the other parts (it reuses what they freed). The last "
+            "three rows are the cipher alone over the records `Session.seal` makes: what "
+            "`Session.seal` costs beyond them is its copies into fresh memory (ciphertext, "
+            "header + ciphertext, the join) and the page faults that map it in.",
+            "",
+        ]
+    prof = sec.get("profile") or {}
+    for m, p in prof.items():
+        if not isinstance(p, dict) or "top" not in p:
+            continue
+        joins = ", ".join(
+            f"`{k}` {v:.2f} ms" for k, v in (p.get("bytes_join_ms_by_caller") or {}).items()
+        )
+        out += [
+            f"Profile of one {SECURE_LABEL.get(m, m)} ingest (cProfile, both ends; "
+            f"{p['entries_per_s'] / 1e6:.2f} M entries/s under the profiler, "
+            f"{p['total_ms']:.1f} ms profiled; AES-GCM {p['aesgcm_ms']:.2f} ms, `secure.py`'s "
+            f"own code {p['secure_py_own_ms']:.2f} ms, `bytes.join` by caller: "
+            f"{joins or 'none'}), by own time:",
+            "",
+        ]
+        out += _table(
+            ["function", "calls", "own ms", "cumulative ms"],
+            [
+                [
+                    f"`{r['function']}`",
+                    str(r["calls"]),
+                    _num(r["tottime_ms"], 2),
+                    _num(r["cumtime_ms"], 2),
+                ]
+                for r in p["top"][:10]
+            ],
+        )
+    return out
+
+
 # -- plots ------------------------------------------------------------------------------------
 
 
@@ -448,14 +698,17 @@ Regenerate everything (about {minutes} minutes; the machine should be otherwise 
 
 ```sh
 pip install -e '.[bench]'        # or: python setup.py build_ext --inplace && export PYTHONPATH=src
-python -m bench.ratios && python -m bench.e2e && python -m bench.report
+python -m bench.ratios && python -m bench.e2e && python -m bench.secure && python -m bench.report
 ```
 
 `python -m bench.ratios` times every hot path in one process and writes
 `bench/results/ratios.json`; `python -m bench.e2e` runs nodes over 127.0.0.1
 (`--quick` for a one-minute version, `--impl cython|python|both`) and writes
-`bench/results/e2e.json`; `python -m bench.report` renders this page and its
-plots. The same workloads as pytest-benchmark tables:
+`bench/results/e2e.json`; `python -m bench.secure` measures what the cluster
+key and mutual TLS cost against plaintext (ingest, a new connection's
+handshake, idle traffic, the sealing path; `--quick`, `--profile`) and writes
+`bench/results/secure.json`; `python -m bench.report` renders this page and
+its plots. The same workloads as pytest-benchmark tables:
 
 ```sh
 python -m pytest bench/ --benchmark-enable --benchmark-group-by=group
@@ -504,18 +757,18 @@ METHOD = """\
 
 
 def render(
-    ratios: Optional[dict], e2e: Optional[dict], plots: List[str], notes: Optional[str]
+    ratios: Optional[dict],
+    e2e: Optional[dict],
+    plots: List[str],
+    notes: Optional[str],
+    secure: Optional[dict] = None,
 ) -> str:
     minutes = 10
     if ratios and e2e:
-        minutes = (
-            math.ceil(
-                (ratios["settings"].get("elapsed_s", 0) + e2e["settings"].get("elapsed_s", 0)) / 60
-            )
-            + 1
-        )
+        seconds = sum(r["settings"].get("elapsed_s", 0) for r in (ratios, e2e, secure) if r)
+        minutes = math.ceil(seconds / 60) + 1
     out = [HEADER.format(minutes=minutes), "## Targets", ""]
-    out += targets_section(ratios, e2e)
+    out += targets_section(ratios, e2e, secure)
     if notes:
         out += ["## Observations", "", notes.strip(), ""]
     if ratios:
@@ -547,6 +800,10 @@ def render(
             out += [f"* {n}" for n in e2e["notes"]] + [""]
     elif not plots:
         out += ["*(no end-to-end results yet: run `python -m bench.e2e`)*", ""]
+    if secure:
+        out += ["## Security", ""]
+        out += machine_section(secure["meta"], "Measured on")
+        out += secure_section(secure)
     out.append(METHOD)
     return "\n".join(out).rstrip() + "\n"
 
@@ -555,10 +812,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratios", default=os.path.join(RESULTS, "ratios.json"))
     parser.add_argument("--e2e", default=os.path.join(RESULTS, "e2e.json"))
+    parser.add_argument("--secure", default=os.path.join(RESULTS, "secure.json"))
     parser.add_argument("--notes", default=os.path.join(RESULTS, "NOTES.md"))
     parser.add_argument("--out", default=os.path.join(DOCS, "benchmarks.md"))
     args = parser.parse_args(argv)
-    ratios, e2e = _load(args.ratios), _load(args.e2e)
+    ratios, e2e, secure = _load(args.ratios), _load(args.e2e), _load(args.secure)
     if ratios is None and e2e is None:
         print(
             "no results: run python -m bench.ratios and python -m bench.e2e first", file=sys.stderr
@@ -572,7 +830,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(args.notes) as f:
             notes = f.read()
     with open(args.out, "w") as f:
-        f.write(render(ratios, e2e, plots, notes))
+        f.write(render(ratios, e2e, plots, notes, secure))
     print(f"wrote {os.path.relpath(args.out)}" + (f" and {', '.join(plots)}" if plots else ""))
     return 0
 
