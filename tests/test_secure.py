@@ -26,6 +26,7 @@ from fastgossip.secure import (
     R_UNKNOWN_KEY,
     REFUSED,
     SERVER_HELLO_SIZE,
+    SentNonces,
     Session,
     key_id,
     keyring_from_env,
@@ -252,6 +253,22 @@ def test_no_downgrade_a_version_or_flag_change_is_refused() -> None:
         bad[i] ^= 0x01
         with pytest.raises(AuthError):
             client.receive(bytes(bad))
+
+
+def test_a_reflected_hello_is_refused() -> None:
+    """Found by an attack: someone on the path connects a node's dial back to
+    its own listener; the MACs verify (it holds the key), so the node would
+    talk to itself. The node's accepting end knows its own recent nonces."""
+    nonces = SentNonces(kept=2)
+    ring = Keyring([KEY])
+    client = Session(ring, initiator=True, nonces=nonces)
+    server = Session(ring, initiator=False, nonces=nonces)
+    with pytest.raises(AuthError, match="reflected"):
+        server.receive(client.start())
+    for _ in range(2):  # a bounded memory: the oldest are forgotten
+        Session(ring, initiator=True, nonces=nonces).start()
+    c2 = Session(ring, initiator=True)
+    assert Session(ring, initiator=False, nonces=nonces).receive(c2.start()) == b""
 
 
 def test_sealing_before_the_handshake_is_an_error() -> None:

@@ -368,6 +368,61 @@ async def test_tls_batches_are_checked_for_their_sender_too(implementation: str,
         ok.sock.close()
 
 
+async def test_tls_an_empty_sender_is_not_exempt(implementation: str, tmp_path) -> None:
+    pki = make_test_pki(str(tmp_path), ["a", "mallory"])
+    a = await start("a", implementation, ssl=pki["a"], membership=False)
+    async with a:
+        client = RawTLS(pki["mallory"], a.addr)
+        await client.handshake()
+        await client.send(encode(Ping("", 7)))
+        await client.received()
+        assert a.stats.auth_failures == 1 and a.stats.frames_sent == 0  # no Pong
+
+
+async def test_strangers_churning_handshakes_cannot_keep_a_member_out(
+    implementation: str,
+) -> None:
+    """Found by an attack: unauthenticated connections had the two-round
+    grace of real ones at the inbound cap, so a stranger reopening them kept
+    honest newcomers out. Now the oldest still in its handshake goes first."""
+    a = await start("a", implementation, cluster_key=K1, max_inbound=4)
+    socks = []
+    try:
+        for _ in range(6):
+            _, w = await asyncio.open_connection(*a.addr)
+            w.write(b"FGSK")
+            socks.append(w)
+        a.set("k", 1)
+        b = await start("b", implementation, cluster_key=K1, seeds=[a.addr])
+        async with b:
+            await wait_for(lambda: b.get("k") == 1, timeout=5)
+        assert a.stats.connections_shed >= 2
+    finally:
+        for w in socks:
+            w.close()
+        await a.shutdown()
+
+
+async def test_a_dial_reflected_back_to_the_node_is_refused(implementation: str) -> None:
+    """Found by an attack: a relay on the path connected a node's dial to its
+    own listener and the node gossiped with itself, its real peer unreached."""
+    a = await start("a", implementation, cluster_key=K1, membership=False)
+    proxy = Proxy(a.addr)
+    await proxy.start()
+    try:
+        a.add_peer(proxy.addr)
+        await wait_for(lambda: a.stats.auth_failures >= 1)
+        assert all(
+            not s.established or not p.outbound
+            for p in a._transport.conns.values()
+            for s in [p.sec]
+            if s is not None
+        )
+    finally:
+        await proxy.close()
+        await a.shutdown()
+
+
 async def test_ping_raises_node_error_at_once_when_refused(implementation: str, tmp_path) -> None:
     """Found in review: a refused handshake made ping wait for its timeout."""
     pki = make_test_pki(str(tmp_path / "1"), ["a"])

@@ -662,6 +662,11 @@ class GossipCore:
         if c.identities is not None and msg.sender_id not in c.identities:
             self._refuse_identity(c, conn, msg.sender_id, now)
             return True
+        if msg.sender_id == self.node_id:
+            # our own greeting: a connection to ourselves (our own address
+            # among the seeds, or one reflected back to us on the path)
+            self._refuse_cluster(c, conn, now, "is this node itself")
+            return True
         c.greeted = True
         c.node = msg.sender_id
         if not c.outbound:
@@ -1418,7 +1423,9 @@ class GossipCore:
         kind = type(msg)
         c = self._conns.get(conn)
         if c is not None and c.identities is not None:
-            sender = getattr(msg, "sender_id", None) or getattr(msg, "leader_id", None)
+            sender = getattr(msg, "sender_id", None)
+            if sender is None:
+                sender = getattr(msg, "leader_id", None)
             if sender is None:
                 sender = getattr(msg, "follower_id", None)
             if sender is not None and sender not in c.identities:

@@ -33,6 +33,7 @@ import hmac
 import os
 import ssl
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, FrozenSet, Iterable, List, Optional, Tuple, Union
 
@@ -350,6 +351,26 @@ def looks_encrypted(data: bytes) -> bool:
 _HELLO, _SERVER_HELLO, _FINISH, _OPEN, _FAILED = range(5)
 
 
+class SentNonces:
+    """The nonces of one node's latest ClientHellos: its accepting end, sent
+    one of them, is talking to itself (a dial reflected back by someone on
+    the path), which the MACs alone would not show."""
+
+    __slots__ = ("_seen", "_kept")
+
+    def __init__(self, kept: int = 4096) -> None:
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._kept = kept
+
+    def add(self, nonce: bytes) -> None:
+        self._seen[nonce] = None
+        if len(self._seen) > self._kept:
+            self._seen.popitem(last=False)
+
+    def __contains__(self, nonce: object) -> bool:
+        return nonce in self._seen
+
+
 class Session:
     """One connection's handshake, then its sealed records (see the module
     docstring). ``initiator``: this end dialled. ``out`` holds bytes to
@@ -371,12 +392,18 @@ class Session:
         "_open",
         "_sent",
         "_recv",
+        "_nonces",
     )
 
     def __init__(
-        self, keyring: Keyring, initiator: bool, rand: Callable[[int], bytes] = os.urandom
+        self,
+        keyring: Keyring,
+        initiator: bool,
+        rand: Callable[[int], bytes] = os.urandom,
+        nonces: Optional[SentNonces] = None,
     ) -> None:
         self.keyring = keyring
+        self._nonces = nonces  # this node's (see SentNonces)
         self.initiator = initiator
         self.state = _SERVER_HELLO if initiator else _HELLO
         self.out = b""
@@ -405,7 +432,10 @@ class Session:
         assert self.initiator and not self._hello
         key = self.keyring.primary
         self.key = key
-        self._hello = hello(key_id(key), self._rand(NONCE_SIZE))
+        nonce = self._rand(NONCE_SIZE)
+        if self._nonces is not None:
+            self._nonces.add(nonce)
+        self._hello = hello(key_id(key), nonce)
         return self._hello
 
     def _fail(self, message: str, reason: int = 0) -> AuthError:
@@ -446,6 +476,8 @@ class Session:
             del buf[:HELLO_SIZE]
             if client_hello[6:8] != b"\x00\x00":
                 raise self._fail("a ClientHello with unknown flags", R_VERSION)
+            if self._nonces is not None and client_hello[16:] in self._nonces:
+                raise self._fail("our own ClientHello came back: a reflected connection")
             kid = client_hello[8:16]
             key = self.keyring.find(kid)
             if key is None:

@@ -42,7 +42,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .core import ASK, CLOSE, EVENT, SEND, GossipCore, RateLimitedLog
-from .secure import AuthError, Keyring, Session, TLSConfig, looks_encrypted, tls_identities
+from .secure import (
+    AuthError,
+    Keyring,
+    SentNonces,
+    Session,
+    TLSConfig,
+    looks_encrypted,
+    tls_identities,
+)
 
 log = logging.getLogger("fastgossip")
 
@@ -231,7 +239,9 @@ class GossipProtocol(asyncio.Protocol):
         # bytes are still to come (a node without a key recognises an encrypted
         # peer by them), and the names a TLS peer's certificate gives it
         keyring = owner.keyring
-        self.sec: Optional[Session] = Session(keyring, outbound) if keyring is not None else None
+        self.sec: Optional[Session] = (
+            Session(keyring, outbound, nonces=owner.sent_nonces) if keyring is not None else None
+        )
         self.fresh = True
         # whether the core was told of this connection (make_ready): frames
         # that come before (a TLS peer's data right behind its Finished) wait
@@ -435,6 +445,7 @@ class Transport:
     ) -> None:
         self.core = core
         self.keyring = keyring
+        self.sent_nonces = SentNonces()
         self.tls = tls
         self._tls_server: Optional[ssl.SSLContext] = None
         self._tls_client: Optional[ssl.SSLContext] = None
@@ -802,11 +813,21 @@ class Transport:
         inbound = [p for p in self.conns.values() if not p.outbound and not p.closed]
         if over_fds or len(inbound) > cap:
             others = [p for p in inbound if p is not proto]
-            stalest = min(others, key=lambda p: p.last_frame_at) if others else None
-            idle_for = self.loop.time() - stalest.last_frame_at if stalest else 0.0
-            if stalest is not None and idle_for > 2 * self.limits.gossip_interval:
+            # a connection still in its handshake (cluster key or TLS) gets no
+            # grace: the oldest goes first, so that a stranger who churns
+            # unauthenticated connections must open max_inbound of them per
+            # round trip to keep an honest newcomer out
+            pending = [p for p in others if not p.authed]
+            victim: Optional[GossipProtocol] = None
+            if pending:
+                victim = min(pending, key=lambda p: p.opened_at)
+            elif others:
+                stalest = min(others, key=lambda p: p.last_frame_at)
+                if self.loop.time() - stalest.last_frame_at > 2 * self.limits.gossip_interval:
+                    victim = stalest
+            if victim is not None:
                 self.stats.connections_shed += 1
-                stalest.abort()
+                victim.abort()
             else:
                 self.stats.connections_refused += 1
                 proto.abort()
