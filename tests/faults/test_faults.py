@@ -1,0 +1,176 @@
+"""Real faults: five node processes, each in its own network namespace on a
+bridge, with links cut, packets lost, a node killed and a link throttled
+while writers hammer every node (see lab.py). Each scenario ends with the
+checker: every node holds the same table, each key at its greatest
+acknowledged write (or a greater one that may have happened), nothing that
+was never written. Figures (convergence after heal, bytes received) are
+printed and, with FASTGOSSIP_FAULTS_RESULTS=path, written as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+from .lab import Cluster, Lab
+
+INTERVAL = 0.2  # the default gossip interval
+
+
+def run(lab: Lab, body: Callable[[Cluster], Awaitable[Any]]) -> Any:
+    """A fresh cluster of five processes for one scenario, always torn down
+    (and the lab's faults removed) however the scenario ends."""
+
+    async def main() -> Any:
+        cluster = Cluster(lab, interval=INTERVAL)
+        try:
+            await cluster.start()
+            await cluster.wait_members()
+            return await body(cluster)
+        finally:
+            lab.heal()
+            for i in range(lab.n):
+                lab.unthrottle(i)
+            await cluster.close()
+
+    return asyncio.run(main())
+
+
+def test_baseline_concurrent_writes(lab: Lab, record) -> None:
+    async def body(c: Cluster) -> None:
+        async def writer(i: int) -> None:
+            for k in range(200):
+                await c.write(i, f"k{(k * 7 + i) % 100}")
+
+        await asyncio.gather(*(writer(i) for i in range(5)))
+        took = await c.converged(timeout=20)
+        await c.check()
+        assert sum(w.state == "acked" for w in c.writes) == 1000
+        record(writes=1000, converged_s=round(took, 3), bytes_received=await c.received())
+
+    run(lab, body)
+
+
+def test_partition_with_conflicting_writes_then_heal(lab: Lab, record) -> None:
+    async def body(c: Cluster) -> None:
+        lab.partition((0, 1), (2, 3, 4))
+        n = await c.writes_for(10.0, range(5), keys=50, rate=100)
+        lab.heal()
+        took = await c.converged(timeout=30)
+        await c.check()
+        record(writes=n, partition_s=10, converged_after_heal_s=round(took, 3),
+               bytes_received=await c.received())  # fmt: skip
+
+    run(lab, body)
+
+
+def test_random_loss_on_every_link(lab: Lab, record) -> None:
+    async def body(c: Cluster) -> None:
+        lab.loss(30)
+        n = await c.writes_for(20.0, range(5), keys=200, rate=100)
+        lab.heal()
+        took = await c.converged(timeout=30)
+        await c.check()
+        record(writes=n, loss_percent=30, loss_s=20, converged_after_heal_s=round(took, 3),
+               bytes_received=await c.received())  # fmt: skip
+
+    run(lab, body)
+
+
+def test_kill_9_and_restart_under_the_same_id(lab: Lab, record) -> None:
+    async def body(c: Cluster) -> None:
+        victim = 2
+        task = asyncio.ensure_future(c.writes_for(4.0, range(5), keys=100, rate=100))
+        await asyncio.sleep(2.0)
+        killed_at = time.monotonic()
+        c.nodes[victim].kill9()
+        # acknowledged = in that process's memory (README): what the victim
+        # acknowledged in its last second may be gone with it
+        for w in c.writes:
+            if w.node == victim and w.state == "acked":
+                w.state = "indeterminate"
+        await task
+        await c.nodes[victim].start()
+        restarted = time.monotonic()
+        for k in range(20):
+            w = await c.write(victim, f"after-restart-{k}")
+            assert w.state == "acked"
+        took = await c.converged(timeout=30)
+        await c.check()
+        record(killed_for_s=round(restarted - killed_at, 2),
+               converged_after_restart_s=round(time.monotonic() - restarted, 3),
+               converged_after_writes_s=round(took, 3), bytes_received=await c.received())  # fmt: skip
+
+    run(lab, body)
+
+
+def test_partition_toggled_every_second(lab: Lab, record) -> None:
+    async def body(c: Cluster) -> None:
+        async def toggle() -> None:
+            for s in range(15):
+                if s % 2 == 0:
+                    lab.partition((0, 1), (2, 3, 4))
+                else:
+                    lab.heal()
+                await asyncio.sleep(1.0)
+            lab.heal()
+
+        n, _ = await asyncio.gather(c.writes_for(15.0, range(5), keys=50, rate=100), toggle())
+        took = await c.converged(timeout=30)
+        await c.check()
+        record(writes=n, converged_after_heal_s=round(took, 3), bytes_received=await c.received())
+
+    run(lab, body)
+
+
+def test_a_throttled_node_catches_up_without_receiving_much_more_than_the_payload(
+    lab: Lab, record
+) -> None:
+    async def body(c: Cluster) -> None:
+        slow = 4
+        lab.throttle(slow, "1mbit")
+        before = (await c.received())[slow]
+        started = time.monotonic()
+        for part in range(5):  # 50,000 keys written on n1..n4
+            await c.bulk(part % 4, f"b{part}-", 10_000, 24)
+        written = time.monotonic()
+        payload = sum(len(w.key) + len(w.value) for w in c.writes)
+        took = await c.converged(timeout=150)
+        got = (await c.received())[slow] - before
+        seconds_at_rate = payload * 8 / 1e6
+        lab.unthrottle(slow)
+        await c.check()
+        record(keys=50_000, payload_bytes=payload, received_bytes=got,
+               received_over_payload=round(got / payload, 2),
+               catch_up_s=round(time.monotonic() - started, 2),
+               after_last_write_s=round(took, 2), payload_at_1mbit_s=round(seconds_at_rate, 1),
+               written_in_s=round(written - started, 2))  # fmt: skip
+
+    run(lab, body)
+
+
+def test_an_asymmetric_cut(lab: Lab, record) -> None:
+    async def body(c: Cluster) -> None:
+        lab.cut(1, 0)  # n1 can send to n2 but not receive from it
+        n = await c.writes_for(10.0, range(5), keys=50, rate=100)
+        during = await c.converged(timeout=30)  # through the others, cut or not
+        lab.heal()
+        await c.check()
+        record(writes=n, converged_during_cut_s=round(during, 3),
+               bytes_received=await c.received())  # fmt: skip
+
+    run(lab, body)
+
+
+def test_a_long_partition(lab: Lab, record) -> None:
+    async def body(c: Cluster) -> None:
+        lab.partition((0, 1), (2, 3, 4))
+        n = await c.writes_for(60.0, range(5), keys=100, rate=20)
+        lab.heal()
+        took = await c.converged(timeout=60)
+        await c.check()
+        record(writes=n, partition_s=60, converged_after_heal_s=round(took, 3),
+               bytes_received=await c.received())  # fmt: skip
+
+    run(lab, body)
