@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any, Dict, Iterator
 
 import pytest
@@ -33,15 +34,18 @@ def lab() -> Iterator[Lab]:
         yield lab
     finally:
         lab.close()
-        out = os.environ.get("FASTGOSSIP_FAULTS_RESULTS")
-        if out and RESULTS:
+        out = os.environ.get("FASTGOSSIP_FAULTS_RESULTS") or os.path.join(
+            tempfile.gettempdir(), "fastgossip-faults.json"
+        )
+        if RESULTS:
             with open(out, "w") as f:
                 json.dump(RESULTS, f, indent=1)
 
 
 @pytest.fixture
 def record(request: pytest.FixtureRequest):
-    """Keep a scenario's figures (FASTGOSSIP_FAULTS_RESULTS=path writes them)."""
+    """Keep a scenario's figures: written as JSON to $FASTGOSSIP_FAULTS_RESULTS
+    (default: fastgossip-faults.json in the temporary directory)."""
 
     def put(**figures: Any) -> None:
         RESULTS[request.node.name] = figures

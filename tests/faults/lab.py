@@ -343,9 +343,7 @@ class Cluster:
                     best[w.key] = t
         return best
 
-    async def converged(
-        self, timeout: float, nodes: Optional[Iterable[int]] = None
-    ) -> float:
+    async def converged(self, timeout: float, nodes: Optional[Iterable[int]] = None) -> float:
         """Seconds until every node (of ``nodes``) holds the same table with
         every key written; AssertionError after ``timeout``."""
         started = time.monotonic()
@@ -378,7 +376,7 @@ class Cluster:
             assert d == dumps[0], f"{self.nodes[i].id} differs from {self.nodes[which[0]].id}"
         table = dumps[0]
         written = {(w.key, w.value): w for w in self.writes if w.state != "failed"}
-        for key, (version, origin, value) in table.items():
+        for key, (_version, _origin, value) in table.items():
             w = written.get((key, value))
             assert w is not None, f"phantom value {value!r} under {key!r}"
         for key, best in self.expected().items():
