@@ -86,6 +86,16 @@ async def serve(args: argparse.Namespace) -> None:
                         "members": {m.node_id: m.status for m in node.members()},
                         "origin": node.origin,
                     }
+                elif op == "internals":  # (for debugging a scenario)
+                    core = node._core
+                    ans = {
+                        "wm": core.state.watermarks(),
+                        "digest": core.digest_watermarks(),
+                        "sending": {
+                            str(k): [c.node, c.sent, c.cap] for k, c in core._sending.items()
+                        },
+                        "refusals": node.refusals(),
+                    }
                 elif op == "quit":
                     writer.write(b'{"ok": true}\n')
                     await writer.drain()
