@@ -70,7 +70,8 @@ async def test_an_encrypted_cluster_converges(implementation: str) -> None:
         await wait_for(lambda: all(n.get("k") == b"v" and n.get("j") == 7 for n in (a, b, c)))
         await wait_for(lambda: all(len(n.members()) == 3 for n in (a, b, c)))
         assert all(n.stats.auth_failures == 0 for n in (a, b, c))
-        assert sessions(a) and all(s.established and s.key == K1 for s in sessions(a))
+        opened = [s for s in sessions(a) if s.established]  # (others may be mid-handshake)
+        assert opened and all(s.key == K1 for s in opened)
 
 
 async def test_a_stranger_is_refused_before_anything_reaches_the_table(
@@ -529,7 +530,8 @@ async def test_an_eavesdropper_reads_no_key_and_no_value(implementation: str) ->
         await wait_for(lambda: b.get("answer") == b"from a: " + SECRET)
         wire = b"".join(bytes(r["c2s"]) + bytes(r["s2c"]) for r in proxy.recorded)
         assert len(wire) > 200
-        for needle in (SECRET, SECRET_KEY.encode(), b"from a", b"b~", b"answer"):
+        # (needles of 6 bytes or more: a shorter one turns up in random bytes)
+        for needle in (SECRET, SECRET_KEY.encode(), b"from a", b"answer"):
             assert needle not in wire
     finally:
         await proxy.close()

@@ -690,26 +690,33 @@ class GossipCore:
     def _refuse_identity(self, c: _Conn, conn: int, sender: str, now: float) -> None:
         """A TLS peer named itself as a node its certificate does not name."""
         self.stats.auth_failures += 1
-        self.logs.log(
-            logging.WARNING,
-            "auth",
+        self._refuse(
+            c,
+            conn,
             now,
+            "auth",
             "%s: refusing a connection: the peer speaks as %r but its certificate "
             "names %s (stats.auth_failures)",
             self.node_id,
             sender,
             sorted(c.identities or ()),
         )
+
+    def _refuse(self, c: _Conn, conn: int, now: float, cause: str, msg: str, *args: Any) -> None:
+        """Log (at a bounded rate), close and forget a connection: nothing more
+        is read from it."""
+        self.logs.log(logging.WARNING, cause, now, msg, *args)
         self.out.append((CLOSE, conn, None))
         c.greeted = False
         self.closed(conn, now)
 
     def _refuse_cluster(self, c: _Conn, conn: int, now: float, why: str) -> None:
         self.stats.cluster_mismatch += 1
-        self.logs.log(
-            logging.WARNING,
-            "cluster",
+        self._refuse(
+            c,
+            conn,
             now,
+            "cluster",
             "%s: refusing a connection (%s): the peer %s; cluster_id is %r "
             "(stats.cluster_mismatch)",
             self.node_id,
@@ -717,9 +724,6 @@ class GossipCore:
             why,
             self._cluster_id,
         )
-        self.out.append((CLOSE, conn, None))
-        c.greeted = False
-        self.closed(conn, now)  # forgotten now: nothing more is read from it
 
     # -- local writes ----------------------------------------------------------
     def check_storable(
