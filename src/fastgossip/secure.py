@@ -99,7 +99,11 @@ ENV_VAR = "FASTGOSSIP_CLUSTER_KEY"
 class AuthError(GossipError, ValueError):
     """A connection failed the handshake, or a sealed record failed to open
     (wrong key, plaintext peer, tampered, replayed, reordered or truncated
-    bytes). The connection is closed; ``stats.auth_failures`` counts them."""
+    bytes). The connection is closed; ``stats.auth_failures`` counts them.
+    ``own_hello``: the peer sent this node's own ClientHello (it dialled
+    itself, or someone reflected its dial)."""
+
+    own_hello = False
 
 
 # -- keys ----------------------------------------------------------------------
@@ -477,7 +481,12 @@ class Session:
             if client_hello[6:8] != b"\x00\x00":
                 raise self._fail("a ClientHello with unknown flags", R_VERSION)
             if self._nonces is not None and client_hello[16:] in self._nonces:
-                raise self._fail("our own ClientHello came back: a reflected connection")
+                exc = self._fail(
+                    "our own ClientHello came back: this node dialled itself (an address of "
+                    "its own among the seeds?) or the dial was reflected"
+                )
+                exc.own_hello = True
+                raise exc
             kid = client_hello[8:16]
             key = self.keyring.find(kid)
             if key is None:

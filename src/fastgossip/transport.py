@@ -306,7 +306,7 @@ class GossipProtocol(asyncio.Protocol):
         """The core was told of this connection: read what waited, and what comes."""
         self.ready = True
         early, self.early = self.early, b""
-        if early and not self.closed:
+        if early and not self.closed and not self.closed_here:
             self._feed(early)
 
     def _feed(self, data: bytes) -> None:
@@ -641,6 +641,8 @@ class Transport:
             raise NodeError(
                 f"cannot connect to {addr[0]}:{addr[1]}: {exc.strerror or exc}"
             ) from exc
+        if proto.closed or proto.closed_here:
+            raise NodeError(f"cannot connect to {addr[0]}:{addr[1]}: closed after the handshake")
         self.core.connected(
             proto.conn, self.now(), peer=None, outbound=True, identities=proto.identities
         )
@@ -743,7 +745,12 @@ class Transport:
                 FDS.pending -= 1  # the accepting end is counted already
             else:
                 FDS.expected[local] = self.loop.time()
-        if self.closing or self.links.get(link.addr) is not link or proto.closed:
+        if (
+            self.closing
+            or self.links.get(link.addr) is not link
+            or proto.closed
+            or proto.closed_here
+        ):
             proto.close()
             return
         link.proto = proto  # (the backoff is reset when the peer answers)
@@ -810,7 +817,11 @@ class Transport:
         if self.limits.max_inbound is not None:
             cap = min(cap, self.limits.max_inbound)
         over_fds = not budgeted and FDS.in_use > FDS.limit
-        inbound = [p for p in self.conns.values() if not p.outbound and not p.closed]
+        # (one shed a moment ago is still here until asyncio reports it lost:
+        # a burst of accepts must not count it as room again)
+        inbound = [
+            p for p in self.conns.values() if not p.outbound and not p.closed and not p.closed_here
+        ]
         if over_fds or len(inbound) > cap:
             others = [p for p in inbound if p is not proto]
             # a connection still in its handshake (cluster key or TLS) gets no
@@ -860,11 +871,18 @@ class Transport:
     def auth_failed(self, proto: GossipProtocol, exc: Exception) -> None:
         """A peer failed the handshake (or a sealed record did not open): count
         it, log it at a bounded rate, write the Refusal if any and close.
-        Nothing it sent reached the decoder."""
-        self.stats.auth_failures += 1
+        Nothing it sent reached the decoder. (A node that dialled itself, its
+        own ClientHello coming back, is counted as ``cluster_mismatch`` and
+        logged at INFO, as a plaintext node's own greeting is: an address of
+        its own among the seeds is no attack.)"""
+        own = isinstance(exc, AuthError) and exc.own_hello
+        if own:
+            self.stats.cluster_mismatch += 1
+        else:
+            self.stats.auth_failures += 1
         self.logs.log(
-            logging.WARNING,
-            "auth",
+            logging.INFO if own else logging.WARNING,
+            "self" if own else "auth",
             self.now(),
             "%s: refusing %s connection %s: %s (stats.auth_failures)",
             self.core.node_id,
@@ -924,6 +942,9 @@ class Transport:
         closed and counted) when the handshake fails."""
         raw = proto.transport
         assert raw is not None
+        if proto.closed_here or raw.is_closing():  # shed before its handshake began
+            self._lost_in_handshake(proto)
+            return False
         ctx = self._tls_client if proto.outbound else self._tls_server
         timeout = self.limits.frame_timeout
         try:
