@@ -529,6 +529,9 @@ Rotate a cluster's key without downtime, on every node's file in turn:
   fastgossip keyring --file F install NEW   # accepted everywhere, not yet used
   fastgossip keyring --file F use NEW       # new connections dial with it
   fastgossip keyring --file F remove OLD    # connections opened with OLD close
+
+Finish each step on every node, and wait two seconds (a node re-reads its
+file within one), before the next.
 """
 
 
