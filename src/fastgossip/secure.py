@@ -177,7 +177,6 @@ class Keyring:
         self._primary = decoded[0] if primary is None else decode_key(primary)
         if self._primary not in decoded:
             raise ValueError("the primary key must be one of the keyring's keys")
-        self._ids = {key_id(k): k for k in decoded}
         self._removed: List[Callable[[bytes], None]] = []
 
     # -- reading ---------------------------------------------------------------
@@ -197,7 +196,8 @@ class Keyring:
 
     def find(self, kid: bytes) -> Optional[bytes]:
         """The key whose ``key_id`` is ``kid``, if this keyring holds it."""
-        return self._ids.get(bytes(kid))
+        kid = bytes(kid)  # (one HMAC per key: a keyring holds a few)
+        return next((k for k in self._keys if key_id(k) == kid), None)
 
     def __contains__(self, key: object) -> bool:
         try:
@@ -219,7 +219,6 @@ class Keyring:
         with self._lock:
             if raw not in self._keys:
                 self._keys = self._keys + [raw]
-                self._ids = {**self._ids, key_id(raw): raw}
 
     def use(self, key: Union[bytes, str]) -> None:
         """Dial new connections with ``key``, which must be installed."""
@@ -238,7 +237,6 @@ class Keyring:
             if raw not in self._keys:
                 raise ValueError("that key is not in the keyring")
             self._keys = [k for k in self._keys if k != raw]
-            self._ids = {i: k for i, k in self._ids.items() if k != raw}
             listeners = list(self._removed)
         for fn in listeners:
             fn(raw)
@@ -249,7 +247,6 @@ class Keyring:
         with self._lock:
             gone = [k for k in self._keys if k not in other._keys]
             self._keys = list(other._keys)
-            self._ids = dict(other._ids)
             self._primary = other._primary
             listeners = list(self._removed)
         for raw in gone:

@@ -218,7 +218,7 @@ class GossipProtocol(asyncio.Protocol):
         "opened_at",
         "authed",
         "identities",
-        "_ready",
+        "_handshake",
     )
 
     def __init__(self, owner: Transport, outbound: bool) -> None:
@@ -253,7 +253,7 @@ class GossipProtocol(asyncio.Protocol):
         self.identities: Optional[frozenset] = None
         # a dial waits on this: done when the session is established, or with
         # the AuthError / closed connection that ended it first
-        self._ready: Optional[asyncio.Future[None]] = None
+        self._handshake: Optional[asyncio.Future[None]] = None
 
     # -- asyncio callbacks -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -399,7 +399,7 @@ class GossipProtocol(asyncio.Protocol):
 
     def settle(self, exc: Optional[Exception] = None) -> None:
         """The handshake is over: established (None) or failed (``exc``)."""
-        fut = self._ready
+        fut = self._handshake
         if fut is not None and not fut.done():
             if exc is None:
                 fut.set_result(None)
@@ -415,9 +415,9 @@ class GossipProtocol(asyncio.Protocol):
             return
         if self.closed:
             raise AuthError("the connection closed during the handshake")
-        if self._ready is None:
-            self._ready = self.owner.loop.create_future()
-        await self._ready
+        if self._handshake is None:
+            self._handshake = self.owner.loop.create_future()
+        await self._handshake
 
 
 def _file_stamp(path: str) -> Optional[Tuple[int, int, int]]:
@@ -557,7 +557,7 @@ class Transport:
         if self._keyring_file is not None:
             self._reload_keyring()
         for proto in list(self.conns.values()):
-            if not proto.authed and not (proto.sec is not None and proto.sec.established):
+            if not proto.authed:  # (still in its handshake)
                 if now - proto.opened_at > frame:
                     self.stats.timeouts += 1
                     proto.abort()
@@ -643,10 +643,7 @@ class Transport:
             ) from exc
         if proto.closed or proto.closed_here:
             raise NodeError(f"cannot connect to {addr[0]}:{addr[1]}: closed after the handshake")
-        self.core.connected(
-            proto.conn, self.now(), peer=None, outbound=True, identities=proto.identities
-        )
-        proto.make_ready()
+        self._admit(proto, outbound=True)
         self.drive()  # the greeting goes first
         return proto
 
@@ -759,8 +756,7 @@ class Transport:
         proto.peer = link.addr
         self._evict_idle(keep=link)
         self.stats.connections_opened += 1
-        self.core.connected(proto.conn, self.now(), peer=link.addr, identities=proto.identities)
-        proto.make_ready()
+        self._admit(proto, peer=link.addr)
         self.drive()  # the greeting first
         if link.pending:
             pending, link.pending = link.pending, []
@@ -846,8 +842,7 @@ class Transport:
         if self.tls is not None:  # the core hears of it once the peer is authenticated
             self.loop.create_task(self._accept_tls(proto))
             return
-        self.core.connected(proto.conn, self.now(), peer=None)
-        proto.make_ready()
+        self._admit(proto)
 
     def connection_lost(self, proto: GossipProtocol) -> None:
         if self.conns.pop(proto.conn, None) is None:
@@ -884,11 +879,12 @@ class Transport:
             logging.INFO if own else logging.WARNING,
             "self" if own else "auth",
             self.now(),
-            "%s: refusing %s connection %s: %s (stats.auth_failures)",
+            "%s: refusing %s connection %s: %s (stats.%s)",
             self.core.node_id,
             "outbound" if proto.outbound else "inbound",
             proto.peer,
             exc,
+            "cluster_mismatch" if own else "auth_failures",
         )
         sec = proto.sec
         if sec is not None and sec.out:
@@ -900,6 +896,7 @@ class Transport:
         proto.settle(AuthError(str(exc)))
 
     def session_established(self, proto: GossipProtocol) -> None:
+        """``proto``'s peer is authenticated (cluster-key session or TLS)."""
         proto.authed = True
         proto.last_frame_at = self.loop.time()
         proto.settle()
@@ -980,10 +977,19 @@ class Transport:
         high = self.limits.write_buffer_high
         new.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
         proto.identities = tls_identities(new.get_extra_info("peercert"))
-        proto.authed = True
         proto.fresh = False
-        proto.last_frame_at = self.loop.time()
+        self.session_established(proto)
         return True
+
+    def _admit(
+        self, proto: GossipProtocol, peer: Optional[Address] = None, outbound: bool = False
+    ) -> None:
+        """Tell the core of an (authenticated) connection, then read what
+        arrived before it knew (see GossipProtocol.make_ready)."""
+        self.core.connected(
+            proto.conn, self.now(), peer=peer, outbound=outbound, identities=proto.identities
+        )
+        proto.make_ready()
 
     def _lost_in_handshake(self, proto: GossipProtocol) -> None:
         """asyncio does not tell a protocol that its connection died during a
@@ -993,8 +999,7 @@ class Transport:
 
     async def _accept_tls(self, proto: GossipProtocol) -> None:
         if await self._start_tls(proto):
-            self.core.connected(proto.conn, self.now(), peer=None, identities=proto.identities)
-            proto.make_ready()
+            self._admit(proto)
             self.drive()
 
     # -- input -------------------------------------------------------------
