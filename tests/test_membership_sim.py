@@ -356,10 +356,12 @@ def test_a_forged_left_is_refuted_by_the_member() -> None:
     assert all(sim.members(i)["n5"] == "alive" for i in range(8) if i != 5)
 
 
-def test_a_joiner_learns_ten_thousand_members_from_one_seed_within_a_round() -> None:
+def test_a_joiner_learns_ten_thousand_members_from_one_seed_within_a_few_rounds() -> None:
     """The 10,000-member join, short of simulating 10,000 nodes (memory grows
     as N^2 there): a seed holding 10,000 members' records and 1,000 keys
-    hands a joiner all of them in its first exchange."""
+    hands a joiner all of them within five rounds. (It took one or two until
+    deltas on a connection started at FIRST_CAP, 128 KiB, doubling as the link
+    shows it drains them, so that a slow link is not flooded: issue #13.)"""
     sim = cluster(2, seed=4)
     sim.at(0.0, sim._crash, 1)
     sim.run(1.0)
@@ -372,12 +374,12 @@ def test_a_joiner_learns_ten_thousand_members_from_one_seed_within_a_round() -> 
         sim.write(0, f"k{i}", i, at=1.0)
     sim.run(2.0)
     sim.at(2.0, sim._restart, 1, False)
-    for rounds in range(1, 4):
+    for rounds in range(1, 7):
         sim.run(2.0 + rounds * 0.2)
         if len(sim.members(1)) >= 10_001 and len(sim.table(1)) == 1000:
             break
     assert len(sim.members(1)) >= 10_001 and len(sim.table(1)) == 1000
-    assert rounds <= 2, rounds
+    assert rounds <= 5, rounds
 
 
 def test_a_member_restarted_at_its_address_is_found_by_refusals_again() -> None:

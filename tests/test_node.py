@@ -316,8 +316,10 @@ async def test_steady_state_traffic_is_flat(implementation: str) -> None:
 
 
 async def test_fresh_peer_catches_up_in_one_exchange(implementation: str) -> None:
-    """A peer that lacks everything gets it all in reply to one digest, in
-    many frames, not one frame per round."""
+    """A peer that lacks everything gets it all within one round, in many
+    frames, not one frame per round: the first answer on a connection is cut
+    at FIRST_CAP (issue #13: a slow link is not flooded), and the peer asks
+    again at once while answers bring entries, the cap doubling each time."""
     # (without membership: its greeting would be one more frame each way)
     slow = dict(gossip_interval=3600, max_frame_size=64 * 1024, membership=False)
     a = await GossipNode.start(config("a", implementation, **slow))
@@ -329,9 +331,10 @@ async def test_fresh_peer_catches_up_in_one_exchange(implementation: str) -> Non
             b.add_peer(a.addr)
             b.gossip_round()  # connect, then one digest exchange
             await wait_for(lambda: b.state_len() == 20000, timeout=30)
-            # b asked at most twice (this round, and perhaps its timer's first
-            # tick), and was sent ~600 kB in frames of at most 64 KiB
-            assert a.stats.frames_received <= 2
+            # no round went by (an hour apart): b asked again at once, a few
+            # times (128 KiB, 256, 512...), and was sent ~600 kB in frames of
+            # at most 64 KiB
+            assert a.stats.frames_received <= 6
             assert a.stats.frames_sent >= 8
             assert b.get("k19999") == 19999
 
@@ -656,7 +659,8 @@ async def test_peers_that_stop_reading_cannot_fill_the_node(implementation: str)
     """Clients ask for the whole state again and again and never read. All
     connections together never queue more than max_buffered_bytes (plus a
     frame), though each alone could take max_delta_bytes: when the cap is hit
-    the connections holding the most are aborted. A healthy peer meanwhile
+    the connections holding the most are aborted, and no connection is sent
+    what is already in flight on it. A healthy peer meanwhile
     still gets the node's new writes, and the node still gets the peer's."""
     from fastgossip import Digest, encode
 
@@ -701,7 +705,9 @@ async def test_peers_that_stop_reading_cannot_fill_the_node(implementation: str)
                 assert a._transport.buffered_total() <= cap + frame, a._transport.buffered_total()
                 if a.stats.connections_shed >= 4 or not socks:
                     break
-            assert a.stats.connections_shed > 0
+            # each client was sent the state once at most (what is in flight
+            # on a connection is not sent on it again), or was shed for it
+            assert a.stats.connections_shed > 0 or a.stats.bytes_sent < 2_500_000
             a.set("new", 1)
             await wait_for(lambda: b.get("new") == 1)
             b.set("from-b", 1)

@@ -161,15 +161,21 @@ class _Quiet:
 class _Peer:
     """A peer this node gossips with, and its outbound connection if any."""
 
-    __slots__ = ("addr", "conn", "awaiting_since", "last_used", "quiet_asked")
+    __slots__ = ("addr", "conn", "awaiting_since", "last_used", "quiet_asked", "pulling")
 
     def __init__(self, addr: Address) -> None:
         self.addr = addr
+        self.pulling = False  # asking again at once while its answers bring entries
         # a quiet question (an empty delta) went out: one answer to it is taken
         self.quiet_asked = False
         self.conn: Optional[int] = None
         self.awaiting_since = 0.0  # when our Digest(reply=True) went out unanswered
         self.last_used = 0.0
+
+
+IN_FLIGHT_KEEP = 60.0  # seconds a record of deltas in flight is trusted (see _in_flight)
+FIRST_CAP = 128 << 10  # bytes: the first delta on a connection (see _delta_cap)
+CONTINUE_BYTES = 32 << 10  # an answer at least this large that was cut is continued at once
 
 
 class _Refused(Exception):
@@ -194,6 +200,13 @@ class _Conn:
         "reset_gen",
         "reset",
         "identities",
+        "sent",
+        "sent_at",
+        "progress_at",
+        "cap",
+        "capped_at",
+        "merged",
+        "batch_bytes",
     )
 
     def __init__(
@@ -224,6 +237,19 @@ class _Conn:
         # being received on it
         self.reset_gen = -1
         self.reset: Optional[ResetParts] = None
+        # in flight: per origin, the stamp up to which the deltas written on
+        # this connection bring the peer once they arrive (see _in_flight),
+        # and when the last was written; when bytes last arrived on it
+        self.sent: Dict[str, int] = {}
+        self.sent_at = 0.0
+        self.progress_at = 0.0
+        # the most one delta on it may carry (see _delta_cap), and when the
+        # last delta was cut at it; entries merged and batch bytes received
+        # since our last question
+        self.cap = FIRST_CAP
+        self.capped_at = 0.0
+        self.merged = 0
+        self.batch_bytes = 0
 
 
 class GossipCore:
@@ -318,6 +344,7 @@ class GossipCore:
         self._reconnecting: List[Address] = []
         # connections receiving a Reset, and since when (see _on_reset)
         self._resetting: Dict[int, float] = {}
+        self._ticked_at = 0.0  # the last round
 
     # -- time ------------------------------------------------------------------
     def _wall_ms(self) -> int:
@@ -438,6 +465,7 @@ class GossipCore:
                 p.conn = None
                 self._linked.pop(c.peer, None)
                 p.awaiting_since = 0.0
+                p.pulling = False
                 m = self.membership
                 if by_peer and m is not None and m.wants_probe(c.peer):
                     self._verify[c.peer] = None  # is it still there? redialled next round
@@ -855,8 +883,12 @@ class GossipCore:
         if now >= self.horizons.next_sweep:
             self._collect(now)
         m = self.membership
+        pulling = self._catching_up(now)
         if m is not None:
+            if pulling is not None and self._ticked_at:
+                m.behind(min(now - self._ticked_at, 4 * self.limits.gossip_interval))
             self._membership_round(m, now)
+        self._ticked_at = now
         peers = self._peer_list
         if peers is None:
             # (a dead member being tried is asked once, not picked by rounds)
@@ -886,18 +918,24 @@ class GossipCore:
             chosen = self._within_cap(chosen, peers, cap)
         patience = max(1.0, 4 * self.limits.gossip_interval)
         for p in chosen:
-            if p.conn is not None and p.awaiting_since and now - p.awaiting_since >= patience:
+            if pulling is not None and p is not pulling:
+                self.stats.exchanges_skipped += 1  # (see _catching_up)
+                continue
+            if p.conn is not None and p.awaiting_since:
+                # the last question's answer is late when nothing of it came
+                # for the patience (bytes still arriving on a slow link count)
+                c = self._conns.get(p.conn)
+                heard = max(p.awaiting_since, c.progress_at if c is not None else 0.0)
+                if now - heard < patience:
+                    # still arriving: asking again would make the peer resend
+                    # the same entries
+                    self.stats.exchanges_skipped += 1
+                    continue
                 # unanswered (throttled, or the answer was lost): the delta it
                 # carried must not be lost with it, so the next question is full
-                c = self._conns.get(p.conn)
                 if c is not None:
                     c.sent_gen = -1
                 p.awaiting_since = 0.0
-            if p.conn is not None and p.awaiting_since and now - p.awaiting_since < patience:
-                # the last exchange's reply is still arriving: asking again
-                # would make the peer resend the same entries
-                self.stats.exchanges_skipped += 1
-                continue
             if p.conn is None:
                 self.out.append((ASK, p.addr, None))  # dial; we ask once connected
                 continue
@@ -1152,6 +1190,9 @@ class GossipCore:
         return out
 
     def _ask(self, p: _Peer, frames: Any, now: float, await_reply: bool = True) -> None:
+        c = self._conns.get(p.conn) if p.conn is not None else None
+        if c is not None:
+            c.merged = c.batch_bytes = 0
         if await_reply:
             p.awaiting_since = now
         else:
@@ -1247,6 +1288,77 @@ class GossipCore:
         )
         return frames
 
+    def progress(self, conn: int, now: float) -> None:
+        """Bytes arrived on ``conn`` (the driver says so per read, frame
+        complete or not): an answer arriving slowly is still arriving, and the
+        peer is alive."""
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        if c.node and now - c.progress_at > 0.1 and self.membership is not None:
+            self.membership.heard_from(c.node, now)
+        c.progress_at = now
+
+    def _in_flight(self, c: _Conn, watermarks: Dict[str, int], now: float) -> Dict[str, int]:
+        """The peer's watermarks raised by what the deltas already written on
+        this connection bring it: TCP delivers them in order unless the
+        connection breaks (then its record goes with it). Only this
+        connection's: entries of one origin must reach a node in stamp order,
+        and two connections do not keep each other's order. A record is kept
+        IN_FLIGHT_KEEP seconds at most, so that what a peer refused (a version
+        from the future) comes again."""
+        sent = c.sent
+        if not sent:
+            return watermarks
+        if now - c.sent_at > IN_FLIGHT_KEEP:
+            sent.clear()
+            return watermarks
+        out: Optional[Dict[str, int]] = None
+        for origin, stamp in sent.items():
+            if stamp > watermarks.get(origin, -1):
+                if out is None:
+                    out = dict(watermarks)
+                out[origin] = stamp
+        return watermarks if out is None else out
+
+    def _note_sent(
+        self, c: _Conn, conn: int, wanted: Dict[str, int], frames: List[bytes], now: float
+    ) -> None:
+        """Record what a delta about to be written on ``conn`` brings the peer
+        (see _in_flight). A delta is every due entry in (stamp, origin) order;
+        cut at its budget, it holds at least every entry below the last
+        stamp it carries."""
+        upto: Optional[int] = None
+        if self.state.delta_cut:
+            last = self._codec.decode(frames[-1], self.limits.max_frame_size)
+            upto = max(e.stamp for e in last.entries) - 1
+        sent = c.sent
+        for origin, ours in self.state.watermarks().items():
+            theirs = wanted.get(origin, -1)
+            reach = ours if upto is None else min(ours, upto)
+            if reach > theirs and reach > sent.get(origin, -1):
+                sent[origin] = reach
+        # (what the peer's digests say it holds needs no record)
+        for origin in [o for o, st in sent.items() if (c.peer_wm or {}).get(o, -1) >= st]:
+            del sent[origin]
+        if sent:
+            c.sent_at = now
+
+    def _catching_up(self, now: float) -> Optional[_Peer]:
+        """The peer whose answer this node is receiving slowly: asked over a
+        gossip interval ago and bytes of it still arriving (a slow or busy
+        link). While one is, this node asks no one else and invites no
+        pushes: every peer would send it the same entries."""
+        interval = self.limits.gossip_interval
+        for p in self._linked.values():
+            if p.pulling and p.awaiting_since and p.conn is not None:
+                return p
+            if p.awaiting_since and now - p.awaiting_since > interval and p.conn is not None:
+                c = self._conns.get(p.conn)
+                if c is not None and now - c.progress_at < interval:
+                    return p
+        return None
+
     def send_dropped(self, conn: int) -> None:
         """The driver could not write what it was given for ``conn`` (the peer
         does not read): a digest may be lost, so the next one is full."""
@@ -1254,6 +1366,7 @@ class GossipCore:
         if c is not None:
             c.sent_gen = -1
             c.reset_gen = -1  # (a Reset in it is owed again)
+            c.sent.clear()  # (what it was to carry is not in flight)
 
     def digest_watermarks(self, now: Optional[float] = None) -> Dict[str, int]:
         """Per origin, the highest stamp held; without the retired origins.
@@ -1406,7 +1519,10 @@ class GossipCore:
         try:
             for frame in frames:
                 if frame[5] == batch_type:
-                    merged += state.merge_frame(frame, max_frame_size, max_stamp, max_version)
+                    n = state.merge_frame(frame, max_frame_size, max_stamp, max_version)
+                    merged += n
+                    c.merged += n
+                    c.batch_bytes += len(frame)
                 elif frame[5] == T_RESET:
                     self._on_reset(frame, conn, now)
                 else:
@@ -1512,6 +1628,7 @@ class GossipCore:
         # what a peer's digests may make this node hold per connection
         if len(watermarks) > self._max_peer_origins():
             raise ValueError(f"a peer's digest names {len(watermarks)} origins")
+        asked_at = 0.0
         if not msg.reply:
             if c.peer is None:
                 return 0  # only the node that asked gets an answer to a reply digest
@@ -1521,13 +1638,15 @@ class GossipCore:
             # our exchange on this connection is answered (a quiet question is
             # answered only by a peer with something to say: it is owed a reply,
             # or a delta cut at the budget would never be finished)
+            asked_at = p.awaiting_since
             p.awaiting_since = 0.0
             p.quiet_asked = False
             self.out.append((EVENT, "answered", c.peer))
         elif c.peer is None:
             # an inbound question: one answer per connection per round, and all
             # inbound answers of a round, digests included, share max_round_bytes
-            if now - c.answered_at < self.limits.gossip_interval * 0.5:
+            # (the next question after an answer cut at its cap is its sequel)
+            if now - c.answered_at < self.limits.gossip_interval * 0.5 and not c.capped_at:
                 self.stats.exchanges_throttled += 1
                 return 0
             # the budget's window: a gossip interval, at most a second (a node
@@ -1537,7 +1656,8 @@ class GossipCore:
             if self._round_bytes >= self.limits.max_round_bytes:
                 self.stats.exchanges_throttled += 1
                 return 0
-        budget = min(room, self.limits.max_delta_bytes)
+        # (a push's link is judged by how fast our question was answered)
+        budget = min(room, self._delta_cap(c, now, asked_at if not msg.reply else 0.0))
         if c.peer is None:
             budget = min(budget, self.limits.max_round_bytes - self._round_bytes)
         frames: List[bytes] = []
@@ -1545,9 +1665,16 @@ class GossipCore:
             self.stats.sends_dropped += 1
         else:
             try:
+                # not again what is still in flight to that node (on this
+                # connection or its other one)
+                wanted = self._in_flight(c, watermarks, now)
                 frames = self.state.delta_frames(
-                    self.node_id, watermarks, self.limits.max_frame_size, budget
+                    self.node_id, wanted, self.limits.max_frame_size, budget
                 )
+                if frames:
+                    self._note_sent(c, conn, wanted, frames, now)
+                    if self.state.delta_cut and budget >= c.cap:
+                        c.capped_at = now
                 h = self.horizons
                 if (
                     h.stamps
@@ -1576,7 +1703,12 @@ class GossipCore:
                 )
         # The digest goes out even without a delta: with it the peer sends
         # this node what it lacks, so a node out of room still learns.
-        if msg.reply:
+        if msg.reply and c.peer is None and self._catching_up(now) is not None:
+            # this node is receiving a slow answer: it does not hand out its
+            # digest, so that peers push nothing it will get anyway (the
+            # answer brings it); it asks for the rest when the answer is in
+            self.stats.exchanges_skipped += 1
+        elif msg.reply:
             digest = self.digest_for(conn, False, now)
             # an empty question gets no answer when there is none: nothing to
             # send and our watermarks unchanged since this connection last had them
@@ -1588,4 +1720,42 @@ class GossipCore:
             c.answered_at = now  # only an answer that went out counts
         if frames:
             self.out.append((SEND, conn, frames))
+        if not msg.reply and c.peer is not None:
+            p = self._peers.get(c.peer)
+            if p is not None and p.conn == conn:
+                # an answer that brought entries, from a peer that holds more
+                # (its delta was cut): ask again at once, on the same link,
+                # rather than a round later: a catch-up goes at the link's pace
+                # (a small answer was whole: what the peer's digest names
+                # beyond it, e.g. its own origin at its clock, is no backlog)
+                p.pulling = (
+                    c.batch_bytes >= CONTINUE_BYTES and bool(c.merged) and self._lacks(watermarks)
+                )
+                if p.pulling:
+                    self._ask(p, self.digest_for(conn, True, now), now)
         return sent
+
+    def _delta_cap(self, c: _Conn, now: float, asked_at: float = 0.0) -> int:
+        """The most one delta on ``c`` may carry. It starts at FIRST_CAP and
+        doubles (up to max_delta_bytes) each time a delta cut at it was
+        followed within a gossip interval by the next question (the link
+        drained it at once; for a push, ``asked_at``: our question that the
+        peer's digest answers); it halves when that took over four intervals. So
+        a slow link is never sent much more than it carries in a few
+        intervals, and peers that each send a slow node the same entries send
+        little twice, while a fast link reaches the full budget in a few round
+        trips (the asker continues a cut answer at once: see _on_digest)."""
+        if c.capped_at:
+            took = now - (asked_at or c.capped_at)
+            interval = self.limits.gossip_interval
+            if took < interval:
+                c.cap = min(2 * c.cap, self.limits.max_delta_bytes)
+            elif took > 4 * interval:
+                c.cap = max(FIRST_CAP, c.cap // 2)
+            c.capped_at = 0.0
+        return min(c.cap, self.limits.max_delta_bytes)
+
+    def _lacks(self, watermarks: Dict[str, int]) -> bool:
+        """Whether a peer with these watermarks holds entries this node lacks."""
+        ours = self.state.watermarks()
+        return any(stamp > ours.get(origin, -1) for origin, stamp in watermarks.items())

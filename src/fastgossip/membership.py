@@ -709,6 +709,13 @@ class Membership:
             return 0.0
         return m.detector.phi(self._silence(m, now))
 
+    def behind(self, seconds: float) -> None:
+        """This node spent ``seconds`` receiving a slow answer (a catch-up
+        over a slow link): the heartbeats it lacks are queued behind older
+        entries, so that time is not counted as any member's silence (as
+        rounds that ran late are not)."""
+        self._stall += seconds
+
     def tick(self, now: float) -> None:
         interval = self.core.limits.gossip_interval
         if self._last_tick is not None:

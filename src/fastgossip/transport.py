@@ -313,6 +313,7 @@ class GossipProtocol(asyncio.Protocol):
         owner = self.owner
         sec = self.sec
         if data:
+            owner.core.progress(self.conn, owner.now())  # (an answer still arriving)
             try:
                 frames = self.decoder.feed_frames(data)
             except ValueError as exc:  # FrameError: a malformed stream

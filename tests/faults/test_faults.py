@@ -158,19 +158,13 @@ def delta_bytes(writes: List[Write], sender: str = "n1") -> int:
     )
 
 
-@pytest.mark.xfail(
-    run=False,
-    reason="issue #13 problem 1, open: a node throttled to 1 Mbit/s is sent the same entries "
-    "by every peer and does not catch up in time (a fix in progress, with a reviewer's "
-    "failing tests, is on branch wip-13-slow-link)",
-)
 def test_a_throttled_node_catches_up_without_receiving_much_more_than_the_payload(
     lab: Lab, record
 ) -> None:
     """Issue #13, problem 1: a node throttled to 1 Mbit/s while 50,000 keys
     (~2.1 MB of keys and values) are written on the others was sent the same
     entries by every peer and on every question (~25x the payload), and took
-    minutes. The target: the entries' wire size, give or take, at the link's rate."""
+    minutes. Now: the entries' wire size, give or take, at the link's rate."""
 
     async def body(c: Cluster) -> None:
         slow = 4
