@@ -1,4 +1,5 @@
 """Review of #13 (slow links): reproductions."""
+
 from __future__ import annotations
 
 from fastgossip.clock import LOGICAL_BITS
@@ -35,8 +36,16 @@ class Mesh:
         mods = {m: load(m, implementation) for m in ("codec", "table", "sampler")}
         limits.setdefault("gossip_interval", 0.2)
         self.cores = {
-            n: GossipCore(n, f"{n}#1", CoreLimits(**limits), NodeStats(), codec=mods["codec"],
-                          table=mods["table"], sampler=mods["sampler"], seed=7)
+            n: GossipCore(
+                n,
+                f"{n}#1",
+                CoreLimits(**limits),
+                NodeStats(),
+                codec=mods["codec"],
+                table=mods["table"],
+                sampler=mods["sampler"],
+                seed=7,
+            )
             for n in names
         }
         self.now = T0
@@ -88,8 +97,16 @@ def test_a_busy_writer_does_not_cut_a_node_off_from_the_rest(implementation: str
             n += 1
         m.tick()
     a = m.cores["a"]
-    print("a skipped", a.stats.exchanges_skipped, "b throttled", m.cores["b"].stats.exchanges_throttled,
-          "c's key at a:", a.state.get("from-c"), "b keys at a:", a.state.entry_count)
+    print(
+        "a skipped",
+        a.stats.exchanges_skipped,
+        "b throttled",
+        m.cores["b"].stats.exchanges_throttled,
+        "c's key at a:",
+        a.state.get("from-c"),
+        "b keys at a:",
+        a.state.entry_count,
+    )
     assert a.state.get("from-c") is not None, "c's write never reached a in 10 s"
 
 
@@ -113,9 +130,20 @@ def test_a_full_node_keeps_hearing_from_others(implementation: str) -> None:
             b.set(f"k{i}", bytes([r % 250]) * 80, m.now)
         b.set(f"new{r}", 1, m.now)  # refused by a: table_full
         m.tick()
-    print("\na skipped", a.stats.exchanges_skipped, "b throttled", b.stats.exchanges_throttled,
-          "a refusals", a.state.refusals()["table_full"], "from-c at a:", a.state.get("from-c"),
-          "k0 at a", a.state.get("k0")[0][:1], "b's k0", b.state.get("k0")[0][:1])
+    print(
+        "\na skipped",
+        a.stats.exchanges_skipped,
+        "b throttled",
+        b.stats.exchanges_throttled,
+        "a refusals",
+        a.state.refusals()["table_full"],
+        "from-c at a:",
+        a.state.get("from-c"),
+        "k0 at a",
+        a.state.get("k0")[0][:1],
+        "b's k0",
+        b.state.get("k0")[0][:1],
+    )
     assert a.state.get("from-c")[0] == 1, "c's update never reached a in 8 s"
 
 
@@ -159,7 +187,12 @@ def test_a_silent_cut_during_a_catch_up_does_not_isolate_the_node(implementation
     c.set("from-c", 1, m.now)
     for r in range(150):  # 30 s, the link to b silent all along (TCP would wait ~15 min)
         m.tick()
-    print("\nskipped", a.stats.exchanges_skipped, "pulling", getattr(a, "_catching_up", lambda _: None)(m.now))
+    print(
+        "\nskipped",
+        a.stats.exchanges_skipped,
+        "pulling",
+        getattr(a, "_catching_up", lambda _: None)(m.now),
+    )
     assert a.state.get("from-c") is not None, "a asked no one but the silent b for 30 s"
 
 
@@ -170,7 +203,9 @@ from fastgossip.sim import Partition, Simulation
 
 
 @pytest.mark.parametrize("n_keys", [100, 20_000])
-def test_a_reset_still_reaches_a_node_back_from_a_long_cut(implementation: str, n_keys: int) -> None:
+def test_a_reset_still_reaches_a_node_back_from_a_long_cut(
+    implementation: str, n_keys: int
+) -> None:
     # a table of 20,000 keys: a Reset is ~160 KB of key hashes, above FIRST_CAP
     # (128 KiB) but far below max_delta_bytes / max_round_bytes.
     GRACE = 2.0

@@ -173,6 +173,7 @@ class _Peer:
         self.last_used = 0.0
 
 
+CATCH_UP_MAX = 30.0  # seconds one question may keep a node catching up (see _catching_up)
 IN_FLIGHT_KEEP = 60.0  # seconds a record of deltas in flight is trusted (see _in_flight)
 FIRST_CAP = 128 << 10  # bytes: the first delta on a connection (see _delta_cap)
 CONTINUE_BYTES = 32 << 10  # an answer at least this large that was cut is continued at once
@@ -201,7 +202,6 @@ class _Conn:
         "reset",
         "identities",
         "sent",
-        "sent_at",
         "progress_at",
         "cap",
         "capped_at",
@@ -240,8 +240,7 @@ class _Conn:
         # in flight: per origin, the stamp up to which the deltas written on
         # this connection bring the peer once they arrive (see _in_flight),
         # and when the last was written; when bytes last arrived on it
-        self.sent: Dict[str, int] = {}
-        self.sent_at = 0.0
+        self.sent: Dict[str, List[Any]] = {}
         self.progress_at = 0.0
         # the most one delta on it may carry (see _delta_cap), and when the
         # last delta was cut at it; entries merged and batch bytes received
@@ -936,6 +935,7 @@ class GossipCore:
                 if c is not None:
                     c.sent_gen = -1
                 p.awaiting_since = 0.0
+                p.pulling = False
             if p.conn is None:
                 self.out.append((ASK, p.addr, None))  # dial; we ask once connected
                 continue
@@ -1304,21 +1304,32 @@ class GossipCore:
         this connection bring it: TCP delivers them in order unless the
         connection breaks (then its record goes with it). Only this
         connection's: entries of one origin must reach a node in stamp order,
-        and two connections do not keep each other's order. A record is kept
-        IN_FLIGHT_KEEP seconds at most, so that what a peer refused (a version
-        from the future) comes again."""
+        and two connections do not keep each other's order.
+
+        Per origin the record is [stamp, since, base]: it ends when the peer's
+        digest reaches ``stamp``; while the digest reaches ``base`` (what was
+        in flight at ``since``) the peer is taking what we send, and
+        ``since``/``base`` move on; when it has not for IN_FLIGHT_KEEP seconds
+        the peer refused something (a version from the future, a full table)
+        and the record ends, so that it is sent again."""
         sent = c.sent
         if not sent:
             return watermarks
-        if now - c.sent_at > IN_FLIGHT_KEEP:
-            sent.clear()
-            return watermarks
         out: Optional[Dict[str, int]] = None
-        for origin, stamp in sent.items():
-            if stamp > watermarks.get(origin, -1):
-                if out is None:
-                    out = dict(watermarks)
-                out[origin] = stamp
+        for origin, rec in list(sent.items()):
+            stamp, since, base = rec
+            theirs = watermarks.get(origin, -1)
+            if theirs >= stamp:
+                del sent[origin]
+                continue
+            if theirs >= base:
+                rec[1], rec[2] = now, stamp
+            elif now - since > IN_FLIGHT_KEEP:
+                del sent[origin]
+                continue
+            if out is None:
+                out = dict(watermarks)
+            out[origin] = stamp
         return watermarks if out is None else out
 
     def _note_sent(
@@ -1336,13 +1347,12 @@ class GossipCore:
         for origin, ours in self.state.watermarks().items():
             theirs = wanted.get(origin, -1)
             reach = ours if upto is None else min(ours, upto)
-            if reach > theirs and reach > sent.get(origin, -1):
-                sent[origin] = reach
-        # (what the peer's digests say it holds needs no record)
-        for origin in [o for o, st in sent.items() if (c.peer_wm or {}).get(o, -1) >= st]:
-            del sent[origin]
-        if sent:
-            c.sent_at = now
+            if reach > theirs:
+                rec = sent.get(origin)
+                if rec is None:
+                    sent[origin] = [reach, now, reach]
+                elif reach > rec[0]:
+                    rec[0] = reach
 
     def _catching_up(self, now: float) -> Optional[_Peer]:
         """The peer whose answer this node is receiving slowly: asked over a
@@ -1351,12 +1361,20 @@ class GossipCore:
         pushes: every peer would send it the same entries."""
         interval = self.limits.gossip_interval
         for p in self._linked.values():
-            if p.pulling and p.awaiting_since and p.conn is not None:
+            if not p.awaiting_since or p.conn is None:
+                continue
+            c = self._conns.get(p.conn)
+            if c is None:
+                continue
+            # (bytes of the answer arrived lately: a question lost on a cut
+            # link, or one a peer throttled, catches nothing up)
+            heard = max(p.awaiting_since, c.progress_at)
+            if now - p.awaiting_since > CATCH_UP_MAX:
+                continue  # (one question holds the node at most this long)
+            if p.pulling and now - heard < interval:
                 return p
-            if p.awaiting_since and now - p.awaiting_since > interval and p.conn is not None:
-                c = self._conns.get(p.conn)
-                if c is not None and now - c.progress_at < interval:
-                    return p
+            if now - p.awaiting_since > interval and now - c.progress_at < interval:
+                return p
         return None
 
     def send_dropped(self, conn: int) -> None:
@@ -1657,9 +1675,12 @@ class GossipCore:
                 self.stats.exchanges_throttled += 1
                 return 0
         # (a push's link is judged by how fast our question was answered)
-        budget = min(room, self._delta_cap(c, now, asked_at if not msg.reply else 0.0))
+        full = min(room, self.limits.max_delta_bytes)
         if c.peer is None:
-            budget = min(budget, self.limits.max_round_bytes - self._round_bytes)
+            full = min(full, self.limits.max_round_bytes - self._round_bytes)
+        # a delta is cut at the connection's cap; a Reset (rare) is measured
+        # against the whole budget, or a large table could never send one
+        budget = min(full, self._delta_cap(c, now, asked_at if not msg.reply else 0.0))
         frames: List[bytes] = []
         if budget <= 0:
             self.stats.sends_dropped += 1
@@ -1691,7 +1712,7 @@ class GossipCore:
                     size = sum(map(len, frames)) + n_hash + 300 * len(self.state.watermarks())
                     fixed = 64 + len(self.node_id.encode("utf-8"))  # (a frame's own bytes)
                     size += (n_hash // max(1, self.limits.max_frame_size - fixed) + 2) * fixed
-                    if size <= budget:
+                    if size <= full:
                         c.reset_gen = h.generation
                         frames.extend(self._reset_frames())
                         self.stats.resets_sent += 1

@@ -313,12 +313,17 @@ class GossipProtocol(asyncio.Protocol):
         owner = self.owner
         sec = self.sec
         if data:
-            owner.core.progress(self.conn, owner.now())  # (an answer still arriving)
             try:
                 frames = self.decoder.feed_frames(data)
             except ValueError as exc:  # FrameError: a malformed stream
                 owner.bad_input(self, exc)
                 return
+            # an answer still arriving: a frame in the making, or entries (not
+            # a trickle of small complete frames, which would keep this node
+            # "catching up" for ever)
+            batch = owner.core._batch_type
+            if self.decoder.buffered or any(f[5] == batch for f in frames):
+                owner.core.progress(self.conn, owner.now())
         else:
             frames = []
         partial = self.decoder.buffered + (sec.buffered if sec is not None else 0)
