@@ -223,7 +223,8 @@ def _run(mod: ModuleType, state: Any, op: tuple) -> Any:
         if kind == "delta":
             return [e.astuple() for e in state.delta(op[1], op[2])]
         if kind == "delta_frames":
-            return (state.delta_frames("me", op[1], op[2], op[3]), state.delta_cut)
+            frames = state.delta_frames("me", op[1], op[2], op[3])
+            return (frames, state.delta_cut, state.delta_top)
         if kind == "collect":
             return state.collect(op[1], op[2])
         if kind == "expire":

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastgossip import Change, GossipNode, NodeConfig
+from fastgossip import Change, GossipNode, NodeConfig, _codec_py
 from fastgossip._table_py import fnv1a
 from fastgossip.core import CoreLimits
 from fastgossip.errors import FrameError
@@ -146,10 +146,16 @@ def test_delta_cut_tells_a_cut_delta(table: ModuleType) -> None:
     s = table.GossipState()
     for i in range(50):
         s.set(f"k{i}", b"v" * 100, i + 1, "n1", i + 1)
-    s.delta_frames("s", {}, 1 << 20, 500)
+    frames = s.delta_frames("s", {}, 1 << 20, 500)
     assert s.delta_cut
+    # the last entry taken: with the cut, every due entry below it is in
+    taken = [e.stamp for f in frames for e in _codec_py.decode(f).entries]
+    assert s.delta_top == max(taken) == len(taken)
     s.delta_frames("s", {}, 1 << 20, None)
     assert not s.delta_cut
+    assert s.delta_top == 50
+    assert s.delta_frames("s", {"n1": 50}, 1 << 20, None) == []
+    assert s.delta_top == 0
 
 
 def test_the_codec_carries_tombstones(codec: ModuleType) -> None:

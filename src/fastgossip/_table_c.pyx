@@ -573,6 +573,7 @@ cdef class GossipState:
     cdef bint _gone_possible       # some origin hidden, or some expiry: see _is_gone
     cdef object _eph_live          # set of live ephemeral origins; None: none hidden
     cdef bint _delta_cut           # the last delta_frames stopped at its budget
+    cdef uint64_t _delta_top       # the stamp of the last entry it took (0: none)
     cdef Py_ssize_t _max_keys      # -1: no bound
     cdef Py_ssize_t _max_bytes     # -1: no bound
     cdef object _max_keys_obj
@@ -2114,6 +2115,12 @@ cdef class GossipState:
         return self._delta_cut
 
     @property
+    def delta_top(self) -> int:
+        """The stamp of the last entry the last delta_frames call took (0:
+        none); with delta_cut, the delta holds every due entry below it."""
+        return self._delta_top
+
+    @property
     def tombstones(self) -> int:
         """Tombstones held (deleted keys not yet collected)."""
         return self._n_tomb
@@ -2598,6 +2605,7 @@ cdef class GossipState:
             budget = _conv_size("max_bytes", max_bytes, 0)
         memset(&pk, 0, sizeof(Packer))
         self._delta_cut = False
+        self._delta_top = 0
         pk.base = HEADER_SIZE + 2 + sn + 2 + 4
         pk.max_size = max_size
         n_cur = self._delta_open(watermarks, &heap)
@@ -2627,6 +2635,7 @@ cdef class GossipState:
                 count += 1
             if count == 0:
                 return []
+            self._delta_top = self._recs[slots[count - 1]].stamp
             # pass 2: frame boundaries of the prefix taken (a prefix of the packing)
             starts = <uint32_t*>PyMem_Malloc((count + 1) * sizeof(uint32_t))
             if starts == NULL:

@@ -255,6 +255,7 @@ class GossipState:
         "_eph_live",
         "_hidden",
         "_delta_cut",
+        "_delta_top",
         "_max_keys",
         "_max_bytes",
         "_own_origin",
@@ -297,6 +298,7 @@ class GossipState:
         self._next_exp = 0  # the earliest expiry not yet judged passed (0: none)
         self._hidden: set = set()  # ephemeral origins not live (see set_ephemeral_live)
         self._delta_cut = False  # the last delta_frames stopped at its budget
+        self._delta_top = 0  # the stamp of the last entry it took (0: none)
 
     # -- settings and counters -------------------------------------------------------
 
@@ -1078,6 +1080,12 @@ class GossipState:
         return self._delta_cut
 
     @property
+    def delta_top(self) -> int:
+        """The stamp of the last entry the last delta_frames call took (0:
+        none); with delta_cut, the delta holds every due entry below it."""
+        return self._delta_top
+
+    @property
     def own_refused_stamp(self) -> int:
         """The highest stamp, within the horizon, of the entries refused because
         they came under ``own_origin`` (0: none): proof that someone forged an
@@ -1181,6 +1189,7 @@ class GossipState:
                 break
             total += grow
             picked.append(rec)
+        self._delta_top = picked[-1][0] if picked else 0
         # Pass 2: encode; the greedy packing of a prefix is the prefix of the packing.
         frames: List[bytes] = []
         packer = _Packer(base, max_frame_size)

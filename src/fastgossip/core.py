@@ -176,6 +176,7 @@ class _Peer:
 CATCH_UP_MAX = 30.0  # seconds one question may keep a node catching up (see _catching_up)
 IN_FLIGHT_KEEP = 60.0  # seconds a record of deltas in flight is trusted (see _in_flight)
 FIRST_CAP = 128 << 10  # bytes: the first delta on a connection (see _delta_cap)
+MID_FRAME_WAIT = 5.0  # seconds a frame's bytes may pause while a node catches up
 CONTINUE_BYTES = 32 << 10  # an answer at least this large that was cut is continued at once
 
 
@@ -207,6 +208,7 @@ class _Conn:
         "capped_at",
         "merged",
         "batch_bytes",
+        "mid_frame",
     )
 
     def __init__(
@@ -249,6 +251,7 @@ class _Conn:
         self.capped_at = 0.0
         self.merged = 0
         self.batch_bytes = 0
+        self.mid_frame = False
 
 
 class GossipCore:
@@ -344,6 +347,7 @@ class GossipCore:
         # connections receiving a Reset, and since when (see _on_reset)
         self._resetting: Dict[int, float] = {}
         self._ticked_at = 0.0  # the last round
+        self._progress_at = 0.0  # when entries last arrived on any connection
 
     # -- time ------------------------------------------------------------------
     def _wall_ms(self) -> int:
@@ -449,8 +453,10 @@ class GossipCore:
         p.conn = conn
         self._linked[peer] = p
         p.last_used = now
-        # a new connection starts with an exchange, so a fresh peer catches up now
-        self._ask(p, self.digest_for(conn, True, now), now)
+        # a new connection starts with an exchange, so a fresh peer catches up
+        # now (unless this node is receiving a slow answer: see _catching_up)
+        if self._catching_up(now) is None:
+            self._ask(p, self.digest_for(conn, True, now), now)
 
     def closed(self, conn: int, now: float, by_peer: bool = False) -> None:
         """A connection closed; ``by_peer`` when its far end closed or reset it."""
@@ -925,7 +931,7 @@ class GossipCore:
                 # for the patience (bytes still arriving on a slow link count)
                 c = self._conns.get(p.conn)
                 heard = max(p.awaiting_since, c.progress_at if c is not None else 0.0)
-                if now - heard < patience:
+                if p is pulling or now - heard < patience:
                     # still arriving: asking again would make the peer resend
                     # the same entries
                     self.stats.exchanges_skipped += 1
@@ -1288,16 +1294,17 @@ class GossipCore:
         )
         return frames
 
-    def progress(self, conn: int, now: float) -> None:
-        """Bytes arrived on ``conn`` (the driver says so per read, frame
-        complete or not): an answer arriving slowly is still arriving, and the
-        peer is alive."""
+    def progress(self, conn: int, now: float, mid_frame: bool = False) -> None:
+        """Bytes of entries arrived on ``conn`` (the driver says so per read,
+        frame complete or not, and whether a frame is still incomplete): an
+        answer arriving slowly is still arriving, and the peer is alive."""
         c = self._conns.get(conn)
         if c is None:
             return
         if c.node and now - c.progress_at > 0.1 and self.membership is not None:
             self.membership.heard_from(c.node, now)
-        c.progress_at = now
+        c.progress_at = self._progress_at = now
+        c.mid_frame = mid_frame
 
     def _in_flight(self, c: _Conn, watermarks: Dict[str, int], now: float) -> Dict[str, int]:
         """The peer's watermarks raised by what the deltas already written on
@@ -1341,8 +1348,7 @@ class GossipCore:
         stamp it carries."""
         upto: Optional[int] = None
         if self.state.delta_cut:
-            last = self._codec.decode(frames[-1], self.limits.max_frame_size)
-            upto = max(e.stamp for e in last.entries) - 1
+            upto = self.state.delta_top - 1
         sent = c.sent
         for origin, ours in self.state.watermarks().items():
             theirs = wanted.get(origin, -1)
@@ -1355,25 +1361,38 @@ class GossipCore:
                     rec[0] = reach
 
     def _catching_up(self, now: float) -> Optional[_Peer]:
-        """The peer whose answer this node is receiving slowly: asked over a
-        gossip interval ago and bytes of it still arriving (a slow or busy
-        link). While one is, this node asks no one else and invites no
-        pushes: every peer would send it the same entries."""
+        """The peer whose large answer this node is still receiving (a slow
+        or busy link; the rules: PROTOCOL.md, "Slow links", Catching up).
+        While one is, this node asks no one else and invites no pushes: every
+        peer would send it the same entries."""
         interval = self.limits.gossip_interval
+        window = max(1.0, 4 * interval)
         for p in self._linked.values():
             if not p.awaiting_since or p.conn is None:
                 continue
             c = self._conns.get(p.conn)
             if c is None:
                 continue
-            # (bytes of the answer arrived lately: a question lost on a cut
-            # link, or one a peer throttled, catches nothing up)
-            heard = max(p.awaiting_since, c.progress_at)
             if now - p.awaiting_since > CATCH_UP_MAX:
                 continue  # (one question holds the node at most this long)
-            if p.pulling and now - heard < interval:
+            # The answer is still coming while its bytes arrive, and while it
+            # may be queued behind entries arriving on other connections (one
+            # link carries them all). Its bytes may pause for a few seconds
+            # mid-frame (TCP recovering lost packets on a congested link):
+            # the frame is in flight. A question lost on a cut link catches
+            # nothing up, nor does one a peer throttled.
+            heard = max(p.awaiting_since, c.progress_at)
+            waited = max(heard, self._progress_at)
+            if p.pulling and (
+                now - waited < window or (c.mid_frame and now - heard < MID_FRAME_WAIT)
+            ):
                 return p
-            if now - p.awaiting_since > interval and now - c.progress_at < interval:
+            if now - c.progress_at < window and (
+                c.mid_frame
+                or (now - p.awaiting_since > interval and c.batch_bytes >= CONTINUE_BYTES)
+            ):
+                # (a large answer, still arriving: not a few small batches,
+                # which a peer that is catching up itself sends)
                 return p
         return None
 

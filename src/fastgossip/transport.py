@@ -35,6 +35,7 @@ import asyncio
 import errno
 import logging
 import os
+import socket
 import ssl
 import time
 from collections import OrderedDict
@@ -194,6 +195,27 @@ class _Link:
         return self.proto is not None and not self.proto.closed
 
 
+def stall_timeout(gossip_interval: float) -> float:
+    """Seconds bytes this node sent may stay unacknowledged before the kernel
+    drops the connection (TCP_USER_TIMEOUT): a link cut silently (packets
+    dropped, no reset) is then redialled, not left to TCP's retransmission
+    back-off, which would only give up after about 15 minutes and, once the
+    cut heals, retransmit seconds later. Long enough for a slow or lossy
+    link's recovery (a few retransmission timeouts)."""
+    return max(3.0, 10 * gossip_interval)
+
+
+def _abandon_stalled(transport: asyncio.BaseTransport, gossip_interval: float) -> None:
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)  # (Linux)
+    sock = transport.get_extra_info("socket")
+    if option is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(stall_timeout(gossip_interval) * 1000))
+    except OSError:
+        pass  # (not where this kernel does not offer it)
+
+
 class GossipProtocol(asyncio.Protocol):
     """One TCP connection of a node, inbound or outbound."""
 
@@ -208,6 +230,7 @@ class GossipProtocol(asyncio.Protocol):
         "decoder",
         "partial",
         "partial_since",
+        "mid_frame",
         "last_frame_at",
         "closed_here",
         "_closed_fut",
@@ -232,6 +255,7 @@ class GossipProtocol(asyncio.Protocol):
         self.decoder = owner.codec.FrameDecoder(owner.limits.max_frame_size)
         self.partial = 0  # bytes of an incomplete frame the decoder holds
         self.partial_since = 0.0
+        self.mid_frame = False  # (the core was told so: see _feed)
         self.last_frame_at = 0.0
         self.closed_here = False  # closed or aborted by this node (not its peer)
         self._closed_fut: asyncio.Future[None] = owner.loop.create_future()
@@ -261,6 +285,7 @@ class GossipProtocol(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         high = self.owner.limits.write_buffer_high
         transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
+        _abandon_stalled(transport, self.owner.limits.gossip_interval)
         if self.owner.tls is not None:
             transport.pause_reading()  # type: ignore[attr-defined]  # (start_tls resumes it)
         elif self.sec is not None and self.outbound:
@@ -322,8 +347,12 @@ class GossipProtocol(asyncio.Protocol):
             # a trickle of small complete frames, which would keep this node
             # "catching up" for ever)
             batch = owner.core._batch_type
-            if self.decoder.buffered or any(f[5] == batch for f in frames):
-                owner.core.progress(self.conn, owner.now())
+            mid = bool(self.decoder.buffered)
+            if mid or any(f[5] == batch for f in frames):
+                owner.core.progress(self.conn, owner.now(), mid)
+            elif self.mid_frame:
+                owner.core.progress(self.conn, owner.now(), False)
+            self.mid_frame = mid
         else:
             frames = []
         partial = self.decoder.buffered + (sec.buffered if sec is not None else 0)
@@ -340,6 +369,8 @@ class GossipProtocol(asyncio.Protocol):
         self.paused = False
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
+        if isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT and not self.closed:
+            self.owner.stats.timeouts += 1  # (stalled: see _abandon_stalled)
         self.closed = True
         if not self._closed_fut.done():
             self._closed_fut.set_result(None)

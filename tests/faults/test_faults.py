@@ -57,13 +57,16 @@ def test_baseline_concurrent_writes(lab: Lab, record) -> None:
 
 
 @pytest.mark.parametrize(
-    "seconds, keys, rate", [(10.0, 50, 100), (60.0, 100, 20)], ids=["10s", "60s"]
+    "seconds, keys, rate",
+    [(3.0, 50, 100), (10.0, 50, 100), (60.0, 100, 20)],
+    ids=["3s", "10s", "60s"],
 )
 def test_partition_with_conflicting_writes_then_heal(
     lab: Lab, record, seconds: float, keys: int, rate: float
 ) -> None:
     """{n1, n2} | {n3, n4, n5}, writes to the same keys on both sides, then heal
-    (scenario 2; the 60 s one is scenario 8)."""
+    (scenario 2; the 60 s one is scenario 8; a 3 s cut is shorter than it takes
+    to judge a member dead: the links stay open across it, stalled)."""
 
     async def body(c: Cluster) -> None:
         lab.partition((0, 1), (2, 3, 4))
@@ -194,6 +197,8 @@ def test_a_throttled_node_catches_up_without_receiving_much_more_than_the_payloa
             written_in_s=round(written, 2),
         )
         assert got <= 1.5 * wire, (got, wire)
+        # (1.2-1.5x in most runs; the bound leaves room for a loaded machine)
+        assert caught_up <= 3 * wire * 8 / 1e6, (caught_up, wire)
 
     run(lab, body)
 

@@ -1,9 +1,27 @@
-"""Review of #13 (slow links): reproductions."""
+"""Slow links (issue #13, problem 1), on the sans-IO core: what a node
+writes on a connection it does not write again, a catch-up pulls from one peer
+at a time, and none of that may cost correctness elsewhere (a refused entry
+comes again, a Reset still gets through, a silent cut or a busy writer does not
+isolate a node). The first tests are a reviewer's reproductions of
+regressions found in the first version of these rules."""
 
 from __future__ import annotations
 
+import socket
+from typing import Any, Dict, Tuple
+
+import pytest
+
+from fastgossip._impl import load
 from fastgossip.clock import LOGICAL_BITS
-from tests.test_core import Pair, T0
+from fastgossip.core import ASK, SEND, CoreLimits, GossipCore
+from fastgossip.fanout import Fanout
+from fastgossip.node import NodeStats
+from fastgossip.sim import Partition, Simulation
+from fastgossip.transport import stall_timeout
+from tests.conftest import wait_for
+from tests.test_core import T0, Pair
+from tests.test_node import FAST, pair
 
 
 def test_entry_refused_as_future_comes_again(implementation: str) -> None:
@@ -20,13 +38,6 @@ def test_entry_refused_as_future_comes_again(implementation: str) -> None:
         p.tick()
     assert p.b.state.refusals()["future"] >= 1
     assert p.b.state.get("fut") is not None, "b never got the entry back"
-
-
-from typing import Any, Dict, Tuple
-
-from fastgossip._impl import load
-from fastgossip.core import ASK, SEND, CoreLimits, GossipCore
-from fastgossip.node import NodeStats
 
 
 class Mesh:
@@ -91,7 +102,7 @@ def test_a_busy_writer_does_not_cut_a_node_off_from_the_rest(implementation: str
     m.tick()
     m.cores["c"].set("from-c", 1, m.now)
     n = 0
-    for r in range(50):  # 10 s
+    for _ in range(50):  # 10 s
         for _ in range(400):
             m.cores["b"].set(f"b{n}", b"x" * 80, m.now)
             n += 1
@@ -185,7 +196,7 @@ def test_a_silent_cut_during_a_catch_up_does_not_isolate_the_node(implementation
     m.tick()
     assert m.cut_now
     c.set("from-c", 1, m.now)
-    for r in range(150):  # 30 s, the link to b silent all along (TCP would wait ~15 min)
+    for _ in range(150):  # 30 s, the link to b silent all along (TCP would wait ~15 min)
         m.tick()
     print(
         "\nskipped",
@@ -194,12 +205,6 @@ def test_a_silent_cut_during_a_catch_up_does_not_isolate_the_node(implementation
         getattr(a, "_catching_up", lambda _: None)(m.now),
     )
     assert a.state.get("from-c") is not None, "a asked no one but the silent b for 30 s"
-
-
-import pytest
-
-from fastgossip.fanout import Fanout
-from fastgossip.sim import Partition, Simulation
 
 
 @pytest.mark.parametrize("n_keys", [100, 20_000])
@@ -223,3 +228,110 @@ def test_a_reset_still_reaches_a_node_back_from_a_long_cut(
     sim.run_for(3 * GRACE)
     print("\nresets sent", sim.total("resets_sent"), "withheld", sim.total("resets_withheld"))
     assert "gone" not in sim.table(0), "the deleted key stays at node 0 (no Reset came)"
+
+
+# -- catching up (this session's rules) ------------------------------------------
+def _asks(core: GossipCore) -> Dict[Any, bool]:
+    """The peers asked by the outputs taken from ``core`` (dials included)."""
+    return {t: True for kind, t, _ in core.take() if kind == ASK}
+
+
+def test_an_answer_in_the_middle_of_a_frame_holds_the_node_to_that_peer(
+    implementation: str,
+) -> None:
+    """A frame still arriving on the link of a question (a large answer on a
+    slow link) makes the node ask no one else and hand out no digest: every
+    peer would send it the same entries."""
+    m = Mesh(implementation, "abc", [("a", "b"), ("a", "c"), ("c", "a")])
+    a = m.cores["a"]
+    a.take()
+    b_conn = a._peers[m.addr["b"]].conn
+    a._ask(a._peers[m.addr["b"]], a.digest_for(b_conn, True, m.now), m.now)
+    a.take()
+    a.progress(b_conn, m.now + 0.05, mid_frame=True)
+    assert a._catching_up(m.now + 0.05) is a._peers[m.addr["b"]]
+    skipped = a.stats.exchanges_skipped
+    for _ in range(5):  # a second of rounds, the frame's bytes still arriving
+        m.now += 0.2
+        a.progress(b_conn, m.now, mid_frame=True)
+        a.tick(m.now)
+        assert m.addr["c"] not in _asks(a)
+    assert a.stats.exchanges_skipped > skipped
+    # a question from c is answered without a's digest (c would push it)
+    c = m.cores["c"]
+    c_conn = c._peers[m.addr["a"]].conn
+    a_conn_from_c = m.route[("c", c_conn)][1]
+    a.receive(a_conn_from_c, c.encode_digest(True, m.now), m.now, 1 << 30)
+    answer = [f for kind, t, fs in a.take() if kind == SEND for f in fs]
+    assert not any(f[5] == 0x07 for f in answer)  # (0x07: Digest)
+    # the frame stops arriving: after the window the node is free again
+    m.now += max(1.0, 4 * 0.2) + 0.01
+    assert a._catching_up(m.now) is None
+
+
+def test_a_pulled_answer_queued_behind_other_bytes_is_not_late(implementation: str) -> None:
+    """While a node continues a catch-up, its question's answer may wait in
+    the link's queue behind entries arriving on its other connections: as
+    long as those arrive, the question is not given up (asking another peer
+    would bring the same entries twice)."""
+    m = Mesh(implementation, "abc", [("a", "b"), ("a", "c")])
+    a = m.cores["a"]
+    a.take()
+    pb = a._peers[m.addr["b"]]
+    c_conn = a._peers[m.addr["c"]].conn
+    a._ask(pb, a.digest_for(pb.conn, True, m.now), m.now)
+    pb.pulling = True
+    a.take()
+    for _ in range(10):  # 2 s: nothing on b's link, entries arriving on c's
+        m.now += 0.2
+        a.progress(c_conn, m.now, mid_frame=False)
+        assert a._catching_up(m.now) is pb
+        a.tick(m.now)
+        assert m.addr["c"] not in _asks(a)
+    m.now += 1.01  # nothing arrives anywhere: the question is late
+    assert a._catching_up(m.now) is None
+
+
+def test_a_peers_small_batches_do_not_make_a_node_catch_up(implementation: str) -> None:
+    """A peer that is itself catching up answers with small batches and no
+    digest: that is no large answer arriving, and the asker must not stop
+    answering others with its digest (that stalled a whole cluster's catch-up
+    in the fault suite)."""
+    m = Mesh(implementation, "ab", [("a", "b")])
+    a = m.cores["a"]
+    a.take()
+    pb = a._peers[m.addr["b"]]
+    a._ask(pb, a.digest_for(pb.conn, True, m.now), m.now)
+    a.take()
+    c = a._conns[pb.conn]
+    for _ in range(5):
+        m.now += 0.2
+        c.batch_bytes += 103  # a few small batches, each frame whole
+        a.progress(pb.conn, m.now, mid_frame=False)
+        assert a._catching_up(m.now) is None
+
+
+# -- a silent cut (problem 2) ---------------------------------------------------
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="no TCP_USER_TIMEOUT here")
+async def test_gossip_connections_give_up_on_unacknowledged_bytes(implementation: str) -> None:
+    """A link cut silently (packets dropped) must not wait on TCP's
+    retransmission back-off: every gossip connection, dialled or accepted,
+    has TCP_USER_TIMEOUT set to the stall timeout (the fault suite cuts links
+    for real)."""
+    a, b = await pair(implementation)
+    async with a, b:
+        a.set("k", 1)
+        await wait_for(lambda: b.get("k") == 1)
+        want = int(stall_timeout(FAST) * 1000)
+        seen = 0
+        for node in (a, b):
+            for proto in node._transport.conns.values():
+                sock = proto.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == want
+                seen += 1
+        assert seen >= 2  # (a's dial and b's accept at least)
+
+
+def test_the_stall_timeout_leaves_room_for_a_slow_links_recovery() -> None:
+    assert stall_timeout(0.2) == 3.0  # a few retransmission timeouts on a congested link
+    assert stall_timeout(1.0) == 10.0
