@@ -1175,6 +1175,7 @@ class GossipState:
         total = 0
         packer = _Packer(base, max_frame_size)
         self._delta_cut = False
+        self._delta_top = 0
         for rec in self._due(watermarks):
             _, origin, key = rec
             cur = self._entries[key]

@@ -176,7 +176,7 @@ class _Peer:
 CATCH_UP_MAX = 30.0  # seconds one question may keep a node catching up (see _catching_up)
 IN_FLIGHT_KEEP = 60.0  # seconds a record of deltas in flight is trusted (see _in_flight)
 FIRST_CAP = 128 << 10  # bytes: the first delta on a connection (see _delta_cap)
-MID_FRAME_WAIT = 5.0  # seconds a frame's bytes may pause while a node catches up
+MID_FRAME_WAIT = 5.0  # seconds a catch-up waits on a paused frame or a queued answer
 CONTINUE_BYTES = 32 << 10  # an answer at least this large that was cut is continued at once
 
 
@@ -209,6 +209,7 @@ class _Conn:
         "merged",
         "batch_bytes",
         "mid_frame",
+        "continued",
     )
 
     def __init__(
@@ -252,6 +253,8 @@ class _Conn:
         self.merged = 0
         self.batch_bytes = 0
         self.mid_frame = False
+        # our last answer on it was large enough for the asker to continue
+        self.continued = False
 
 
 class GossipCore:
@@ -454,8 +457,9 @@ class GossipCore:
         self._linked[peer] = p
         p.last_used = now
         # a new connection starts with an exchange, so a fresh peer catches up
-        # now (unless this node is receiving a slow answer: see _catching_up)
-        if self._catching_up(now) is None:
+        # now (unless this node is receiving a slow answer: see _catching_up;
+        # a dead member being retried is asked all the same, or the try is lost)
+        if peer in self._reconnecting or self._catching_up(now) is None:
             self._ask(p, self.digest_for(conn, True, now), now)
 
     def closed(self, conn: int, now: float, by_peer: bool = False) -> None:
@@ -1382,9 +1386,12 @@ class GossipCore:
             # the frame is in flight. A question lost on a cut link catches
             # nothing up, nor does one a peer throttled.
             heard = max(p.awaiting_since, c.progress_at)
-            waited = max(heard, self._progress_at)
             if p.pulling and (
-                now - waited < window or (c.mid_frame and now - heard < MID_FRAME_WAIT)
+                now - heard < window
+                or (c.mid_frame and now - heard < MID_FRAME_WAIT)
+                # (queued behind others' entries: for a while only, as a
+                # continuation the peer throttled gets no answer at all)
+                or (now - p.awaiting_since < MID_FRAME_WAIT and now - self._progress_at < window)
             ):
                 return p
             if now - c.progress_at < window and (
@@ -1683,7 +1690,12 @@ class GossipCore:
             # an inbound question: one answer per connection per round, and all
             # inbound answers of a round, digests included, share max_round_bytes
             # (the next question after an answer cut at its cap is its sequel)
-            if now - c.answered_at < self.limits.gossip_interval * 0.5 and not c.capped_at:
+            # (and so is the next after one whose entries the asker continues)
+            if (
+                now - c.answered_at < self.limits.gossip_interval * 0.5
+                and not c.capped_at
+                and not c.continued
+            ):
                 self.stats.exchanges_throttled += 1
                 return 0
             # the budget's window: a gossip interval, at most a second (a node
@@ -1711,6 +1723,7 @@ class GossipCore:
                 frames = self.state.delta_frames(
                     self.node_id, wanted, self.limits.max_frame_size, budget
                 )
+                c.continued = sum(map(len, frames)) >= CONTINUE_BYTES
                 if frames:
                     self._note_sent(c, conn, wanted, frames, now)
                     if self.state.delta_cut and budget >= c.cap:

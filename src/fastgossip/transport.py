@@ -347,7 +347,7 @@ class GossipProtocol(asyncio.Protocol):
             # a trickle of small complete frames, which would keep this node
             # "catching up" for ever)
             batch = owner.core._batch_type
-            mid = bool(self.decoder.buffered)
+            mid = bool(self.decoder.buffered or (sec is not None and sec.buffered))
             if mid or any(f[5] == batch for f in frames):
                 owner.core.progress(self.conn, owner.now(), mid)
             elif self.mid_frame:
@@ -355,6 +355,11 @@ class GossipProtocol(asyncio.Protocol):
             self.mid_frame = mid
         else:
             frames = []
+            if sec is not None and sec.buffered:
+                # a sealed record still arriving (up to 64 KiB): its frames
+                # are read once it is whole, its bytes are progress now
+                owner.core.progress(self.conn, owner.now(), True)
+                self.mid_frame = True
         partial = self.decoder.buffered + (sec.buffered if sec is not None else 0)
         if partial != self.partial:
             owner.input_changed(self, partial)
