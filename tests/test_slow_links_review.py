@@ -18,7 +18,6 @@ from typing import Any, List, Tuple
 import pytest
 
 from fastgossip._impl import load
-from fastgossip.core import ASK, SEND
 from fastgossip.secure import Keyring, Session, generate_key
 from fastgossip.transport import GossipProtocol
 from tests.test_slow_links import Mesh
@@ -118,21 +117,10 @@ def test_bytes_of_a_large_answer_count_as_progress_with_a_cluster_key(
 class _ProgressMesh(Mesh):
     """Mesh that tells the receiving core of batch bytes, as the transport does."""
 
-    def pump(self, rounds: int = 50) -> None:
-        for _ in range(rounds):
-            moved = False
-            for n, core in self.cores.items():
-                for kind, target, frames in core.take():
-                    if kind not in (SEND, ASK) or not frames:
-                        continue
-                    conn = target if kind == SEND else core._peers[target].conn
-                    dst, dconn = self.route[(n, conn)]
-                    moved = True
-                    if any(f[5] == self.cores[dst]._batch_type for f in frames):
-                        self.cores[dst].progress(dconn, self.now, False)
-                    self.cores[dst].receive(dconn, frames, self.now, 1 << 30)
-            if not moved:
-                return
+    def deliver(self, core: Any, conn: int, frames: List[bytes]) -> None:
+        if any(f[5] == core._batch_type for f in frames):
+            core.progress(conn, self.now, False)
+        core.receive(conn, frames, self.now, 1 << 30)
 
 
 def test_a_throttled_continuation_does_not_hold_the_node_catching_up(
