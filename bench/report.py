@@ -793,6 +793,38 @@ def faults_section(faults: dict) -> List[str]:
     return out + [""]
 
 
+def durable_section(d: dict) -> List[str]:
+    """The "Durability" section: bench/durable.py's figures."""
+    ing, alw, rst = d["ingest"], d["always"], d["restart"]
+    fs = alw["fsync_ms"]
+    rows = [
+        [
+            f"ingest of {ing['keys']:,} keys from a peer, fsync=interval vs in memory",
+            f"{ing['interval_entries_per_s']:,} vs {ing['memory_entries_per_s']:,} entries/s",
+            f"{ing['ratio_best']:.0%} (best), {ing['ratio_median']:.0%} (median)",
+            ">= 50 %",
+        ],
+        [
+            f"fsync=always, {alw['writers']} concurrent writers (set_durable)",
+            f"{alw['acked_writes_per_s']:,} acknowledged writes/s",
+            f"{alw['writes_per_flush']} writes per fsync, ack p50 {alw['ack_latency_ms_median']} ms"
+            f" / p99 {alw['ack_latency_ms_p99']} ms; the disk's fsync p50 {fs['median']} ms"
+            f" / p99 {fs['p99']} ms",
+            ">= 20,000/s",
+        ],
+        [
+            f"restart holding {rst['keys']:,} keys",
+            f"{rst['restart_s']} s to serve (replay {rst['replay_s']} s)",
+            f"snapshot {rst['snapshot_bytes'] / 1e6:.1f} MB, log {rst['log_bytes'] / 1e6:.1f} MB;"
+            f" log at most {rst['worst_log_over_snapshot']}x the snapshot while writing",
+            "<= 2 s; log <= 2x live",
+        ],
+    ]
+    out = ["`python -m bench.durable` (a temporary directory on this machine's disk)."]
+    out += [""] + _table(["measurement", "figure", "detail", "target"], rows)
+    return out + [""]
+
+
 def render(
     ratios: Optional[dict],
     e2e: Optional[dict],
@@ -800,6 +832,7 @@ def render(
     notes: Optional[str],
     secure: Optional[dict] = None,
     faults: Optional[dict] = None,
+    durable: Optional[dict] = None,
 ) -> str:
     minutes = 10
     if ratios and e2e:
@@ -845,6 +878,9 @@ def render(
     if faults:
         out += ["## Real faults", ""]
         out += faults_section(faults)
+    if durable:
+        out += ["## Durability", ""]
+        out += durable_section(durable)
     out.append(METHOD)
     return "\n".join(out).rstrip() + "\n"
 
@@ -855,6 +891,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--e2e", default=os.path.join(RESULTS, "e2e.json"))
     parser.add_argument("--secure", default=os.path.join(RESULTS, "secure.json"))
     parser.add_argument("--faults", default=os.path.join(RESULTS, "faults.json"))
+    parser.add_argument("--durable", default=os.path.join(RESULTS, "durable.json"))
     parser.add_argument("--notes", default=os.path.join(RESULTS, "NOTES.md"))
     parser.add_argument("--out", default=os.path.join(DOCS, "benchmarks.md"))
     args = parser.parse_args(argv)
@@ -872,7 +909,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(args.notes) as f:
             notes = f.read()
     with open(args.out, "w") as f:
-        f.write(render(ratios, e2e, plots, notes, secure, _load(args.faults)))
+        f.write(render(ratios, e2e, plots, notes, secure, _load(args.faults), _load(args.durable)))
     print(f"wrote {os.path.relpath(args.out)}" + (f" and {', '.join(plots)}" if plots else ""))
     return 0
 

@@ -36,6 +36,7 @@ from ._messages import (
 from ._sampler import XorShift64
 from ._table import GossipState
 from .clock import HybridClock
+from .durable import DataDirError, DurabilityError
 from .errors import FrameError, GossipError, NodeError, TableFull
 from .fanout import Fanout
 from .membership import Member, MemberEvent
@@ -59,7 +60,9 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "IMPLEMENTATION",
     "PROTOCOL_VERSION",
+    "DataDirError",
     "Digest",
+    "DurabilityError",
     "Entry",
     "Fanout",
     "FrameDecoder",

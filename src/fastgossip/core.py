@@ -313,6 +313,9 @@ class GossipCore:
         # the highest forged stamp of our origin seen (a table kept across a
         # restart remembers the previous life's: not a new forgery)
         self._forged_stamp = self.state.own_refused_stamp
+        # durable mode (see durable.py): what this core applies, for the node
+        # to write down; None without a data directory
+        self.journal: Optional[Any] = None
         self._restamped_at = -1e18
         self._restamp_owed = False
         self.logs = RateLimitedLog(log)
@@ -377,6 +380,18 @@ class GossipCore:
         stamp = max(self._wall_ms() << LOGICAL_BITS, self._last_stamp + 1)
         self._last_stamp = stamp
         return stamp
+
+    def resume(self, version_floor: int, stamp_floor: int) -> None:
+        """Durable mode, after recovery: this life's clocks restart past every
+        version and stamp its earlier run issued or saw, so its first writes
+        never lose to, nor reuse the stamps of, writes made before a crash."""
+        self.clock.observe(version_floor)
+        own = self.state.watermarks().get(self.origin, 0)
+        self._last_stamp = max(self._last_stamp, stamp_floor, own)
+
+    @property
+    def last_stamp(self) -> int:
+        return self._last_stamp
 
     def _observe(self, version: int, now: float) -> None:
         """Move the clock toward ``version``, at most one skew ahead of wall time."""
@@ -597,7 +612,10 @@ class GossipCore:
         (spread with the whole fanout) when ``news``."""
         self._advance(now)
         try:
-            self.state.set(key, value, self.clock.now(), self.origin, self._next_stamp())
+            version, stamp = self.clock.now(), self._next_stamp()
+            self.state.set(key, value, version, self.origin, stamp)
+            if self.journal is not None:
+                self.journal.entry(key, value, version, self.origin, stamp, 0)
         except ValueError as exc:  # TableFull: max_keys / max_table_bytes reached
             self.logs.log(
                 logging.ERROR,
@@ -844,8 +862,10 @@ class GossipCore:
         origin = origin or self.origin
         self._advance(now)
         self.check_storable(key, value, origin, expires)
-        version = self.clock.now()
-        self.state.set(key, value, version, origin, self._next_stamp(), expires)
+        version, stamp = self.clock.now(), self._next_stamp()
+        self.state.set(key, value, version, origin, stamp, expires)
+        if self.journal is not None:
+            self.journal.entry(key, value, version, origin, stamp, expires)
         self._news += 1
         if self._capturing:
             self._captured(now)
@@ -867,7 +887,10 @@ class GossipCore:
                 f"version {version} is more than {2 * self.limits.max_clock_skew:g} s "
                 "ahead of this node's clock (see max_clock_skew)"
             )
-        changed = self.state.set(key, value, version, self.origin, self._next_stamp())
+        stamp = self._next_stamp()
+        changed = self.state.set(key, value, version, self.origin, stamp)
+        if changed and self.journal is not None:
+            self.journal.entry(key, value, version, self.origin, stamp, 0)
         self._observe(version, now)
         self._news += 1
         if self._capturing:
@@ -971,6 +994,8 @@ class GossipCore:
         # tombstones a grace after their version's time, expired keys a grace
         # after their expiry (a peer's older value must lose to them meanwhile)
         found = self.state.collect(cutoff << LOGICAL_BITS, cutoff)
+        if found and self.journal is not None:
+            self.journal.reshape()  # (a replay would bring the collected back)
         if found:
             self.stats.tombstones_collected += held - self.state.tombstones
             self._raise_horizons(found, now)
@@ -989,6 +1014,8 @@ class GossipCore:
             for origin in gone:
                 del self._eph_gone[origin]
             self._eph_dropped.update(self.state.drop_origins(gone))
+            if self.journal is not None:
+                self.journal.reshape()
 
     def _live_ephemeral(self) -> FrozenSet[str]:
         """The ephemeral origins shown now: ours, and those of the lives of
@@ -1082,6 +1109,8 @@ class GossipCore:
             if stamp:
                 found[origin] = stamp
         dropped = self.state.drop_unheld(b"".join(parts.hashes), watermarks)
+        if self.journal is not None:
+            self.journal.reshape()  # (a replay would bring the dropped back)
         watermarks.pop(self.origin, None)  # our own: our stamp clock says
         if self._complete():
             # (a table that refused entries keeps asking for them instead)
@@ -1530,6 +1559,8 @@ class GossipCore:
                 if origin in watermarks:
                     count = self.state.restamp(origin, self._last_stamp + 1)
                     self._last_stamp += count
+            if self.journal is not None:
+                self.journal.reshape()  # (the log holds the old stamps)
 
     # -- input -----------------------------------------------------------------
     def receive(self, conn: int, frames: Iterable[bytes], now: float, room: int) -> int:
@@ -1564,6 +1595,8 @@ class GossipCore:
             for frame in frames:
                 if frame[5] == batch_type:
                     n = state.merge_frame(frame, max_frame_size, max_stamp, max_version)
+                    if n and self.journal is not None:
+                        self.journal.frame(frame)
                     merged += n
                     c.merged += n
                     c.batch_bytes += len(frame)

@@ -39,7 +39,18 @@ from typing import (
 
 from ._impl import load
 from ._table import MAX_NODE_ID_BYTES
+from .clock import LOGICAL_BITS
 from .core import EPHEMERAL_SUFFIX, LIFE_SEPARATOR, CoreLimits, GossipCore, node_of
+from .durable import (
+    FSYNC_POLICIES,
+    KIND_BATCH,
+    DataDir,
+    DurabilityError,
+    Journal,
+    Recovered,
+    meta_record,
+    record,
+)
 from .errors import NodeError
 from .fanout import Fanout
 from .membership import RESERVED_PREFIX, Member, MemberEvent, MembershipConfig
@@ -234,6 +245,9 @@ class NodeConfig:
     )
     cluster_key_file: Optional[str] = None
     ssl: Optional[TLSConfig] = None
+    data_dir: Optional[str] = None
+    fsync: str = "interval"
+    fsync_interval: float = 0.1
 
     def __post_init__(self) -> None:
         if not isinstance(self.node_id, str) or not self.node_id:
@@ -242,7 +256,11 @@ class NodeConfig:
             raise ValueError(f"node_id is longer than {MAX_NODE_ID_BYTES} UTF-8 bytes")
         if LIFE_SEPARATOR in self.node_id:
             raise ValueError(f"node_id must not contain {LIFE_SEPARATOR!r}")
+        if self.fsync not in FSYNC_POLICIES:
+            policies = ", ".join(FSYNC_POLICIES)
+            raise ValueError(f"fsync must be one of {policies}, got {self.fsync!r}")
         for name in (
+            "fsync_interval",
             "gossip_interval",
             "connect_timeout",
             "reconnect_min",
@@ -411,6 +429,9 @@ class NodeStats:
     resets_withheld: int = 0
     reset_drops: int = 0
     auth_failures: int = 0
+    disk_flushes: int = 0
+    disk_snapshots: int = 0
+    disk_errors: int = 0
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -544,8 +565,20 @@ class GossipNode:
         table: ModuleType = load("table", impl)
         self.implementation: str = "python" if self._codec.__name__.endswith("_py") else "cython"
         self.stats = NodeStats()
-        origin = f"{config.node_id}{LIFE_SEPARATOR}{_new_life(config.node_id)}"
         state = table.GossipState(max_keys=config.max_keys, max_bytes=config.max_table_bytes)
+        # durable mode: the table, the life and the clocks come back from disk
+        self._data: Optional[DataDir] = None
+        self.recovered: Optional[Recovered] = None
+        origin = ""
+        if config.data_dir is not None:
+            self._data = DataDir(config.data_dir, config.node_id)
+            try:
+                self.recovered = self._data.recover(state, config.max_frame_size)
+            except BaseException:
+                self._data.close()
+                raise
+            origin = self.recovered.origin or ""
+        origin = origin or f"{config.node_id}{LIFE_SEPARATOR}{_new_life(config.node_id)}"
         self.replication_log = ReplicationLog(
             leaders=config.replication_leaders,
             max_entries=config.max_log_entries,
@@ -563,6 +596,13 @@ class GossipNode:
             replication=self.replication_log,
             state=state,
         )
+        self._waiters: List[asyncio.Future[None]] = []
+        self._flusher: Optional[asyncio.Task[None]] = None
+        self._flush_wake: Optional[asyncio.Event] = None
+        self._snapshot_owed = self.recovered is not None and not self.recovered.snapshot_bytes
+        if self.recovered is not None:
+            self._core.resume(self.recovered.version_floor, self.recovered.stamp_floor)
+            self._core.journal = Journal()
         keyring: Optional[Keyring] = None
         if config.cluster_key is not None:
             keyring = as_keyring(config.cluster_key)
@@ -596,9 +636,13 @@ class GossipNode:
         """Bind, listen and start gossiping; returns once listening."""
         node = cls(config)
         host, port = config.bind
+        if node._data is not None:
+            node._flush_wake = asyncio.Event()
+            node._flusher = asyncio.ensure_future(node._flush_loop())
         try:
             await node._transport.listen(host, port)
         except OSError as exc:
+            await node.shutdown()
             raise NodeError(
                 f"cannot bind {host}:{port}: {exc.strerror or exc} (errno {exc.errno})"
             ) from exc
@@ -627,6 +671,7 @@ class GossipNode:
         self._shut_down = True
         self._closed = True
         await self._transport.close()
+        await self._close_data()
         for queue in self._member_queues:
             queue.close()
         for watcher in self._watchers:
@@ -635,6 +680,135 @@ class GossipNode:
             if not fut.done():
                 fut.set_exception(NodeError(f"node {self.node_id!r} shut down"))
                 fut.exception()  # retrieved: nobody may be waiting any more
+
+    # -- durable mode ----------------------------------------------------------
+    async def sync(self) -> None:
+        """Return once everything this node applied so far is on disk (durable
+        mode; without a data directory it returns at once). Concurrent callers
+        share one write and one fsync (group commit). Raises DurabilityError
+        when the disk failed (the node keeps running, in memory)."""
+        if self._data is None or self._flush_wake is None:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._flush_wake.set()
+        await fut
+
+    async def set_durable(
+        self, key: str, value: Value, *, ttl: Optional[float] = None, ephemeral: bool = False
+    ) -> int:
+        """``set``, returning once the write is on disk (``await sync()``)."""
+        version = self.set(key, value, ttl=ttl, ephemeral=ephemeral)
+        await self.sync()
+        return version
+
+    async def delete_durable(self, key: str) -> int:
+        """``delete``, returning once the tombstone is on disk."""
+        version = self.delete(key)
+        await self.sync()
+        return version
+
+    async def _flush_loop(self) -> None:
+        assert self._flush_wake is not None
+        wake = self._flush_wake
+        interval = self.config.fsync_interval
+        while not self._shut_down:
+            try:
+                await asyncio.wait_for(wake.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+            wake.clear()
+            try:
+                await self._flush()
+            except Exception:  # a bug in a flush must not end durability silently
+                _log.exception("%s: flushing to the data directory failed", self.node_id)
+
+    async def _flush(self) -> None:
+        """Write what was applied since the last flush: log records, or a new
+        snapshot when the log has grown as large as the last one or entries
+        were dropped (see durable.py); then wake the writers waiting on it."""
+        data_dir, core = self._data, self._core
+        journal = core.journal
+        if data_dir is None or journal is None:
+            return
+        waiters, self._waiters = self._waiters, []
+        if not journal and not waiters and not self._snapshot_owed:
+            return
+        entries, frames, reshaped = journal.take()
+        config = self.config
+        margin = max(1000, int(10_000 * config.fsync_interval)) << LOGICAL_BITS
+        floors = (core.clock.last + margin, core.last_stamp + margin)
+        snapshot = reshaped or self._snapshot_owed or data_dir.snapshot_due()
+        if snapshot:
+            state = core.state
+            parts = [meta_record(self.node_id, core.origin, *floors, state.watermarks())]
+            parts += [
+                record(KIND_BATCH, f)
+                for f in state.delta_frames(self.node_id, {}, config.max_frame_size)
+            ]
+            write = data_dir.write_snapshot
+        else:
+            parts = [record(KIND_BATCH, f) for f in frames]
+            parts += [record(KIND_BATCH, f) for f in self._encode_own(entries)]
+            parts.append(meta_record(self.node_id, core.origin, *floors))
+            write = data_dir.append
+        data = b"".join(parts)
+        sync = config.fsync != "never"
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, write, data, sync)
+        except DurabilityError as exc:
+            self.stats.disk_errors += 1
+            # what was taken is lost to the disk: the next write is a whole
+            # snapshot (memory stays bounded by the table, not the backlog)
+            self._snapshot_owed = True
+            _log.error("%s: %s; running in memory, retrying", self.node_id, exc)
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(DurabilityError(exc.errno, str(exc)))
+            return
+        self.stats.disk_flushes += 1
+        if snapshot:
+            self.stats.disk_snapshots += 1
+            self._snapshot_owed = False
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _encode_own(self, entries: List[Tuple[Any, ...]]) -> List[bytes]:
+        """This node's own writes as batch frames (each under the frame size)."""
+        codec = self._codec
+        out: List[bytes] = []
+        batch: List[Any] = []
+        size, limit = 0, self.config.max_frame_size // 2
+        for key, value, version, origin, stamp, expires in entries:
+            batch.append(codec.Entry(key, value, version, origin, stamp, expires=expires))
+            size += 64 + len(key) + len(origin) + (len(value) if isinstance(value, bytes) else 8)
+            if size >= limit:
+                out.append(codec.encode(codec.GossipBatch(self.node_id, batch)))
+                batch, size = [], 0
+        if batch:
+            out.append(codec.encode(codec.GossipBatch(self.node_id, batch)))
+        return out
+
+    async def _close_data(self) -> None:
+        """A last flush, then release the data directory."""
+        if self._data is None:
+            return
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except BaseException:
+                pass
+            self._flusher = None
+        try:
+            await self._flush()
+        finally:
+            for fut in self._waiters:
+                if not fut.done():
+                    fut.set_exception(NodeError(f"node {self.node_id!r} shut down"))
+            self._waiters = []
+            self._data.close()
 
     async def stop_rounds(self) -> None:
         """Stop rounds and connection attempts, keep serving (the first half of
