@@ -230,6 +230,9 @@ class SimStats:
     resets_withheld: int
     reset_drops: int
     auth_failures: int
+    disk_flushes: int
+    disk_snapshots: int
+    disk_errors: int
 
     def __init__(self) -> None:
         for name in _STAT_FIELDS:
