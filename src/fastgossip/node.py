@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import errno
 import functools
 import ipaddress
 import logging
@@ -597,6 +598,7 @@ class GossipNode:
             state=state,
         )
         self._waiters: List[asyncio.Future[None]] = []
+        self._data_closing = False
         self._flusher: Optional[asyncio.Task[None]] = None
         self._flush_wake: Optional[asyncio.Event] = None
         self._snapshot_owed = self.recovered is not None and not self.recovered.snapshot_bytes
@@ -712,12 +714,14 @@ class GossipNode:
         assert self._flush_wake is not None
         wake = self._flush_wake
         interval = self.config.fsync_interval
-        while not self._shut_down:
+        while True:
             try:
                 await asyncio.wait_for(wake.wait(), interval)
             except asyncio.TimeoutError:
                 pass
             wake.clear()
+            if self._data_closing:
+                return  # (never cancelled mid-write: _close_data flushes last)
             try:
                 await self._flush()
             except Exception:  # a bug in a flush must not end durability silently
@@ -734,6 +738,20 @@ class GossipNode:
         waiters, self._waiters = self._waiters, []
         if not journal and not waiters and not self._snapshot_owed:
             return
+        try:
+            await self._write_down(data_dir, journal, waiters)
+        except BaseException as exc:
+            # (a bug, or cancelled: the waiters must not wait for ever)
+            self._snapshot_owed = True
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(DurabilityError(errno.EIO, f"flush failed: {exc!r}"))
+            raise
+
+    async def _write_down(
+        self, data_dir: DataDir, journal: Journal, waiters: List[asyncio.Future[None]]
+    ) -> None:
+        core = self._core
         entries, frames, reshaped = journal.take()
         config = self.config
         margin = max(1000, int(10_000 * config.fsync_interval)) << LOGICAL_BITS
@@ -794,11 +812,14 @@ class GossipNode:
         """A last flush, then release the data directory."""
         if self._data is None:
             return
-        if self._flusher is not None:
-            self._flusher.cancel()
+        self._data_closing = True
+        if self._flusher is not None and self._flush_wake is not None:
+            # the flusher ends after the write it may be in (a thread can't be
+            # stopped mid-write, and two writers would interleave)
+            self._flush_wake.set()
             try:
                 await self._flusher
-            except BaseException:
+            except Exception:
                 pass
             self._flusher = None
         try:
