@@ -143,9 +143,20 @@ async def test_a_torn_log_is_cut_and_damage_is_refused(
         assert b.get("k18") == 18 and b.get("snap") == 1
         assert "torn write" in caplog.text
     bad = bytearray(log.read_bytes())
-    bad[40] ^= 0x01  # damage early in the log, whole records after it
+    bad[60] ^= 0x01  # damage early in the log, whole records after it
     log.write_bytes(bytes(bad))
-    with pytest.raises(DataDirError, match="damaged"):
+    # the node starts from what precedes the damage, loudly, and keeps the rest
+    async with await GossipNode.start(config("a", tmp_path, implementation)) as c:
+        assert c.recovered is not None and c.recovered.damaged_bytes > 0
+        assert c.get("snap") == 1  # (in the snapshot)
+        assert "is damaged" in caplog.text
+    kept = list(tmp_path.glob("log.damaged.*"))
+    assert len(kept) == 1 and kept[0].stat().st_size == c.recovered.damaged_bytes
+    snap = tmp_path / "snapshot"
+    damaged = bytearray(snap.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01
+    snap.write_bytes(bytes(damaged))
+    with pytest.raises(DataDirError, match="snapshot is damaged"):
         await GossipNode.start(config("a", tmp_path, implementation))
 
 

@@ -17,15 +17,20 @@ a batch of this node's own writes). ``M``: ``body`` is JSON: ``node_id``,
 ``origin`` (the life the node resumes), ``version_floor`` and ``stamp_floor``
 (the node's clocks restart past them) and, in a snapshot, ``watermarks``.
 
-Recovery reads the snapshot (every record must be whole: it was written to a
-temporary file, synced and renamed), then the log through the table's compiled
-``merge_frame``. A log that ends in a record cut short or failing its crc (a
-write torn by a crash) is cut there, with a warning, and never replayed as
-data; a bad record *followed by good ones* is corruption, not a torn tail: the
-directory is refused with ``DataDirError`` rather than silently losing what
-follows. Merging is idempotent and commutative (last writer wins, watermarks
-are per-origin maxima), so replaying a record twice, or a log over the
-snapshot that already holds it, changes nothing.
+Recovery reads the snapshot (every record must be whole: it was synced
+before it replaced the last one), then the log through the table's compiled
+``merge_frame``, a peer's batch with the guards it met live (nothing under
+this node's own origin, no stamp or version beyond the clock-skew bounds). A
+log that ends in a record cut short or failing its crc (a write torn by a
+crash) is cut there, with a warning, and never replayed as data. A bad
+record *followed by good ones* (an unsynced write half lost to a power cut,
+or a failing disk) is cut there too, with an ERROR, and the rest is kept in
+``log.damaged.<ms>``: never replayed past a hole (watermarks would claim what
+is missing), never dropped silently. Each snapshot names a generation and the
+log starts with a record naming the same one: a log older than its snapshot
+(a crash between the snapshot's rename and the log's truncation) is dropped.
+Merging is idempotent and commutative (last writer wins, watermarks are
+per-origin maxima), so replaying a record twice changes nothing.
 
 The log grows until it holds as many bytes as the last snapshot (at least 256
 KiB); the next flush then writes a new snapshot and empties the log, so the
@@ -48,6 +53,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
+from time import time_ns
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import NodeError
@@ -129,7 +135,8 @@ class Recovered:
     entries: int = 0  # merged from the snapshot and the log
     snapshot_bytes: int = 0
     log_bytes: int = 0
-    cut_bytes: int = 0  # a torn tail cut off the log
+    cut_bytes: int = 0  # a torn tail (or damage, or a stale log) cut off the log
+    damaged_bytes: int = 0  # of which damage, kept aside in log.damaged.<ms>
     seconds: float = 0.0
 
 
@@ -140,6 +147,10 @@ class Journal:
 
     __slots__ = ("entries", "frames", "frame_bytes", "reshaped")
 
+    # held for a flush at most; beyond it (a disk stuck in a write) what is
+    # held is let go and the next flush writes a whole snapshot instead
+    MAX_BYTES = 64 << 20
+
     def __init__(self) -> None:
         self.entries: List[Tuple[Any, ...]] = []
         self.frames: List[bytes] = []
@@ -149,11 +160,18 @@ class Journal:
     def entry(
         self, key: str, value: Any, version: int, origin: str, stamp: int, expires: int
     ) -> None:
-        self.entries.append((key, value, version, origin, stamp, expires))
+        entries = self.entries
+        entries.append((key, value, version, origin, stamp, expires))
+        if len(entries) > 1_000_000:  # (see MAX_BYTES)
+            self.entries, self.frames, self.frame_bytes = [], [], 0
+            self.reshaped = True
 
     def frame(self, frame: bytes) -> None:
         self.frames.append(frame)
         self.frame_bytes += len(frame)
+        if self.frame_bytes > self.MAX_BYTES:
+            self.entries, self.frames, self.frame_bytes = [], [], 0
+            self.reshaped = True
 
     def reshape(self) -> None:
         self.reshaped = True
@@ -175,6 +193,7 @@ class DataDir:
         self.node_id = node_id
         self.snapshot_bytes = 0
         self.log_bytes = 0
+        self.generation = 0  # of the snapshot (and of the log that follows it)
         self._lock_fd: Optional[int] = None
         self._log_fd: Optional[int] = None
         try:
@@ -202,43 +221,74 @@ class DataDir:
             pass  # (the pid is a courtesy to whoever finds the lock held)
 
     # -- recovery ------------------------------------------------------------------
-    def recover(self, state: Any, max_frame_size: int) -> Recovered:
+    def recover(
+        self,
+        state: Any,
+        max_frame_size: int,
+        max_stamp: int = (1 << 64) - 1,
+        max_version: int = (1 << 64) - 1,
+    ) -> Recovered:
         """Merge the snapshot and the log into ``state`` (a fresh table, before
-        the core owns it: its own-origin guard would refuse this node's own
-        entries) and open the log for appending."""
+        the core owns it) and open the log for appending. Batches a peer sent
+        are merged with the guards they met when they came (stamps and
+        versions at most ``max_stamp``/``max_version``, nothing under this
+        node's own origin): a logged frame is the whole frame, entries it had
+        refused included."""
         import time
 
         started = time.perf_counter()
         got = Recovered()
         snap = self._read("snapshot")
+        snap_records: List[Tuple[int, bytes]] = []
+        snap_gen: Optional[int] = None
         if snap:
-            records, end, torn = read_records(snap)
+            snap_records, end, _ = read_records(snap)
             if end != len(snap):
                 raise DataDirError(
                     f"{os.path.join(self.path, 'snapshot')} is damaged at byte {end} of "
-                    f"{len(snap)} (a snapshot is written whole and renamed: this is not a "
-                    "crash's torn write); move it away to start from the log alone"
+                    f"{len(snap)} (a snapshot is synced before it replaces the last one: "
+                    "this is the disk failing); move it away to start from the log alone"
                 )
-            self._apply(records, state, max_frame_size, got, snapshot=True)
+            snap_gen = _generation(snap_records)
             got.snapshot_bytes = self.snapshot_bytes = len(snap)
         data = self._read("log")
         records, end, torn = read_records(data)
-        if end != len(data):
-            if not torn:
-                raise DataDirError(
-                    f"{os.path.join(self.path, 'log')} is damaged at byte {end} of {len(data)} "
-                    "with whole records after the damage (not a torn tail): refusing to "
-                    "drop them; copy the directory away and inspect it"
-                )
-            got.cut_bytes = len(data) - end
-            log.warning(
-                "%s: the log of %s ended in %d bytes of a torn write (a crash while "
-                "appending): cut off, not replayed",
-                self.node_id,
-                self.path,
-                got.cut_bytes,
+        if snap_gen is not None and records and _generation(records[:1]) != snap_gen:
+            # a log of before the snapshot (a crash between the snapshot's
+            # rename and the log's truncation): the snapshot holds it all
+            log.info(
+                "%s: the log in %s predates its snapshot: not replayed", self.node_id, self.path
             )
-        self._apply(records, state, max_frame_size, got, snapshot=False)
+            records, end, torn = [], 0, True
+            got.cut_bytes = len(data)
+        elif end != len(data):
+            got.cut_bytes = len(data) - end
+            if torn:
+                log.warning(
+                    "%s: the log of %s ended in %d bytes of a torn write (a crash while "
+                    "appending): cut off, not replayed",
+                    self.node_id,
+                    self.path,
+                    got.cut_bytes,
+                )
+            else:
+                kept = self._keep_aside(data[end:])
+                got.damaged_bytes = got.cut_bytes
+                log.error(
+                    "%s: the log of %s is damaged at byte %d with whole records after it "
+                    "(an unsynced write lost to a power cut, or the disk failing): the "
+                    "node starts from what precedes it; the %d bytes after are kept in %s",
+                    self.node_id,
+                    self.path,
+                    end,
+                    got.cut_bytes,
+                    kept,
+                )
+        self.generation = snap_gen or 0
+        got.origin = _origin(snap_records) or _origin(records)
+        guard = (got.origin, max_stamp, max_version)
+        self._apply(snap_records, state, max_frame_size, got, True, guard)
+        self._apply(records, state, max_frame_size, got, False, guard)
         try:
             self._log_fd = os.open(
                 os.path.join(self.path, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
@@ -256,6 +306,20 @@ class DataDir:
         got.seconds = time.perf_counter() - started
         return got
 
+    def _keep_aside(self, data: bytes) -> str:
+        path = os.path.join(self.path, f"log.damaged.{int(time_ns() // 1_000_000)}")
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise DataDirError(
+                f"the log of {self.path} is damaged and its remainder could not be kept "
+                f"aside ({exc.strerror or exc}): refusing to drop it"
+            ) from exc
+        return path
+
     def _read(self, name: str) -> bytes:
         try:
             with open(os.path.join(self.path, name), "rb") as f:
@@ -272,11 +336,23 @@ class DataDir:
         max_frame_size: int,
         got: Recovered,
         snapshot: bool,
+        guard: Tuple[Optional[str], int, int],
     ) -> None:
         merge = state.merge_frame
+        own_id = self.node_id.encode("utf-8")
+        origin, max_stamp, max_version = guard
+        top = (1 << 64) - 1
         for kind, body in records:
             if kind == KIND_BATCH:
-                got.entries += merge(body, max(max_frame_size, len(body)))
+                size = max(max_frame_size, len(body))
+                if snapshot or _sender(body) == own_id:
+                    got.entries += merge(body, size)
+                else:  # a peer's batch: the guards it met live
+                    state.own_origin = origin
+                    try:
+                        got.entries += merge(body, size, max_stamp, max_version)
+                    finally:
+                        state.own_origin = None
             elif kind == KIND_META:
                 meta = json.loads(body)
                 node = meta.get("node_id")
@@ -284,9 +360,8 @@ class DataDir:
                     raise DataDirError(
                         f"data directory {self.path} belongs to node {node!r}, not {self.node_id!r}"
                     )
-                got.origin = meta.get("origin") or got.origin
                 got.version_floor = max(got.version_floor, int(meta.get("version_floor", 0)))
-                got.stamp_floor = max(got.stamp_floor, int(meta.get("stamp_floor", 0)))
+                got.stamp_floor = min(top, max(got.stamp_floor, int(meta.get("stamp_floor", 0))))
                 if snapshot and "watermarks" in meta:
                     got.watermarks = {str(o): int(s) for o, s in meta["watermarks"].items()}
             else:
@@ -316,8 +391,10 @@ class DataDir:
             raise DurabilityError(exc.errno, f"cannot write the log: {exc.strerror}") from exc
         self.log_bytes += len(data)
 
-    def write_snapshot(self, data: bytes, sync: bool) -> None:
-        """Replace the snapshot with ``data`` (whole records) and empty the log."""
+    def write_snapshot(self, data: bytes, sync: bool, generation: int = 0) -> None:
+        """Replace the snapshot with ``data`` (whole records, its meta naming
+        ``generation``) and start the log again with a record naming the same
+        generation (so a log that outlives its snapshot is known: recover)."""
         tmp = os.path.join(self.path, "snapshot.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -333,8 +410,13 @@ class DataDir:
             os.replace(tmp, os.path.join(self.path, "snapshot"))
             if sync:
                 self._sync_dir()
+            head = record(
+                KIND_META,
+                json.dumps({"node_id": self.node_id, "generation": generation}).encode(),
+            )
             if self._log_fd is not None:
                 os.ftruncate(self._log_fd, 0)
+                os.write(self._log_fd, head)
                 if sync:
                     os.fsync(self._log_fd)
         except OSError as exc:
@@ -344,7 +426,8 @@ class DataDir:
                 pass
             raise DurabilityError(exc.errno, f"cannot write a snapshot: {exc.strerror}") from exc
         self.snapshot_bytes = len(data)
-        self.log_bytes = 0
+        self.log_bytes = len(head)
+        self.generation = generation
 
     def _sync_dir(self) -> None:
         fd = os.open(self.path, os.O_RDONLY)
@@ -373,6 +456,7 @@ def meta_record(
     version_floor: int,
     stamp_floor: int,
     watermarks: Optional[Dict[str, int]] = None,
+    generation: Optional[int] = None,
 ) -> bytes:
     meta: Dict[str, Any] = {
         "node_id": node_id,
@@ -380,6 +464,35 @@ def meta_record(
         "version_floor": version_floor,
         "stamp_floor": stamp_floor,
     }
+    if generation is not None:
+        meta["generation"] = generation
     if watermarks is not None:
         meta["watermarks"] = watermarks
     return record(KIND_META, json.dumps(meta, separators=(",", ":")).encode())
+
+
+def _metas(records: List[Tuple[int, bytes]]) -> Any:
+    for kind, body in records:
+        if kind == KIND_META:
+            yield json.loads(body)
+
+
+def _generation(records: List[Tuple[int, bytes]]) -> Optional[int]:
+    """The generation the first record names (None: it names none)."""
+    for meta in _metas(records[:1]):
+        gen = meta.get("generation")
+        return int(gen) if gen is not None else None
+    return None
+
+
+def _origin(records: List[Tuple[int, bytes]]) -> Optional[str]:
+    for meta in _metas(records):
+        if meta.get("origin"):
+            return str(meta["origin"])
+    return None
+
+
+def _sender(frame: bytes) -> bytes:
+    """A batch frame's sender id (after the u32 length, version and type bytes)."""
+    n = int.from_bytes(frame[6:8], "big")
+    return frame[8 : 8 + n]

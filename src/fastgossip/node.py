@@ -570,14 +570,29 @@ class GossipNode:
         # durable mode: the table, the life and the clocks come back from disk
         self._data: Optional[DataDir] = None
         self.recovered: Optional[Recovered] = None
-        origin = ""
         if config.data_dir is not None:
             self._data = DataDir(config.data_dir, config.node_id)
             try:
-                self.recovered = self._data.recover(state, config.max_frame_size)
+                self._init(config, table, state)
             except BaseException:
-                self._data.close()
+                self._data.close()  # (a failed start leaves the directory free)
                 raise
+        else:
+            self._init(config, table, state)
+
+    def _init(self, config: NodeConfig, table: ModuleType, state: Any) -> None:
+        impl = config.implementation
+        origin = ""
+        if self._data is not None:
+            # the guards a peer's batch met when it came (see GossipCore.horizon)
+            now_ms, skew_ms = int(time.time() * 1000), int(config.max_clock_skew * 1000)
+            top = (1 << 64) - 1
+            self.recovered = self._data.recover(
+                state,
+                config.max_frame_size,
+                min(top, ((now_ms + skew_ms) << LOGICAL_BITS) | 0xFFFF),
+                min(top, ((now_ms + 2 * skew_ms) << LOGICAL_BITS) | 0xFFFF),
+            )
             origin = self.recovered.origin or ""
         origin = origin or f"{config.node_id}{LIFE_SEPARATOR}{_new_life(config.node_id)}"
         self.replication_log = ReplicationLog(
@@ -602,9 +617,21 @@ class GossipNode:
         self._flusher: Optional[asyncio.Task[None]] = None
         self._flush_wake: Optional[asyncio.Event] = None
         self._snapshot_owed = self.recovered is not None and not self.recovered.snapshot_bytes
+        self._eager = config.fsync == "always" and self._data is not None
+        self._retry_at = 0.0
+        self._retry_after = 1.0
         if self.recovered is not None:
-            self._core.resume(self.recovered.version_floor, self.recovered.stamp_floor)
-            self._core.journal = Journal()
+            core = self._core
+            core.resume(self.recovered.version_floor, self.recovered.stamp_floor)
+            core.journal = Journal()
+            # this life's ephemeral keys end with its run, durable or not: the
+            # restart deletes those it had (the cluster drops them everywhere)
+            mine = origin + EPHEMERAL_SUFFIX
+            now = time.time()
+            for key in list(state.keys()):
+                e = state.get_entry(key)
+                if e is not None and e.origin == mine and e.value is not None:
+                    core.delete(key, now)
         keyring: Optional[Keyring] = None
         if config.cluster_key is not None:
             keyring = as_keyring(config.cluster_key)
@@ -691,10 +718,18 @@ class GossipNode:
         when the disk failed (the node keeps running, in memory)."""
         if self._data is None or self._flush_wake is None:
             return
+        if self._data_closing:
+            raise NodeError(f"node {self.node_id!r} is shut down")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         self._flush_wake.set()
         await fut
+
+    def _wake_flusher(self) -> None:
+        """fsync="always": a write goes to disk at once, not at the interval
+        (writes made meanwhile share the next write and fsync)."""
+        if self._flush_wake is not None:
+            self._flush_wake.set()
 
     async def set_durable(
         self, key: str, value: Value, *, ttl: Optional[float] = None, ephemeral: bool = False
@@ -735,6 +770,9 @@ class GossipNode:
         journal = core.journal
         if data_dir is None or journal is None:
             return
+        loop = asyncio.get_running_loop()
+        if not self._waiters and loop.time() < self._retry_at:
+            return  # (the disk failed lately: retried with back-off, or when asked)
         waiters, self._waiters = self._waiters, []
         if not journal and not waiters and not self._snapshot_owed:
             return
@@ -757,18 +795,22 @@ class GossipNode:
         margin = max(1000, int(10_000 * config.fsync_interval)) << LOGICAL_BITS
         floors = (core.clock.last + margin, core.last_stamp + margin)
         snapshot = reshaped or self._snapshot_owed or data_dir.snapshot_due()
+        write: Callable[[bytes, bool], None]
         if snapshot:
             state = core.state
-            parts = [meta_record(self.node_id, core.origin, *floors, state.watermarks())]
+            gen = data_dir.generation + 1
+            parts = [meta_record(self.node_id, core.origin, *floors, state.watermarks(), gen)]
             parts += [
                 record(KIND_BATCH, f)
                 for f in state.delta_frames(self.node_id, {}, config.max_frame_size)
             ]
-            write = data_dir.write_snapshot
+            write = functools.partial(data_dir.write_snapshot, generation=gen)
         else:
             parts = [record(KIND_BATCH, f) for f in frames]
             parts += [record(KIND_BATCH, f) for f in self._encode_own(entries)]
-            parts.append(meta_record(self.node_id, core.origin, *floors))
+            parts.append(
+                meta_record(self.node_id, core.origin, *floors, generation=data_dir.generation)
+            )
             write = data_dir.append
         data = b"".join(parts)
         sync = config.fsync != "never"
@@ -776,6 +818,8 @@ class GossipNode:
             await asyncio.get_running_loop().run_in_executor(None, write, data, sync)
         except DurabilityError as exc:
             self.stats.disk_errors += 1
+            self._retry_at = asyncio.get_running_loop().time() + self._retry_after
+            self._retry_after = min(30.0, 2 * self._retry_after)
             # what was taken is lost to the disk: the next write is a whole
             # snapshot (memory stays bounded by the table, not the backlog)
             self._snapshot_owed = True
@@ -785,6 +829,7 @@ class GossipNode:
                     fut.set_exception(DurabilityError(exc.errno, str(exc)))
             return
         self.stats.disk_flushes += 1
+        self._retry_at, self._retry_after = 0.0, 1.0
         if snapshot:
             self.stats.disk_snapshots += 1
             self._snapshot_owed = False
@@ -903,6 +948,8 @@ class GossipNode:
         """
         self._check_open()
         version = self._core.set(key, value, time.time(), ephemeral, ttl)
+        if self._eager:
+            self._wake_flusher()
         if self._core.out:  # watchers' changes: told now, not at the next round
             self._transport.drive()
         return version
@@ -915,6 +962,8 @@ class GossipNode:
         collected, ``tombstone_grace`` later."""
         self._check_open()
         version = self._core.delete(key, time.time())
+        if self._eager:
+            self._wake_flusher()
         if self._core.out:
             self._transport.drive()
         return version
