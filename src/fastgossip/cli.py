@@ -518,6 +518,18 @@ def build_parser() -> argparse.ArgumentParser:
     keyring.add_argument("action", choices=["list", "install", "use", "remove"])
     keyring.add_argument("key", nargs="?", help="a base64 key (install, use, remove)")
     _add_sim_parser(sub)
+    from .agent import add_agent_arguments
+    from .client import add_client_parsers
+
+    agent = sub.add_parser(
+        "agent",
+        help="run a long-lived node with an HTTP API, metrics and a status page",
+        description="Run a node until SIGTERM/SIGINT (it leaves the cluster, then exits 0; a "
+        "second signal exits at once). The HTTP API (docs/HTTP.md) listens on loopback by "
+        "default. Needs the 'agent' extra: pip install 'fastgossip[agent]'.",
+    )
+    add_agent_arguments(agent)
+    add_client_parsers(sub)
     return parser
 
 
@@ -577,6 +589,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args.command == "keyring":
         return run_keyring(args.file, args.action, args.key)
+    if args.command == "agent":
+        from .agent import main_agent
+
+        return main_agent(args)
+    from .client import CLIENT_COMMANDS, run_client
+
+    if args.command in CLIENT_COMMANDS:
+        return run_client(args)
     if args.command != "demo":
         parser.print_help()
         return 2
