@@ -825,6 +825,47 @@ def durable_section(d: dict) -> List[str]:
     return out + [""]
 
 
+def agent_section(d: dict) -> List[str]:
+    """The "Agent" section: bench/agent.py's figures."""
+    w, r, wa, m, i = d["get_wrk"], d["get_at_rate"], d["watch"], d["metrics"], d["idle"]
+    rps = w.get("requests_per_s")
+    rows = [
+        [
+            "GET of a small key, wrk (2 threads, 32 connections)",
+            f"{rps:,} requests/s" if rps else w.get("skipped", ""),
+            f"p99 {w.get('p99_ms_at_saturation')} ms at saturation",
+            ">= 5,000/s",
+        ],
+        [
+            f"GET at {r['rate']:,.0f} requests/s (a fixed-rate client)",
+            f"p99 {r['p99_ms']} ms",
+            f"p50 {r['p50_ms']} ms, max {r['max_ms']} ms",
+            "p99 <= 5 ms",
+        ],
+        [
+            "a write on one agent to an SSE watcher on another",
+            f"median {wa['median_ms']} ms",
+            f"p90 {wa['p90_ms']} ms; gossip interval {wa['gossip_interval_s']} s",
+            f"<= {wa['target_ms']} ms",
+        ],
+        [
+            f"/metrics with {m['members']:,} members",
+            f"{m['median_ms']} ms",
+            f"max {m['max_ms']} ms, {m['bytes']:,} bytes",
+            "<= 50 ms",
+        ],
+        [
+            "idle CPU: agent vs bare node",
+            f"{i['agent_cpu_percent']} % vs {i['node_cpu_percent']} %",
+            f"{i['difference_points']} points, over {i['seconds']} s",
+            "<= +5 points",
+        ],
+    ]
+    out = ["`python -m bench.agent` (agents as processes on loopback; wrk from Debian)."]
+    out += [""] + _table(["measurement", "figure", "detail", "target"], rows)
+    return out + [""]
+
+
 def render(
     ratios: Optional[dict],
     e2e: Optional[dict],
@@ -833,6 +874,7 @@ def render(
     secure: Optional[dict] = None,
     faults: Optional[dict] = None,
     durable: Optional[dict] = None,
+    agent: Optional[dict] = None,
 ) -> str:
     minutes = 10
     if ratios and e2e:
@@ -881,6 +923,9 @@ def render(
     if durable:
         out += ["## Durability", ""]
         out += durable_section(durable)
+    if agent:
+        out += ["## Agent", ""]
+        out += agent_section(agent)
     out.append(METHOD)
     return "\n".join(out).rstrip() + "\n"
 
@@ -892,6 +937,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--secure", default=os.path.join(RESULTS, "secure.json"))
     parser.add_argument("--faults", default=os.path.join(RESULTS, "faults.json"))
     parser.add_argument("--durable", default=os.path.join(RESULTS, "durable.json"))
+    parser.add_argument("--agent", default=os.path.join(RESULTS, "agent.json"))
     parser.add_argument("--notes", default=os.path.join(RESULTS, "NOTES.md"))
     parser.add_argument("--out", default=os.path.join(DOCS, "benchmarks.md"))
     args = parser.parse_args(argv)
@@ -909,7 +955,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(args.notes) as f:
             notes = f.read()
     with open(args.out, "w") as f:
-        f.write(render(ratios, e2e, plots, notes, secure, _load(args.faults), _load(args.durable)))
+        faults, durable, agent = _load(args.faults), _load(args.durable), _load(args.agent)
+        f.write(render(ratios, e2e, plots, notes, secure, faults, durable, agent))
     print(f"wrote {os.path.relpath(args.out)}" + (f" and {', '.join(plots)}" if plots else ""))
     return 0
 
