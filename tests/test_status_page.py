@@ -53,16 +53,20 @@ def _until(driver: Any, what: str, predicate: Callable[[Any], bool], timeout: fl
 
 
 def _rows(driver: Any, table: str) -> list:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")
+    """The table's rows' texts, read in the page in one go (the page
+    replaces its rows every second: elements found first may be gone)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(r => r.textContent)",
+        f"#{table} tbody tr",
+    )
 
 
 def _status(driver: Any, node: str) -> str:
-    from selenium.webdriver.common.by import By
-
-    found = driver.find_elements(By.CSS_SELECTOR, f'#members tbody tr[data-node="{node}"]')
-    return found[0].get_attribute("data-status") if found else ""
+    return driver.execute_script(
+        'const r = document.querySelector(`#members tbody tr[data-node="${arguments[0]}"]`);'
+        "return r ? r.dataset.status : '';",
+        node,
+    )
 
 
 async def test_the_status_page_shows_members_and_live_changes() -> None:
@@ -80,7 +84,7 @@ async def test_the_status_page_shows_members_and_live_changes() -> None:
         b.node.set("app/color", b"blue")  # type: ignore[union-attr]
 
         def shows_key(d: Any) -> bool:
-            return any("app/color" in r.text and "blue" in r.text for r in _rows(d, "keys"))
+            return any("app/color" in r and "blue" in r for r in _rows(d, "keys"))
 
         await asyncio.to_thread(_until, driver, "the key written on a1", shows_key)
         # a member leaves
