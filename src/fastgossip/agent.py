@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import dataclasses
 import hmac
 import ipaddress
@@ -25,14 +26,21 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+import urllib.parse
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
+from .errors import TableFull
+from .membership import RESERVED_PREFIX
 from .node import GossipNode, NodeConfig
 
 log = logging.getLogger("fastgossip.agent")
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 DEFAULT_HTTP = "127.0.0.1:7947"
+KEEPALIVE = 15.0  # seconds an idle HTTP connection is kept
+POLL = 0.25  # seconds between looks, while a stream waits, at whether its client left
+WATCH_QUEUE = 1000  # changes queued per SSE watcher, and ...
+WATCH_BYTES = 16 << 20  # ... their bytes; beyond either the oldest are dropped (lagged)
 DEFAULT_BIND = "0.0.0.0:7946"
 
 
@@ -67,6 +75,9 @@ class AgentConfig:
     log_json: bool = False
     max_streams: int = 256
     max_wait: float = 300.0
+    max_keys: Optional[int] = 1_000_000
+    max_table_bytes: Optional[int] = 1 << 30
+    max_list: int = 10_000
 
     @classmethod
     def from_toml(cls, path: str, **overrides: Any) -> AgentConfig:
@@ -115,6 +126,8 @@ class AgentConfig:
             fsync=self.fsync,
             gossip_interval=self.gossip_interval,
             meta=dict(self.meta),
+            max_keys=self.max_keys,
+            max_table_bytes=self.max_table_bytes,
         )
 
 
@@ -184,9 +197,11 @@ class Agent:
         self.streams = 0
         self.stream_lag = 0  # changes dropped for slow SSE consumers
         self._runner: Any = None
+        self._stopping = False
         self._token: Optional[bytes] = None
         self._unsubscribe: Optional[Callable[[], None]] = None
         self.started_at = time.time()
+        self._loopback = _is_loopback(host_port(config.http)[0])
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -202,7 +217,9 @@ class Agent:
         node = self.node
         self._unsubscribe = node.subscribe_members(self._member_changed)
         app = self.make_app()
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=1.0, keepalive_timeout=KEEPALIVE
+        )
         await self._runner.setup()
         host, port = host_port(cfg.http)
         site = web.TCPSite(self._runner, host, port)
@@ -225,16 +242,22 @@ class Agent:
             log.info("agent %s joining through %s", node.node_id, ", ".join(cfg.join))
 
     async def stop(self, leave: bool = True) -> None:
-        """Leave the cluster (members see "left" at once), close the API."""
+        """Leave the cluster (members see "left" at once), close the API.
+        Once: a second call waits for the first."""
+        if self._stopping:
+            await self.stopped.wait()
+            return
+        self._stopping = True
         node = self.node
         if node is not None and not node.closed:
             log.info("agent %s shutting down (%s)", node.node_id, "leaving" if leave else "stop")
             if self._unsubscribe is not None:
                 self._unsubscribe()
-            if leave:
-                await node.leave(timeout=2.0)
-            else:
-                await node.shutdown()
+            try:
+                if leave:
+                    await node.leave(timeout=2.0)
+            finally:
+                await node.shutdown()  # (the last flush of durable mode, the port)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -244,7 +267,7 @@ class Agent:
         if ev.kind == "lagged":
             return
         m = ev.member
-        log.info("member %s %s (%s)", m.node_id, ev.kind, _fmt(m.addr) if m.addr else "?")
+        log.info("member %r %s (%s)", m.node_id, ev.kind, _fmt(m.addr) if m.addr else "?")
 
     # -- HTTP ----------------------------------------------------------------
     def make_app(self) -> Any:
@@ -291,6 +314,10 @@ class Agent:
                 return self._error(exc.status, exc.reason or "error")
             except _BadRequest as exc:
                 return self._error(exc.status, str(exc))
+            except TableFull as exc:
+                return self._error(507, str(exc))
+            except ValueError as exc:  # (a bad key or prefix the node refused)
+                return self._error(400, str(exc))
 
         return errors
 
@@ -301,7 +328,15 @@ class Agent:
         @web.middleware
         async def auth(request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
             token = self._token
-            if token is not None:
+            static = request.method == "GET" and (
+                request.path == "/" or request.path.startswith("/ui/")
+            )
+            if token is None and self._loopback and not _loopback_host(request.host):
+                # a browser page whose name was rebound to 127.0.0.1 (DNS
+                # rebinding) says its own name: an API without a token on
+                # loopback answers only to loopback names
+                return self._error(403, f"Host {request.host!r} is not this agent's")
+            if token is not None and not static:
                 given = request.headers.get("Authorization", "")
                 given = given[7:] if given.startswith("Bearer ") else given
                 given = given or request.headers.get("X-Fastgossip-Token", "")
@@ -322,11 +357,11 @@ class Agent:
         from aiohttp import web
 
         node = self._node()
-        key = request.match_info["key"]
+        key = _key(request)
         index = _int_query(request, "index")
         if index is not None:
             wait = self._wait(request)
-            await self._block(key, index, wait, exact=True)
+            await self._block(request, key, index, wait, exact=True)
         e = node.get_entry(key)
         if e is None or e.value is None:
             return self._error(404, f"no key {key!r}")
@@ -343,18 +378,48 @@ class Agent:
         return web.Response(text=str(e.value), headers=headers)
 
     async def list_keys(self, request: Any) -> Any:
+        """Keys under ``prefix`` in key order, at most ``limit`` (default and
+        most: max_list) after the key ``after``; ``X-Fastgossip-More: true``
+        when more follow (ask again with ``after=`` the last key)."""
         node = self._node()
-        prefix = request.query.get("prefix", "")
+        prefix = _prefix(request)
         index = _int_query(request, "index")
         if index is not None:
-            await self._block(prefix, index, self._wait(request), exact=False)
-        out = [
-            entry_json(e)
-            for k in sorted(node.keys())
-            if k.startswith(prefix) and (e := node.get_entry(k)) is not None
-        ]
-        top = max((e["version"] for e in out), default=0)
-        return self._json(out, headers={"X-Fastgossip-Index": str(top)})
+            await self._block(request, prefix, index, self._wait(request), exact=False)
+        limit = _int_query(request, "limit")
+        limit = self.config.max_list if limit is None else min(limit, self.config.max_list)
+        after = request.query.get("after", "")
+        keys = sorted(k for k in node.keys() if k.startswith(prefix) and k > after)
+        out = []
+        size, room = 2, self.config.node_config().max_frame_size  # (one reply's bytes)
+        more = len(keys) > limit
+        for k in keys[:limit]:
+            e = node.get_entry(k)
+            if e is None:
+                continue
+            item = entry_json(e)
+            size += len(_dumps(item)) + 1
+            if size > room and out:
+                more = True
+                break
+            out.append(item)
+        headers = {"X-Fastgossip-Index": str(self._newest(prefix, exact=False))}
+        if more:
+            headers["X-Fastgossip-More"] = "true"
+        return self._json(out, headers=headers)
+
+    def _newest(self, key: str, exact: bool) -> int:
+        """The greatest version of ``key`` (or under the prefix ``key``),
+        deletes included."""
+        node = self._node()
+        if exact:
+            e = node.get_entry(key)
+            return e.version if e is not None else 0
+        top = 0
+        for e in node._read().entries():  # (every entry, tombstones included)
+            if e.version > top and e.key.startswith(key) and not e.key.startswith(RESERVED_PREFIX):
+                top = e.version
+        return top
 
     def _wait(self, request: Any) -> float:
         text = request.query.get("wait", "30s")
@@ -366,21 +431,12 @@ class Agent:
             raise _BadRequest(400, f"wait must be between 0 and {self.config.max_wait:g}s")
         return wait
 
-    async def _block(self, key: str, index: int, wait: float, exact: bool) -> None:
+    async def _block(self, request: Any, key: str, index: int, wait: float, exact: bool) -> None:
         """Consul-style blocking read: return when ``key`` (or a key under the
-        prefix ``key``) holds a version above ``index``, or after ``wait``."""
+        prefix ``key``) holds a version above ``index``, after ``wait``, or
+        when the client has gone (its stream slot is freed)."""
         node = self._node()
-
-        def newest() -> int:
-            if exact:
-                e = node.get_entry(key)
-                return e.version if e is not None else 0
-            return max(
-                (e.version for k in node.keys() if k.startswith(key) and (e := node.get_entry(k))),
-                default=0,
-            )
-
-        if newest() > index or wait == 0:
+        if self._newest(key, exact) > index or wait == 0:
             return
         if self.streams >= self.config.max_streams:
             raise _BadRequest(503, f"over {self.config.max_streams} streams open")
@@ -393,16 +449,22 @@ class Agent:
         unsubscribe = node.subscribe(key, seen)
         self.streams += 1
         try:
-            await asyncio.wait_for(changed.wait(), wait)
-        except asyncio.TimeoutError:
-            pass
+            deadline = time.monotonic() + wait
+            while not changed.is_set() and not _gone(request) and not node.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(changed.wait(), min(left, POLL))
+                except asyncio.TimeoutError:
+                    pass
         finally:
             self.streams -= 1
             unsubscribe()
 
     async def put_key(self, request: Any) -> Any:
         node = self._node()
-        key = request.match_info["key"]
+        key = _key(request)
         body = await request.read()
         ttl_text = request.query.get("ttl")
         ttl = None
@@ -414,11 +476,16 @@ class Agent:
         ephemeral = request.query.get("ephemeral", "").lower() in ("1", "true", "yes")
         try:
             if request.query.get("durable", "").lower() in ("1", "true", "yes"):
+                if self.config.data_dir is None:
+                    raise _BadRequest(400, "durable writes need the agent's --data-dir")
                 version = await node.set_durable(key, body, ttl=ttl, ephemeral=ephemeral)
             else:
                 version = node.set(key, body, ttl=ttl, ephemeral=ephemeral)
+        except TableFull:
+            raise
         except ValueError as exc:
             text = str(exc)
+            # (the node's check_storable: no frame can carry the entry)
             status = 413 if ("larger" in text or "exceeds" in text or "frame" in text) else 400
             raise _BadRequest(status, text) from None
         return self._json(
@@ -427,7 +494,7 @@ class Agent:
 
     async def delete_key(self, request: Any) -> Any:
         node = self._node()
-        key = request.match_info["key"]
+        key = _key(request)
         try:
             version = node.delete(key)
         except ValueError as exc:
@@ -438,13 +505,30 @@ class Agent:
 
     async def watch(self, request: Any) -> Any:
         """Server-Sent Events: one ``change`` event per change under the
-        prefix (``data``: the change as JSON), a comment every 15 s."""
+        prefix (``data``: the change as JSON), a comment every 15 s. A watcher
+        holds at most WATCH_QUEUE changes and WATCH_BYTES bytes of values
+        unsent; beyond, the oldest go and a ``lagged`` event says how many."""
         from aiohttp import web
 
         node = self._node()
+        prefix = _prefix(request)
         if self.streams >= self.config.max_streams:
             raise _BadRequest(503, f"over {self.config.max_streams} streams open")
-        prefix = request.query.get("prefix", "")
+        queue: Deque[Any] = collections.deque()
+        held = {"bytes": 0, "dropped": 0}
+        ready = asyncio.Event()
+
+        def seen(ch: Any) -> None:
+            size = len(ch.value) if isinstance(ch.value, bytes) else 8
+            queue.append((ch, size))
+            held["bytes"] += size
+            while len(queue) > WATCH_QUEUE or held["bytes"] > WATCH_BYTES:
+                _, gone = queue.popleft()
+                held["bytes"] -= gone
+                held["dropped"] += 1
+            ready.set()
+
+        unsubscribe = node.subscribe(prefix, seen)
         resp = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -452,40 +536,37 @@ class Agent:
                 "X-Accel-Buffering": "no",
             }
         )
-        await resp.prepare(request)
-        await resp.write(b": watching\n\n")
         self.streams += 1
-        changes = node.watch(prefix, maxsize=1000)
-        it = changes.__aiter__()
         try:
-            while not node.closed:
+            await resp.prepare(request)
+            await resp.write(b": watching\n\n")
+            quiet = 0.0
+            while not node.closed and not _gone(request):
                 try:
-                    ch = await asyncio.wait_for(it.__anext__(), 15.0)
+                    await asyncio.wait_for(ready.wait(), POLL)
                 except asyncio.TimeoutError:
-                    await resp.write(b": keepalive\n\n")
+                    quiet += POLL
+                    if quiet >= 15.0:
+                        quiet = 0.0
+                        await resp.write(b": keepalive\n\n")
                     continue
-                except StopAsyncIteration:
-                    break
-                if ch.kind == "lagged":
-                    self.stream_lag += int(ch.value or 0)
-                data = {
-                    "key": ch.key,
-                    "kind": ch.kind,
-                    "version": ch.version,
-                    "origin": ch.origin,
-                }
-                if isinstance(ch.value, bytes):
-                    data["value"] = base64.b64encode(ch.value).decode("ascii")
-                elif ch.value is not None:
-                    data["int"] = ch.value
-                await resp.write(b"event: change\ndata: " + _dumps(data).encode() + b"\n\n")
+                ready.clear()
+                quiet = 0.0
+                if held["dropped"]:
+                    self.stream_lag += held["dropped"]
+                    lag = {"key": "", "kind": "lagged", "version": 0, "origin": "",
+                           "int": held["dropped"]}  # fmt: skip
+                    held["dropped"] = 0
+                    await resp.write(b"event: change\ndata: " + _dumps(lag).encode() + b"\n\n")
+                while queue:
+                    ch, size = queue.popleft()
+                    held["bytes"] -= size
+                    await resp.write(_event(ch))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self.streams -= 1
-            close = getattr(changes, "aclose", None)
-            if close is not None:
-                await close()
+            unsubscribe()
         return resp
 
     async def members(self, request: Any) -> Any:
@@ -609,6 +690,54 @@ def _by_id(m: Any) -> str:
 def _fmt(addr: Any) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def _gone(request: Any) -> bool:
+    """The client closed its connection (aiohttp does not cancel the handler)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _key(request: Any) -> str:
+    """The key as the client sent it: from the raw path, percent-decoded, so
+    that ``a/../b`` is that key, not ``b`` (the router normalises the path)."""
+    raw = request.raw_path.split("?", 1)[0]
+    key = urllib.parse.unquote(raw[len("/v1/kv/") :]) if raw.startswith("/v1/kv/") else ""
+    key = key or request.match_info.get("key", "")
+    if not key or key.startswith(RESERVED_PREFIX):
+        raise _BadRequest(400, "keys starting with \\x00 are the cluster's own")
+    return key
+
+
+def _prefix(request: Any) -> str:
+    prefix = request.query.get("prefix", "")
+    if prefix.startswith(RESERVED_PREFIX):
+        raise _BadRequest(400, "keys starting with \\x00 are the cluster's own")
+    return prefix
+
+
+def _event(ch: Any) -> bytes:
+    data: Dict[str, Any] = {
+        "key": ch.key,
+        "kind": ch.kind,
+        "version": ch.version,
+        "origin": ch.origin,
+    }
+    if isinstance(ch.value, bytes):
+        data["value"] = base64.b64encode(ch.value).decode("ascii")
+    elif ch.value is not None:
+        data["int"] = ch.value
+    return b"event: change\ndata: " + _dumps(data).encode() + b"\n\n"
+
+
+def _loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine's loopback (with a port or not)."""
+    name = host.strip()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    return name == "localhost" or _is_loopback(name)
 
 
 def _int_query(request: Any, name: str) -> Optional[int]:

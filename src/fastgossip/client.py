@@ -10,6 +10,7 @@ is unreachable (or failing: 5xx).
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import sys
@@ -65,8 +66,11 @@ def add_client_parsers(sub: Any) -> None:
 
 def _token(args: Any) -> Optional[str]:
     if args.token_file:
-        with open(args.token_file) as f:
-            return f.read().strip()
+        try:
+            with open(args.token_file) as f:
+                return f.read().strip()
+        except OSError as exc:
+            raise _Failed(USAGE, f"cannot read the token file: {exc}") from None
     return os.environ.get("FASTGOSSIP_HTTP_TOKEN") or None
 
 
@@ -74,7 +78,10 @@ def _request(
     args: Any, method: str, path: str, body: Optional[bytes] = None, timeout: float = 10.0
 ) -> Tuple[int, Dict[str, str], Any]:
     url = f"http://{args.http_addr}{path}"
-    req = urllib.request.Request(url, data=body, method=method)
+    try:
+        req = urllib.request.Request(url, data=body, method=method)
+    except ValueError as exc:
+        raise _Failed(USAGE, f"bad --http-addr {args.http_addr!r}: {exc}") from None
     token = _token(args)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
@@ -91,7 +98,9 @@ def _request(
         if exc.code < 500:
             raise _Failed(USAGE, f"{exc.code}: {message}") from None
         raise _Failed(UNREACHABLE, f"{exc.code}: {message}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        if isinstance(exc, ValueError) or isinstance(exc, http.client.InvalidURL):
+            raise _Failed(USAGE, f"bad --http-addr {args.http_addr!r}: {exc}") from None
         reason = getattr(exc, "reason", exc)
         raise _Failed(
             UNREACHABLE, f"cannot reach the agent at {args.http_addr}: {reason}"
@@ -127,10 +136,16 @@ def run_client(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
         return exc.code
     except BrokenPipeError:  # pragma: no cover - `| head`
         return OK
+    except (http.client.HTTPException, OSError) as exc:
+        # the stream cut short, a timeout reading an answer: the agent failed
+        err.write(f"fastgossip {args.command}: the agent's answer broke off: {exc!r}\n")
+        return UNREACHABLE
 
 
 def _q(key: str) -> str:
-    return urllib.parse.quote(key, safe="/")
+    """A key for the path: every character but letters, digits and ``_-~``
+    percent-encoded (``.`` too, so ``a/../b`` stays that key)."""
+    return urllib.parse.quote(key, safe="").replace(".", "%2E")
 
 
 def _run(args: Any, out: TextIO) -> int:
