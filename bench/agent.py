@@ -35,9 +35,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from bench._meta import RESULTS, ROOT, machine, write_json
-
-SRC = os.path.join(ROOT, "src")
+from bench._meta import RESULTS, machine, write_json
+from bench._procs import child_env
 
 
 def _free_port() -> int:
@@ -56,7 +55,7 @@ class AgentProc:
                "--interval", str(interval), "--log-level", "WARNING"]  # fmt: skip
         if join:
             cmd += ["--join", join]
-        env = dict(os.environ, PYTHONPATH=SRC)
+        env = child_env()
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while True:
@@ -164,7 +163,7 @@ def measure_rate(rate: float, seconds: float) -> Dict[str, Any]:
             capture_output=True,
             text=True,
             timeout=seconds + 60,
-            env=dict(os.environ, PYTHONPATH=SRC),
+            env=child_env(),
         )
     finally:
         a.stop()
@@ -289,7 +288,7 @@ def measure_idle(seconds: float) -> Dict[str, Any]:
         agent = (a.cpu_seconds() - c0) / (time.monotonic() - t0)
     finally:
         a.stop()
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = child_env()
     p = subprocess.Popen([sys.executable, "-c", IDLE_NODE, str(_free_port())], env=env)
     try:
         time.sleep(1.0)

@@ -7,6 +7,7 @@ The fixtures ``codec``, ``table`` and ``sampler`` yield the compiled module
 from __future__ import annotations
 
 import asyncio
+import os
 from types import ModuleType
 
 import pytest
@@ -81,3 +82,15 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
         _run_strict(fn, {n: pyfuncitem.funcargs[n] for n in names})
         return True
     return None
+
+
+def child_env() -> dict:
+    """This environment, with PYTHONPATH such that a child process imports the
+    fastgossip this process imported (installed, or src/ through PYTHONPATH):
+    a clean clone has no compiled modules in its src/."""
+    import fastgossip
+
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fastgossip.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env

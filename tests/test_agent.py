@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import re
 import signal
 import subprocess
@@ -25,9 +24,7 @@ pytest.importorskip("prometheus_client", reason="the agent extra (prometheus_cli
 from fastgossip.agent import Agent, AgentConfig  # noqa: E402
 from fastgossip.cli import build_parser  # noqa: E402
 from fastgossip.client import run_client  # noqa: E402
-from tests.conftest import wait_for  # noqa: E402
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from tests.conftest import child_env, wait_for  # noqa: E402
 
 
 def cfg(node_id: str, join: Tuple[str, ...] = (), **kw: Any) -> AgentConfig:
@@ -279,7 +276,7 @@ def test_a_toml_config_and_flags_over_it(tmp_path: Path) -> None:
 
 
 def test_the_agent_process_leaves_on_sigterm_and_exits_0(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = child_env()
     cmd = [sys.executable, "-m", "fastgossip", "agent", "--node-id", "p1",
            "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-json"]  # fmt: skip
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, text=True)

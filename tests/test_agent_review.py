@@ -27,6 +27,7 @@ pytest.importorskip("prometheus_client", reason="the agent extra (prometheus_cli
 from fastgossip.agent import Agent  # noqa: E402
 from fastgossip.cli import build_parser  # noqa: E402
 from fastgossip.client import run_client  # noqa: E402
+from tests.conftest import child_env  # noqa: E402
 from tests.test_agent import agents, cfg, stop, url  # noqa: E402
 
 
@@ -231,13 +232,11 @@ def test_cli_bad_http_addr_is_a_usage_error() -> None:
 
 
 def _start_proc(data_dir: str) -> Any:
-    import os
     import re
     import subprocess
     import sys
 
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env = dict(os.environ, PYTHONPATH=src)
+    env = child_env()
     cmd = [sys.executable, "-m", "fastgossip", "agent", "--node-id", "d1",
            "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-json",
            "--data-dir", data_dir]  # fmt: skip

@@ -31,9 +31,7 @@ from fastgossip.durable import (
     read_records,
     record,
 )
-from tests.conftest import wait_for
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from tests.conftest import child_env, wait_for
 
 
 def config(node_id: str, data_dir: Any, implementation: str, **kw: Any) -> NodeConfig:
@@ -259,7 +257,7 @@ CHILD = textwrap.dedent(
 def _kill_during_writes(data_dir: Path, fsync: str, durable: bool, after: float) -> List[Any]:
     """Run the writer child, kill -9 it ``after`` seconds into its writes;
     returns [(key, acked at)] of what it had printed (acknowledged)."""
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = child_env()
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(data_dir), fsync, "1" if durable else "0"],
         stdout=subprocess.PIPE,

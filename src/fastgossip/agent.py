@@ -390,7 +390,7 @@ class Agent:
         limit = self.config.max_list if limit is None else min(limit, self.config.max_list)
         after = request.query.get("after", "")
         keys = sorted(k for k in node.keys() if k.startswith(prefix) and k > after)
-        out = []
+        out: List[Dict[str, Any]] = []
         size, room = 2, self.config.node_config().max_frame_size  # (one reply's bytes)
         more = len(keys) > limit
         for k in keys[:limit]:
