@@ -148,6 +148,7 @@ async def test_members_metrics_and_a_member_leaving() -> None:
             assert re.search(r"^fastgossip_rounds_total \d", text, re.M)
             assert 'fastgossip_members{status="alive"} 3.0' in text
             assert 'fastgossip_member_phi{peer="a1"}' in text
+            assert re.search(r'^fastgossip_peer_rtt_seconds\{peer="a[12]"\} [\d.e-]+$', text, re.M)
             assert "fastgossip_refusals_total" in text or "fastgossip_refusals" in text
             info = await (await s.get(url(a, "/v1/agent"))).json()
             assert info["node_id"] == "a0" and "rounds" in info["stats"]

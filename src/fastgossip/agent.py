@@ -671,6 +671,15 @@ class _Collector:
             if m.node_id != node.node_id and m.phi is not None:
                 phi.add_metric([m.node_id], m.phi)
         yield phi
+        rtt = GaugeMetricFamily(
+            "fastgossip_peer_rtt_seconds",
+            "round-trip time of the exchanges with each peer (smoothed)",
+            labels=["peer"],
+        )
+        names = {m.addr: m.node_id for m in members if m.addr}
+        for addr, seconds in sorted(node.peer_rtt().items()):
+            rtt.add_metric([names.get(addr) or _fmt(addr)], seconds)
+        yield rtt
         streams = GaugeMetricFamily(
             "fastgossip_http_streams", "SSE watches and blocking reads open"
         )

@@ -353,6 +353,8 @@ class GossipCore:
         # connections receiving a Reset, and since when (see _on_reset)
         self._resetting: Dict[int, float] = {}
         self._ticked_at = 0.0  # the last round
+        # per peer address: the exchanges' round-trip time, smoothed (seconds)
+        self.rtt: Dict[Address, float] = {}
         self._progress_at = 0.0  # when entries last arrived on any connection
 
     # -- time ------------------------------------------------------------------
@@ -437,6 +439,7 @@ class GossipCore:
         return self._drop_peer(addr)
 
     def _drop_peer(self, addr: Address) -> bool:
+        self.rtt.pop(addr, None)
         """Stop gossiping with ``addr`` and close our link to it."""
         peer = self._peers.pop(addr, None)
         if peer is None:
@@ -1716,6 +1719,12 @@ class GossipCore:
             # answered only by a peer with something to say: it is owed a reply,
             # or a delta cut at the budget would never be finished)
             asked_at = p.awaiting_since
+            if asked_at:
+                # an exchange's round trip (question to the answer's digest:
+                # the link, the peer's work, and on a slow link the delta)
+                took = max(0.0, now - asked_at)
+                seen = self.rtt.get(c.peer)
+                self.rtt[c.peer] = took if seen is None else 0.8 * seen + 0.2 * took
             p.awaiting_since = 0.0
             p.quiet_asked = False
             self.out.append((EVENT, "answered", c.peer))

@@ -1017,6 +1017,12 @@ class GossipNode:
         """Every key and its value (tombstones and the cluster's own keys left out)."""
         return {e.key: e.value for e in self._read() if not e.key.startswith(RESERVED_PREFIX)}
 
+    def peer_rtt(self) -> Dict[Address, float]:
+        """Per peer address, the round-trip time of this node's exchanges with
+        it (question to answer, smoothed; seconds): the link, the peer's work
+        and, on a slow link, the answer's transfer."""
+        return dict(self._core.rtt)
+
     def watermarks(self) -> Dict[str, int]:
         return self._core.state.watermarks()  # type: ignore[no-any-return]
 
