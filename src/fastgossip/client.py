@@ -148,13 +148,21 @@ def _q(key: str) -> str:
     return urllib.parse.quote(key, safe="").replace(".", "%2E")
 
 
+def _get_json(args: Any, path: str, out: TextIO) -> Any:
+    """GET a JSON answer; with --json print it and return None."""
+    _, _, resp = _request(args, "GET", path)
+    data = json.load(resp)
+    if args.json:
+        out.write(json.dumps(data) + "\n")
+        return None
+    return data
+
+
 def _run(args: Any, out: TextIO) -> int:
     cmd = args.command
     if cmd == "members":
-        _, _, resp = _request(args, "GET", "/v1/members")
-        members = json.load(resp)
-        if args.json:
-            out.write(json.dumps(members) + "\n")
+        members = _get_json(args, "/v1/members", out)
+        if members is None:
             return OK
         rows = [["NODE", "ADDRESS", "STATUS", "PHI", "META"]]
         for m in members:
@@ -205,10 +213,8 @@ def _run(args: Any, out: TextIO) -> int:
         return OK
     if cmd == "keys":
         qs = urllib.parse.urlencode({"prefix": args.prefix})
-        _, _, resp = _request(args, "GET", f"/v1/kv?{qs}")
-        entries = json.load(resp)
-        if args.json:
-            out.write(json.dumps(entries) + "\n")
+        entries = _get_json(args, f"/v1/kv?{qs}", out)
+        if entries is None:
             return OK
         rows = [["KEY", "VERSION", "ORIGIN", "VALUE"]]
         for e in entries:
@@ -233,10 +239,8 @@ def _run(args: Any, out: TextIO) -> int:
                 break
         return OK
     if cmd == "info":
-        _, _, resp = _request(args, "GET", "/v1/agent")
-        info = json.load(resp)
-        if args.json:
-            out.write(json.dumps(info) + "\n")
+        info = _get_json(args, "/v1/agent", out)
+        if info is None:
             return OK
         for k in ("node_id", "origin", "addr", "http", "uptime_s", "keys"):
             out.write(f"{k}: {info.get(k)}\n")
