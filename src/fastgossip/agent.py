@@ -249,19 +249,24 @@ class Agent:
             return
         self._stopping = True
         node = self.node
-        if node is not None and not node.closed:
-            log.info("agent %s shutting down (%s)", node.node_id, "leaving" if leave else "stop")
-            if self._unsubscribe is not None:
-                self._unsubscribe()
+        try:
+            if node is not None and not node.closed:
+                what = "leaving" if leave else "stop"
+                log.info("agent %s shutting down (%s)", node.node_id, what)
+                if self._unsubscribe is not None:
+                    self._unsubscribe()
+                try:
+                    if leave:
+                        await node.leave(timeout=2.0)
+                finally:
+                    await node.shutdown()  # (the last flush of durable mode, the port)
+        finally:
             try:
-                if leave:
-                    await node.leave(timeout=2.0)
+                if self._runner is not None:
+                    await self._runner.cleanup()
+                    self._runner = None
             finally:
-                await node.shutdown()  # (the last flush of durable mode, the port)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        self.stopped.set()
+                self.stopped.set()  # (a failed stop still ends the agent)
 
     def _member_changed(self, ev: Any) -> None:
         if ev.kind == "lagged":
@@ -362,6 +367,7 @@ class Agent:
         if index is not None:
             wait = self._wait(request)
             await self._block(request, key, index, wait, exact=True)
+            node = self._node()  # (it may have shut down meanwhile: 503)
         e = node.get_entry(key)
         if e is None or e.value is None:
             return self._error(404, f"no key {key!r}")
@@ -386,7 +392,10 @@ class Agent:
         index = _int_query(request, "index")
         if index is not None:
             await self._block(request, prefix, index, self._wait(request), exact=False)
+            node = self._node()
         limit = _int_query(request, "limit")
+        if limit == 0:
+            raise _BadRequest(400, "limit must be >= 1")
         limit = self.config.max_list if limit is None else min(limit, self.config.max_list)
         after = request.query.get("after", "")
         keys = sorted(k for k in node.keys() if k.startswith(prefix) and k > after)
@@ -741,11 +750,12 @@ def _event(ch: Any) -> bytes:
 
 def _loopback_host(host: str) -> bool:
     """Whether a Host header names this machine's loopback (with a port or not)."""
-    name = host.strip()
+    name = host.strip().lower()
     if name.startswith("["):
         name = name[1 : name.find("]")] if "]" in name else name
     elif name.count(":") == 1:
         name = name.split(":", 1)[0]
+    name = name.rstrip(".")
     return name == "localhost" or _is_loopback(name)
 
 

@@ -212,9 +212,19 @@ def _run(args: Any, out: TextIO) -> int:
         out.write((json.dumps(answer) if args.json else str(answer["version"])) + "\n")
         return OK
     if cmd == "keys":
-        qs = urllib.parse.urlencode({"prefix": args.prefix})
-        entries = _get_json(args, f"/v1/kv?{qs}", out)
-        if entries is None:
+        # every page (the agent answers at most ~10,000 keys a time)
+        entries: List[Dict[str, Any]] = []
+        after = ""
+        while True:
+            qs = urllib.parse.urlencode({"prefix": args.prefix, "after": after})
+            _, headers, resp = _request(args, "GET", f"/v1/kv?{qs}")
+            page = json.load(resp)
+            entries += page
+            if headers.get("X-Fastgossip-More") != "true" or not page:
+                break
+            after = page[-1]["key"]
+        if args.json:
+            out.write(json.dumps(entries) + "\n")
             return OK
         rows = [["KEY", "VERSION", "ORIGIN", "VALUE"]]
         for e in entries:

@@ -12,8 +12,9 @@ Both files are sequences of **records**::
     u32 length (of what follows the crc)   u32 crc32 (zlib) of it   u8 kind   body
 
 ``kind`` ``B``: ``body`` is one complete GossipBatch frame, length prefix
-included, as the wire carries it (a batch a peer sent and this node merged, or
-a batch of this node's own writes). ``M``: ``body`` is JSON: ``node_id``,
+included, as the wire carries it: a batch a peer sent and this node merged
+(replayed with the guards it met live; its sender field, the peer's word,
+decides nothing). ``O``: a batch of this node's own writes. ``M``: ``body`` is JSON: ``node_id``,
 ``origin`` (the life the node resumes), ``version_floor`` and ``stamp_floor``
 (the node's clocks restart past them) and, in a snapshot, ``watermarks``.
 
@@ -63,7 +64,8 @@ __all__ = ["DataDir", "DataDirError", "DurabilityError", "FSYNC_POLICIES", "Jour
 log = logging.getLogger("fastgossip")
 
 FSYNC_POLICIES = ("always", "interval", "never")
-KIND_BATCH = 0x42  # "B"
+KIND_BATCH = 0x42  # "B": a batch a peer sent (replayed with the live guards)
+KIND_OWN = 0x4F  # "O": a batch of this node's own writes
 KIND_META = 0x4D  # "M"
 _HEAD = struct.Struct(">II")
 MIN_LOG_BEFORE_SNAPSHOT = 256 << 10
@@ -117,6 +119,7 @@ def _nothing_valid_after(data: bytes, start: int) -> bool:
         length, crc = _HEAD.unpack_from(data, pos)
         if 0 < length <= size - pos - _HEAD.size and data[pos + _HEAD.size] in (
             KIND_BATCH,
+            KIND_OWN,
             KIND_META,
         ):
             if zlib.crc32(data[pos + _HEAD.size : pos + _HEAD.size + length]) == crc:
@@ -296,6 +299,13 @@ class DataDir:
             if got.cut_bytes:
                 os.ftruncate(self._log_fd, end)
                 os.fsync(self._log_fd)
+            if end == 0 and snap_gen is not None:
+                # (a log dropped, cut to nothing or missing: it starts again
+                # naming its snapshot, or the next recovery drops what follows)
+                head = self._head(snap_gen)
+                os.write(self._log_fd, head)
+                os.fsync(self._log_fd)
+                end = len(head)
         except OSError as exc:
             raise DataDirError(
                 f"cannot write to data directory {self.path}: {exc.strerror or exc}"
@@ -339,13 +349,14 @@ class DataDir:
         guard: Tuple[Optional[str], int, int],
     ) -> None:
         merge = state.merge_frame
-        own_id = self.node_id.encode("utf-8")
         origin, max_stamp, max_version = guard
         top = (1 << 64) - 1
         for kind, body in records:
-            if kind == KIND_BATCH:
+            if kind in (KIND_BATCH, KIND_OWN):
                 size = max(max_frame_size, len(body))
-                if snapshot or _sender(body) == own_id:
+                # (a peer's frame may name any sender: only the record's kind,
+                # written by this node, says a batch is this node's own)
+                if snapshot or kind == KIND_OWN:
                     got.entries += merge(body, size)
                 else:  # a peer's batch: the guards it met live
                     state.own_origin = origin
@@ -410,10 +421,7 @@ class DataDir:
             os.replace(tmp, os.path.join(self.path, "snapshot"))
             if sync:
                 self._sync_dir()
-            head = record(
-                KIND_META,
-                json.dumps({"node_id": self.node_id, "generation": generation}).encode(),
-            )
+            head = self._head(generation)
             if self._log_fd is not None:
                 os.ftruncate(self._log_fd, 0)
                 os.write(self._log_fd, head)
@@ -428,6 +436,11 @@ class DataDir:
         self.snapshot_bytes = len(data)
         self.log_bytes = len(head)
         self.generation = generation
+
+    def _head(self, generation: int) -> bytes:
+        """The record a log starts with: the generation of its snapshot."""
+        meta = {"node_id": self.node_id, "generation": generation}
+        return record(KIND_META, json.dumps(meta).encode())
 
     def _sync_dir(self) -> None:
         fd = os.open(self.path, os.O_RDONLY)
@@ -490,9 +503,3 @@ def _origin(records: List[Tuple[int, bytes]]) -> Optional[str]:
         if meta.get("origin"):
             return str(meta["origin"])
     return None
-
-
-def _sender(frame: bytes) -> bytes:
-    """A batch frame's sender id (after the u32 length, version and type bytes)."""
-    n = int.from_bytes(frame[6:8], "big")
-    return frame[8 : 8 + n]

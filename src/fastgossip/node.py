@@ -45,6 +45,7 @@ from .core import EPHEMERAL_SUFFIX, LIFE_SEPARATOR, CoreLimits, GossipCore, node
 from .durable import (
     FSYNC_POLICIES,
     KIND_BATCH,
+    KIND_OWN,
     DataDir,
     DurabilityError,
     Journal,
@@ -771,7 +772,7 @@ class GossipNode:
         if data_dir is None or journal is None:
             return
         loop = asyncio.get_running_loop()
-        if not self._waiters and loop.time() < self._retry_at:
+        if not self._waiters and not self._data_closing and loop.time() < self._retry_at:
             return  # (the disk failed lately: retried with back-off, or when asked)
         waiters, self._waiters = self._waiters, []
         if not journal and not waiters and not self._snapshot_owed:
@@ -807,7 +808,7 @@ class GossipNode:
             write = functools.partial(data_dir.write_snapshot, generation=gen)
         else:
             parts = [record(KIND_BATCH, f) for f in frames]
-            parts += [record(KIND_BATCH, f) for f in self._encode_own(entries)]
+            parts += [record(KIND_OWN, f) for f in self._encode_own(entries)]
             parts.append(
                 meta_record(self.node_id, core.origin, *floors, generation=data_dir.generation)
             )
