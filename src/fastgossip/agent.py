@@ -160,14 +160,20 @@ def _duration(text: str) -> float:
     return float(text)
 
 
+def _value_json(out: Dict[str, Any], value: Any) -> None:
+    """A value as the API shows it: bytes in base64 (``value``), an int as
+    ``int``, none for a tombstone."""
+    if isinstance(value, bytes):
+        out["value"] = base64.b64encode(value).decode("ascii")
+    elif value is not None:
+        out["int"] = value
+
+
 def entry_json(e: Any) -> Dict[str, Any]:
     """An entry as the API shows it: bytes values in base64 (``value``), int
     values as ``int``."""
     out: Dict[str, Any] = {"key": e.key, "version": e.version, "origin": e.origin}
-    if isinstance(e.value, bytes):
-        out["value"] = base64.b64encode(e.value).decode("ascii")
-    elif e.value is not None:
-        out["int"] = e.value
+    _value_json(out, e.value)
     if e.expires:
         out["expires"] = e.expires
     return out
@@ -430,6 +436,10 @@ class Agent:
                 top = e.version
         return top
 
+    def _room_for_a_stream(self) -> None:
+        if self.streams >= self.config.max_streams:
+            raise _BadRequest(503, f"over {self.config.max_streams} streams open")
+
     def _wait(self, request: Any) -> float:
         text = request.query.get("wait", "30s")
         try:
@@ -447,8 +457,7 @@ class Agent:
         node = self._node()
         if self._newest(key, exact) > index or wait == 0:
             return
-        if self.streams >= self.config.max_streams:
-            raise _BadRequest(503, f"over {self.config.max_streams} streams open")
+        self._room_for_a_stream()
         changed = asyncio.Event()
 
         def seen(ch: Any) -> None:
@@ -521,8 +530,7 @@ class Agent:
 
         node = self._node()
         prefix = _prefix(request)
-        if self.streams >= self.config.max_streams:
-            raise _BadRequest(503, f"over {self.config.max_streams} streams open")
+        self._room_for_a_stream()
         queue: Deque[Any] = collections.deque()
         held = {"bytes": 0, "dropped": 0}
         ready = asyncio.Event()
@@ -566,7 +574,7 @@ class Agent:
                     lag = {"key": "", "kind": "lagged", "version": 0, "origin": "",
                            "int": held["dropped"]}  # fmt: skip
                     held["dropped"] = 0
-                    await resp.write(b"event: change\ndata: " + _dumps(lag).encode() + b"\n\n")
+                    await resp.write(_sse(lag))
                 while queue:
                     ch, size = queue.popleft()
                     held["bytes"] -= size
@@ -741,10 +749,12 @@ def _event(ch: Any) -> bytes:
         "version": ch.version,
         "origin": ch.origin,
     }
-    if isinstance(ch.value, bytes):
-        data["value"] = base64.b64encode(ch.value).decode("ascii")
-    elif ch.value is not None:
-        data["int"] = ch.value
+    _value_json(data, ch.value)
+    return _sse(data)
+
+
+def _sse(data: Dict[str, Any]) -> bytes:
+    """One Server-Sent ``change`` event."""
     return b"event: change\ndata: " + _dumps(data).encode() + b"\n\n"
 
 

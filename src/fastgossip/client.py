@@ -76,7 +76,7 @@ def _token(args: Any) -> Optional[str]:
 
 def _request(
     args: Any, method: str, path: str, body: Optional[bytes] = None, timeout: float = 10.0
-) -> Tuple[int, Dict[str, str], Any]:
+) -> Tuple[Dict[str, str], Any]:
     url = f"http://{args.http_addr}{path}"
     try:
         req = urllib.request.Request(url, data=body, method=method)
@@ -105,7 +105,7 @@ def _request(
         raise _Failed(
             UNREACHABLE, f"cannot reach the agent at {args.http_addr}: {reason}"
         ) from None
-    return resp.status, dict(resp.headers), resp
+    return dict(resp.headers), resp
 
 
 def _table(rows: List[List[str]], out: TextIO) -> None:
@@ -150,12 +150,19 @@ def _q(key: str) -> str:
 
 def _get_json(args: Any, path: str, out: TextIO) -> Any:
     """GET a JSON answer; with --json print it and return None."""
-    _, _, resp = _request(args, "GET", path)
+    _, resp = _request(args, "GET", path)
     data = json.load(resp)
     if args.json:
         out.write(json.dumps(data) + "\n")
         return None
     return data
+
+
+def _written(args: Any, resp: Any, out: TextIO) -> int:
+    """A put's or a del's answer: its version (the whole answer with --json)."""
+    answer = json.load(resp)
+    out.write((json.dumps(answer) if args.json else str(answer["version"])) + "\n")
+    return OK
 
 
 def _run(args: Any, out: TextIO) -> int:
@@ -172,7 +179,7 @@ def _run(args: Any, out: TextIO) -> int:
         _table(rows, out)
         return OK
     if cmd == "get":
-        _, headers, resp = _request(args, "GET", f"/v1/kv/{_q(args.key)}")
+        headers, resp = _request(args, "GET", f"/v1/kv/{_q(args.key)}")
         raw = resp.read()
         if args.json:
             entry: Dict[str, Any] = {
@@ -202,22 +209,18 @@ def _run(args: Any, out: TextIO) -> int:
         if args.durable:
             query["durable"] = "true"
         qs = ("?" + urllib.parse.urlencode(query)) if query else ""
-        _, _, resp = _request(args, "PUT", f"/v1/kv/{_q(args.key)}{qs}", value)
-        answer = json.load(resp)
-        out.write((json.dumps(answer) if args.json else str(answer["version"])) + "\n")
-        return OK
+        _, resp = _request(args, "PUT", f"/v1/kv/{_q(args.key)}{qs}", value)
+        return _written(args, resp, out)
     if cmd == "del":
-        _, _, resp = _request(args, "DELETE", f"/v1/kv/{_q(args.key)}")
-        answer = json.load(resp)
-        out.write((json.dumps(answer) if args.json else str(answer["version"])) + "\n")
-        return OK
+        _, resp = _request(args, "DELETE", f"/v1/kv/{_q(args.key)}")
+        return _written(args, resp, out)
     if cmd == "keys":
         # every page (the agent answers at most ~10,000 keys a time)
         entries: List[Dict[str, Any]] = []
         after = ""
         while True:
             qs = urllib.parse.urlencode({"prefix": args.prefix, "after": after})
-            _, headers, resp = _request(args, "GET", f"/v1/kv?{qs}")
+            headers, resp = _request(args, "GET", f"/v1/kv?{qs}")
             page = json.load(resp)
             entries += page
             if headers.get("X-Fastgossip-More") != "true" or not page:
@@ -233,7 +236,7 @@ def _run(args: Any, out: TextIO) -> int:
         return OK if entries else NOT_FOUND
     if cmd == "watch":
         qs = urllib.parse.urlencode({"prefix": args.prefix})
-        _, _, resp = _request(args, "GET", f"/v1/watch?{qs}", timeout=3600.0)
+        _, resp = _request(args, "GET", f"/v1/watch?{qs}", timeout=3600.0)
         seen = 0
         for line in resp:
             if not line.startswith(b"data: "):

@@ -180,6 +180,22 @@ MID_FRAME_WAIT = 5.0  # seconds a catch-up waits on a paused frame or a queued a
 CONTINUE_BYTES = 32 << 10  # an answer at least this large that was cut is continued at once
 
 
+def _skews_ahead(now: float, max_clock_skew: float, skews: int) -> int:
+    """The version at the start of the millisecond ``skews`` times
+    ``max_clock_skew`` ahead of ``now``."""
+    return (int(now * 1000) + skews * int(max_clock_skew * 1000)) << LOGICAL_BITS
+
+
+def horizon(now: float, max_clock_skew: float) -> Tuple[int, int]:
+    """(max stamp, max version) an entry may carry to be accepted at ``now``:
+    one ``max_clock_skew`` ahead for stamps, two for versions (see PROTOCOL.md).
+    Durable mode's recovery replays a peer's batches with the same bounds."""
+    return (
+        min(MAX_VERSION, _skews_ahead(now, max_clock_skew, 1) | 0xFFFF),
+        min(MAX_VERSION, _skews_ahead(now, max_clock_skew, 2) | 0xFFFF),
+    )
+
+
 class _Refused(Exception):
     """The connection was refused mid-input (counted and logged already)."""
 
@@ -366,17 +382,12 @@ class GossipCore:
             self._now = now
 
     def _skews_ahead(self, now: float, skews: int) -> int:
-        """The version at the start of the millisecond ``skews`` times
-        ``max_clock_skew`` ahead of ``now``."""
-        return (int(now * 1000) + skews * int(self.limits.max_clock_skew * 1000)) << LOGICAL_BITS
+        return _skews_ahead(now, self.limits.max_clock_skew, skews)
 
     def horizon(self, now: float) -> Tuple[int, int]:
-        """(max stamp, max version) an entry may carry to be accepted at ``now``:
-        one ``max_clock_skew`` ahead for stamps, two for versions (see PROTOCOL.md)."""
-        return (
-            min(MAX_VERSION, self._skews_ahead(now, 1) | 0xFFFF),
-            min(MAX_VERSION, self._skews_ahead(now, 2) | 0xFFFF),
-        )
+        """(max stamp, max version) an entry may carry to be accepted at ``now``
+        (see ``horizon``)."""
+        return horizon(now, self.limits.max_clock_skew)
 
     def _next_stamp(self) -> int:
         stamp = max(self._wall_ms() << LOGICAL_BITS, self._last_stamp + 1)
@@ -439,8 +450,8 @@ class GossipCore:
         return self._drop_peer(addr)
 
     def _drop_peer(self, addr: Address) -> bool:
-        self.rtt.pop(addr, None)
         """Stop gossiping with ``addr`` and close our link to it."""
+        self.rtt.pop(addr, None)
         peer = self._peers.pop(addr, None)
         if peer is None:
             return False
@@ -1375,10 +1386,8 @@ class GossipCore:
             out[origin] = stamp
         return watermarks if out is None else out
 
-    def _note_sent(
-        self, c: _Conn, conn: int, wanted: Dict[str, int], frames: List[bytes], now: float
-    ) -> None:
-        """Record what a delta about to be written on ``conn`` brings the peer
+    def _note_sent(self, c: _Conn, wanted: Dict[str, int], now: float) -> None:
+        """Record what the delta just taken, about to be written on ``c``, brings the peer
         (see _in_flight). A delta is every due entry in (stamp, origin) order;
         cut at its budget, it holds at least every entry below the last
         stamp it carries."""
@@ -1759,15 +1768,15 @@ class GossipCore:
             self.stats.sends_dropped += 1
         else:
             try:
-                # not again what is still in flight to that node (on this
-                # connection or its other one)
+                # not again what is still in flight on this connection
                 wanted = self._in_flight(c, watermarks, now)
                 frames = self.state.delta_frames(
                     self.node_id, wanted, self.limits.max_frame_size, budget
                 )
-                c.continued = sum(map(len, frames)) >= CONTINUE_BYTES
+                delta_bytes = sum(map(len, frames))
+                c.continued = delta_bytes >= CONTINUE_BYTES
                 if frames:
-                    self._note_sent(c, conn, wanted, frames, now)
+                    self._note_sent(c, wanted, now)
                     if self.state.delta_cut and budget >= c.cap:
                         c.capped_at = now
                 h = self.horizons
@@ -1783,7 +1792,7 @@ class GossipCore:
                     # per change of our horizons, within the answer's budget
                     # (its size first: 8 bytes a key, and the origins)
                     n_hash = 8 * self.state.entry_count
-                    size = sum(map(len, frames)) + n_hash + 300 * len(self.state.watermarks())
+                    size = delta_bytes + n_hash + 300 * len(self.state.watermarks())
                     fixed = 64 + len(self.node_id.encode("utf-8"))  # (a frame's own bytes)
                     size += (n_hash // max(1, self.limits.max_frame_size - fixed) + 2) * fixed
                     if size <= full:

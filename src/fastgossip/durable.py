@@ -52,9 +52,9 @@ import json
 import logging
 import os
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
-from time import time_ns
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import NodeError
@@ -153,6 +153,7 @@ class Journal:
     # held for a flush at most; beyond it (a disk stuck in a write) what is
     # held is let go and the next flush writes a whole snapshot instead
     MAX_BYTES = 64 << 20
+    MAX_ENTRIES = 1_000_000
 
     def __init__(self) -> None:
         self.entries: List[Tuple[Any, ...]] = []
@@ -165,16 +166,18 @@ class Journal:
     ) -> None:
         entries = self.entries
         entries.append((key, value, version, origin, stamp, expires))
-        if len(entries) > 1_000_000:  # (see MAX_BYTES)
-            self.entries, self.frames, self.frame_bytes = [], [], 0
-            self.reshaped = True
+        if len(entries) > self.MAX_ENTRIES:
+            self._let_go()
 
     def frame(self, frame: bytes) -> None:
         self.frames.append(frame)
         self.frame_bytes += len(frame)
         if self.frame_bytes > self.MAX_BYTES:
-            self.entries, self.frames, self.frame_bytes = [], [], 0
-            self.reshaped = True
+            self._let_go()
+
+    def _let_go(self) -> None:
+        self.entries, self.frames, self.frame_bytes = [], [], 0
+        self.reshaped = True
 
     def reshape(self) -> None:
         self.reshaped = True
@@ -237,8 +240,6 @@ class DataDir:
         versions at most ``max_stamp``/``max_version``, nothing under this
         node's own origin): a logged frame is the whole frame, entries it had
         refused included."""
-        import time
-
         started = time.perf_counter()
         got = Recovered()
         snap = self._read("snapshot")
@@ -317,7 +318,7 @@ class DataDir:
         return got
 
     def _keep_aside(self, data: bytes) -> str:
-        path = os.path.join(self.path, f"log.damaged.{int(time_ns() // 1_000_000)}")
+        path = os.path.join(self.path, f"log.damaged.{time.time_ns() // 1_000_000}")
         try:
             with open(path, "wb") as f:
                 f.write(data)
@@ -384,21 +385,17 @@ class DataDir:
         fd = self._log_fd
         if fd is None:
             raise DurabilityError(errno.EBADF, "the data directory is closed")
-        view = memoryview(data)
-        written = 0
         try:
-            while written < len(data):
-                written += os.write(fd, view[written:])
+            _write_all(fd, data)
             if sync:
                 os.fsync(fd)
         except OSError as exc:
             # a partial append would be a torn record in the middle of later
             # ones: cut the log back to where this one began
-            if written:
-                try:
-                    os.ftruncate(fd, self.log_bytes)
-                except OSError:
-                    pass
+            try:
+                os.ftruncate(fd, self.log_bytes)
+            except OSError:
+                pass
             raise DurabilityError(exc.errno, f"cannot write the log: {exc.strerror}") from exc
         self.log_bytes += len(data)
 
@@ -410,10 +407,7 @@ class DataDir:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                view = memoryview(data)
-                written = 0
-                while written < len(data):
-                    written += os.write(fd, view[written:])
+                _write_all(fd, data)
                 if sync:
                     os.fsync(fd)
             finally:
@@ -482,6 +476,13 @@ def meta_record(
     if watermarks is not None:
         meta["watermarks"] = watermarks
     return record(KIND_META, json.dumps(meta, separators=(",", ":")).encode())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    written = 0
+    while written < len(data):
+        written += os.write(fd, view[written:])
 
 
 def _metas(records: List[Tuple[int, bytes]]) -> Any:

@@ -41,7 +41,7 @@ from typing import (
 from ._impl import load
 from ._table import MAX_NODE_ID_BYTES
 from .clock import LOGICAL_BITS
-from .core import EPHEMERAL_SUFFIX, LIFE_SEPARATOR, CoreLimits, GossipCore, node_of
+from .core import EPHEMERAL_SUFFIX, LIFE_SEPARATOR, CoreLimits, GossipCore, horizon, node_of
 from .durable import (
     FSYNC_POLICIES,
     KIND_BATCH,
@@ -585,14 +585,10 @@ class GossipNode:
         impl = config.implementation
         origin = ""
         if self._data is not None:
-            # the guards a peer's batch met when it came (see GossipCore.horizon)
-            now_ms, skew_ms = int(time.time() * 1000), int(config.max_clock_skew * 1000)
-            top = (1 << 64) - 1
+            # the guards a peer's batch met when it came
+            max_stamp, max_version = horizon(time.time(), config.max_clock_skew)
             self.recovered = self._data.recover(
-                state,
-                config.max_frame_size,
-                min(top, ((now_ms + skew_ms) << LOGICAL_BITS) | 0xFFFF),
-                min(top, ((now_ms + 2 * skew_ms) << LOGICAL_BITS) | 0xFFFF),
+                state, config.max_frame_size, max_stamp, max_version
             )
             origin = self.recovered.origin or ""
         origin = origin or f"{config.node_id}{LIFE_SEPARATOR}{_new_life(config.node_id)}"

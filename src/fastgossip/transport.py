@@ -343,24 +343,16 @@ class GossipProtocol(asyncio.Protocol):
             except ValueError as exc:  # FrameError: a malformed stream
                 owner.bad_input(self, exc)
                 return
-            # an answer still arriving: a frame in the making, or entries (not
-            # a trickle of small complete frames, which would keep this node
-            # "catching up" for ever)
-            batch = owner.core._batch_type
-            mid = bool(self.decoder.buffered or (sec is not None and sec.buffered))
-            if mid or any(f[5] == batch for f in frames):
-                owner.core.progress(self.conn, owner.now(), mid)
-            elif self.mid_frame:
-                owner.core.progress(self.conn, owner.now(), False)
-            self.mid_frame = mid
         else:
             frames = []
-            if sec is not None and sec.buffered:
-                # a sealed record still arriving (up to 64 KiB): its frames
-                # are read once it is whole, its bytes are progress now
-                owner.core.progress(self.conn, owner.now(), True)
-                self.mid_frame = True
         partial = self.decoder.buffered + (sec.buffered if sec is not None else 0)
+        # an answer still arriving: a frame (or a sealed record, up to 64 KiB)
+        # in the making, or entries (not a trickle of small complete frames,
+        # which would keep this node "catching up" for ever)
+        mid = partial > 0
+        if mid or self.mid_frame or any(f[5] == owner.core._batch_type for f in frames):
+            owner.core.progress(self.conn, owner.now(), mid)
+        self.mid_frame = mid
         if partial != self.partial:
             owner.input_changed(self, partial)
         if frames:
